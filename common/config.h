@@ -1,0 +1,176 @@
+// The run configuration: one TOML file, one typed struct per section.
+//
+// Defaults live here, in the member initialisers, and nowhere else. The schema (key names, types,
+// documentation, allowed values) lives in config.cpp in one function that visits every field; the
+// reader, the writer and `spartan config --explain` all go through it, so they cannot disagree.
+//
+// Errors name the file, line and key:
+//   spartan: error: unknown key 'optim.lrr', c.toml:12:1, see `spartan config --explain` for the keys
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace spartan {
+
+struct RunConfig {
+  std::string name = "run";          // artefacts go under <output_dir>/<name>
+  std::string output_dir = "runs";
+  int64_t seed = 1234;
+  int64_t log_every = 10;            // progress line every k optimizer steps
+};
+
+// Architecture of a freshly initialised model (`spartan model init`); an existing model folder
+// brings its own in config.json.
+struct ModelInitConfig {
+  int64_t vocab_size = 2000;
+  int64_t hidden_size = 256;
+  int64_t intermediate_size = 688;
+  int64_t num_layers = 4;
+  int64_t num_heads = 8;
+  int64_t num_kv_heads = 4;
+  int64_t max_position_embeddings = 512;
+  double rms_norm_eps = 1e-5;
+  double rope_theta = 10000.0;
+  double initializer_range = 0.02;
+  bool tie_word_embeddings = false;
+};
+
+struct ModelConfig {
+  std::string path;                  // Hugging Face model folder (config.json + *.safetensors)
+  std::string dtype = "fp32";        // fp32 | bf16: dtype of the frozen base in memory
+  ModelInitConfig init;
+};
+
+struct ParallelConfig {
+  int64_t tp = 1;
+  int64_t pp = 1;
+  int64_t dp = 1;
+  int64_t micro_batches = 1;         // pipeline micro-batches per step (M >= pp when pp > 1)
+  std::vector<int64_t> pp_split;     // layers per stage; empty = even split
+  std::string backend = "auto";      // auto | mpi | nccl
+};
+
+struct SoraConfig {
+  double lambda2 = 3e-4;             // gate threshold xi
+  double lambda1 = 10.0;             // L1 weight on the gates in the loss (official sparse_lambda)
+  std::string threshold = "official";  // official | soft | lr_scaled
+  std::string schedule = "none";     // none | linear | log_linear | exp_linear
+  double max_lambda = 10.0;
+  int64_t lambda_num = 5;
+  double gate_lr = 0.0;              // 0 = optim.lr
+};
+
+struct SppConfig {
+  std::string form = "effective";    // effective | blocked
+};
+
+struct AdapterConfig {
+  std::string method = "lora";
+  std::vector<std::string> targets = {"q", "k", "v", "o", "gate", "up", "down"};
+  int64_t r = 8;
+  double alpha = 16.0;
+  double dropout = 0.05;
+  std::string merge = "dense";       // dense | masked (LoRA*: re-apply the base's zero pattern)
+  SoraConfig sora;
+  SppConfig spp;
+};
+
+struct DataConfig {
+  std::string path;
+  std::string format = "auto";       // auto | alpaca | text | jsonl_text
+  std::string tokenizer;             // tokenizer.model; empty = the model folder's
+  int64_t seq_len = 256;
+  bool pack = true;
+  bool shuffle = true;
+  double held_out_fraction = 0.05;
+};
+
+struct OptimConfig {
+  double lr = 2e-4;
+  double weight_decay = 0.0;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  std::string schedule = "cosine";   // cosine | linear | constant
+  double warmup_ratio = 0.03;
+  double min_lr_ratio = 0.0;
+  double grad_clip = 1.0;            // 0 = off
+  int64_t micro_batch_size = 1;
+  int64_t global_batch_size = 8;
+  int64_t epochs = 1;
+  int64_t max_steps = 0;             // 0 = run for `epochs`
+  int64_t max_bad_steps = 5;
+};
+
+struct CheckpointConfig {
+  int64_t every = 0;                 // 0 = only at the end
+  int64_t keep = 2;
+};
+
+struct PruneConfig {
+  std::string method = "wanda";      // wanda | sparsegpt | magnitude
+  double sparsity = 0.5;
+  std::string pattern = "unstructured";  // unstructured | N:M
+  std::vector<std::string> targets = {"q", "k", "v", "o", "gate", "up", "down"};
+  int64_t calib_samples = 128;
+  int64_t blocksize = 128;
+  double percdamp = 0.01;
+  std::string out;
+};
+
+struct EvalConfig {
+  std::string path;
+  int64_t stride = 0;                // 0 = data.seq_len (non-overlapping windows)
+  int64_t every = 0;                 // evaluate every k steps; 0 = at the end only
+  int64_t max_batches = 0;           // 0 = all
+};
+
+// Where a key was set: file, line and column; absent when the key took its default.
+struct KeySource {
+  std::string file;
+  int64_t line = 0;
+  int64_t column = 0;
+  std::string str() const;
+};
+
+struct Config {
+  RunConfig run;
+  ModelConfig model;
+  ParallelConfig parallel;
+  AdapterConfig adapter;
+  DataConfig data;
+  OptimConfig optim;
+  CheckpointConfig checkpoint;
+  PruneConfig prune;
+  EvalConfig eval;
+
+  // Filled by the reader: "section.key" -> where it was set.
+  std::map<std::string, KeySource> sources;
+  std::string file;  // the file read, or "<defaults>"
+
+  // "c.toml:12:5" for a key that was set, "<defaults> (key not set)" otherwise.
+  std::string where(const std::string& dotted_key) const;
+};
+
+// Reads, type-checks and validates (ranges, choices, cross-field consistency). Throws UsageError.
+Config load_config(const std::string& path);
+Config parse_config(const std::string& text, const std::string& source_name);
+
+// Cross-field checks that need the model's shape, e.g. heads divisible by parallel.tp.
+struct ModelShape {
+  int64_t vocab_size, num_layers, num_heads, num_kv_heads;
+  std::string origin;  // where these numbers came from (a config.json, or [model.init])
+};
+void validate_against_model(const Config& config, const ModelShape& shape);
+
+// The resolved configuration as TOML (every key, defaults included); parse_config reads it back.
+std::string to_toml(const Config& config);
+
+// One line per key: name, type, default, allowed values, meaning.
+std::string explain_config();
+
+}  // namespace spartan

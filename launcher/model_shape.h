@@ -1,0 +1,11 @@
+// The model shape a configuration refers to: config.json of [model] path when it names a
+// folder, otherwise [model.init].
+#pragma once
+
+#include "common/config.h"
+
+namespace spartan::launcher {
+
+ModelShape model_shape(const Config& config);
+
+}  // namespace spartan::launcher
