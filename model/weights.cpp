@@ -119,14 +119,15 @@ const TensorInfo& WeightStore::info(const std::string& name) const {
   return file_of(name).at(name);
 }
 
+torch::Tensor read_tensor(const SafetensorsFile& file, const std::string& name,
+                          torch::Dtype dtype) {
+  const TensorInfo& t = file.at(name);
+  auto raw = torch::from_blob(const_cast<std::byte*>(file.data(t)), t.shape, to_torch(t.dtype));
+  return raw.to(dtype, /*non_blocking=*/false, /*copy=*/true);
+}
+
 torch::Tensor WeightStore::load(const std::string& name, torch::Dtype dtype) const {
-  const TensorInfo& t = info(name);
-  if (t.shape.empty()) {
-    auto raw = torch::from_blob(const_cast<std::byte*>(file_of(name).data(t)), {},
-                                to_torch(t.dtype));
-    return raw.to(dtype, /*non_blocking=*/false, /*copy=*/true);
-  }
-  return load_rows(name, 0, t.shape[0], dtype);
+  return read_tensor(file_of(name), name, dtype);
 }
 
 torch::Tensor WeightStore::load_rows(const std::string& name, int64_t begin, int64_t end,

@@ -16,6 +16,9 @@ namespace spartan::model {
 torch::Dtype to_torch(DType d);
 DType from_torch(torch::Dtype d);
 
+// One whole tensor of a safetensors file, converted to `dtype`.
+torch::Tensor read_tensor(const SafetensorsFile& file, const std::string& name, torch::Dtype dtype);
+
 // A model folder with model.safetensors, or several files listed by model.safetensors.index.json.
 class WeightStore {
  public:

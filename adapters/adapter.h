@@ -1,0 +1,33 @@
+// Attaching the configured method to a model, and what it trains.
+//
+// Methods behind this interface today: "lora" and "full" (every base weight trainable, no
+// adapter: the demo pretrains its tiny base this way). Others of the PEFT-Ref catalogue
+// are rejected with a clear error until they exist.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "common/config.h"
+#include "model/llama.h"
+
+namespace spartan::adapters {
+
+struct Attached {
+  std::string method;
+  model::NamedTensors trainable;  // names as in model->named_parameters()
+  int64_t num_trainable() const;
+};
+
+// Attaches [adapter] to every layer's target projections (fresh initialisation from the
+// current torch seed) and freezes or unfreezes the base as the method needs.
+Attached attach(model::Llama& model, const AdapterConfig& config);
+
+// The trainable parameters of a model as it stands (requires_grad), in registration order.
+model::NamedTensors trainable_parameters(const model::Llama& model);
+
+std::vector<model::Proj> parse_targets(const std::vector<std::string>& names);
+
+}  // namespace spartan::adapters

@@ -1,0 +1,21 @@
+// Adapters in Hugging Face PEFT's folder layout: adapter_config.json + adapter_model.safetensors,
+// loadable by PeftModel.from_pretrained. Today: LoRA.
+#pragma once
+
+#include <string>
+
+#include "common/config.h"
+#include "model/llama.h"
+
+namespace spartan::checkpoints {
+
+// Writes the model's attached LoRA modules (every projection that has one must be LoRA).
+void save_peft_lora(const std::string& folder, model::Llama& model, const AdapterConfig& config,
+                    const std::string& base_model_path);
+
+// Reads a PEFT LoRA folder, attaches LoRA modules with its weights to the model, and returns the
+// adapter settings it found (method, targets, r, alpha, dropout). Unsupported PEFT options
+// (rank or alpha patterns, rsLoRA, DoRA, fan_in_fan_out, biases, layer subsets) are errors.
+AdapterConfig load_peft_lora(const std::string& folder, model::Llama& model);
+
+}  // namespace spartan::checkpoints
