@@ -1,51 +1,111 @@
 #include "model/tokenizer.h"
 
-#include <sentencepiece_processor.h>
-#include <sentencepiece_trainer.h>
+#include <dlfcn.h>
+
+#include <cstdlib>
 
 #include "common/error.h"
 
 namespace spartan::model {
+namespace {
 
-Tokenizer::Tokenizer(const std::string& model_path)
-    : path_(model_path), sp_(std::make_unique<sentencepiece::SentencePieceProcessor>()) {
-  auto status = sp_->Load(model_path);
-  if (!status.ok())
-    throw Error("cannot load sentencepiece model (" + status.ToString() + ")", model_path,
-                "pass a LLaMA tokenizer.model");
-  if (sp_->bos_id() < 0 || sp_->eos_id() < 0)
-    throw Error("sentencepiece model has no BOS or EOS piece", model_path,
-                "train it with bos_id and eos_id set, as LLaMA's is");
+// The shim's functions, resolved once.
+struct Shim {
+  void* (*open)(const char*, char**);
+  void (*close)(void*);
+  long long (*encode)(void*, const char*, size_t, int*, long long, char**);
+  char* (*decode)(void*, const int*, long long);
+  int (*piece_size)(void*);
+  int (*bos)(void*);
+  int (*eos)(void*);
+  char* (*train)(const char*);
+  void (*free_string)(char*);
+};
+
+template <class F>
+void resolve(void* lib, const char* name, F* out, const std::string& path) {
+  *out = reinterpret_cast<F>(dlsym(lib, name));
+  if (!*out)
+    throw Error(std::string("symbol ") + name + " missing from the sentencepiece shim", path,
+                "rebuild spartan");
 }
 
-Tokenizer::~Tokenizer() = default;
-Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
-Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
+const Shim& shim() {
+  static const Shim s = [] {
+    const char* env = std::getenv("SPARTAN_SENTENCEPIECE_SHIM");
+    const std::string path = env && *env ? env : SPARTAN_SENTENCEPIECE_SHIM;
+    void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+    if (!lib)
+      throw Error(std::string("cannot load the sentencepiece shim (") + dlerror() + ")", path,
+                  "rebuild spartan, or point SPARTAN_SENTENCEPIECE_SHIM at "
+                  "libspartan_sentencepiece.so");
+    Shim r{};
+    resolve(lib, "spartan_spm_open", &r.open, path);
+    resolve(lib, "spartan_spm_close", &r.close, path);
+    resolve(lib, "spartan_spm_encode", &r.encode, path);
+    resolve(lib, "spartan_spm_decode", &r.decode, path);
+    resolve(lib, "spartan_spm_piece_size", &r.piece_size, path);
+    resolve(lib, "spartan_spm_bos", &r.bos, path);
+    resolve(lib, "spartan_spm_eos", &r.eos, path);
+    resolve(lib, "spartan_spm_train", &r.train, path);
+    resolve(lib, "spartan_spm_free_string", &r.free_string, path);
+    return r;
+  }();
+  return s;
+}
+
+std::string take(char* s) {
+  std::string out = s ? s : "";
+  shim().free_string(s);
+  return out;
+}
+
+}  // namespace
+
+Tokenizer::Tokenizer(const std::string& model_path) : path_(model_path) {
+  char* error = nullptr;
+  handle_ = shim().open(model_path.c_str(), &error);
+  if (!handle_)
+    throw Error("cannot load sentencepiece model (" + take(error) + ")", model_path,
+                "pass a LLaMA tokenizer.model");
+  vocab_size_ = shim().piece_size(handle_);
+  bos_id_ = shim().bos(handle_);
+  eos_id_ = shim().eos(handle_);
+  if (bos_id_ < 0 || eos_id_ < 0) {
+    shim().close(handle_);
+    throw Error("sentencepiece model has no BOS or EOS piece", model_path,
+                "train it with bos_id and eos_id set, as LLaMA's is");
+  }
+}
+
+Tokenizer::~Tokenizer() {
+  if (handle_) shim().close(handle_);
+}
 
 std::vector<int64_t> Tokenizer::encode(const std::string& text, bool add_bos,
                                        bool add_eos) const {
-  std::vector<int> pieces;
-  auto status = sp_->Encode(text, &pieces);
-  if (!status.ok())
-    throw Error("cannot encode text (" + status.ToString() + ")", path_, "check the input text");
+  std::vector<int> pieces(text.size() + 16);  // byte fallback: at most one piece per byte
+  char* error = nullptr;
+  long long n = shim().encode(handle_, text.data(), text.size(), pieces.data(),
+                              static_cast<long long>(pieces.size()), &error);
+  if (n < 0)
+    throw Error("cannot encode text (" + take(error) + ")", path_, "check the input text");
+  if (n > static_cast<long long>(pieces.size())) {
+    pieces.resize(n);
+    n = shim().encode(handle_, text.data(), text.size(), pieces.data(), n, &error);
+  }
   std::vector<int64_t> ids;
-  ids.reserve(pieces.size() + 2);
-  if (add_bos) ids.push_back(sp_->bos_id());
-  ids.insert(ids.end(), pieces.begin(), pieces.end());
-  if (add_eos) ids.push_back(sp_->eos_id());
+  ids.reserve(n + 2);
+  if (add_bos) ids.push_back(bos_id_);
+  ids.insert(ids.end(), pieces.begin(), pieces.begin() + n);
+  if (add_eos) ids.push_back(eos_id_);
   return ids;
 }
 
 std::string Tokenizer::decode(const std::vector<int64_t>& ids) const {
   std::vector<int> pieces(ids.begin(), ids.end());
-  std::string text;
-  sp_->Decode(pieces, &text);
-  return text;
+  return take(shim().decode(handle_, pieces.data(), static_cast<long long>(pieces.size())));
 }
-
-int64_t Tokenizer::vocab_size() const { return sp_->GetPieceSize(); }
-int64_t Tokenizer::bos_id() const { return sp_->bos_id(); }
-int64_t Tokenizer::eos_id() const { return sp_->eos_id(); }
 
 void Tokenizer::train(const std::vector<std::string>& text_files, const std::string& model_prefix,
                       int64_t vocab_size) {
@@ -60,9 +120,9 @@ void Tokenizer::train(const std::vector<std::string>& text_files, const std::str
       " --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=-1 --num_threads=1"
       " --max_sentence_length=65536 --input_sentence_size=2000000 --shuffle_input_sentence=false"
       " --minloglevel=2";
-  auto status = sentencepiece::SentencePieceTrainer::Train(args);
-  if (!status.ok())
-    throw Error("tokenizer training failed (" + status.ToString() + ")", inputs,
+  char* error = shim().train(args.c_str());
+  if (error)
+    throw Error("tokenizer training failed (" + take(error) + ")", inputs,
                 "check the text files and the vocabulary size");
 }
 

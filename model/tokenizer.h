@@ -1,16 +1,15 @@
 // A LLaMA sentencepiece tokenizer (tokenizer.model), encoding as Hugging Face's LlamaTokenizer
 // does by default: <s> (BOS) in front, no </s> (EOS) unless asked, no padding token (callers pad
-// with EOS and mask the labels). No torch here, and no sentencepiece in this header.
+// with EOS and mask the labels). No torch here.
+//
+// libsentencepiece is reached through a small shared library loaded at run time (see
+// model/sentencepiece_shim.cpp for why); its path is fixed at build time and can be overridden
+// with the environment variable SPARTAN_SENTENCEPIECE_SHIM.
 #pragma once
 
 #include <cstdint>
-#include <memory>
 #include <string>
 #include <vector>
-
-namespace sentencepiece {
-class SentencePieceProcessor;
-}
 
 namespace spartan::model {
 
@@ -18,15 +17,15 @@ class Tokenizer {
  public:
   explicit Tokenizer(const std::string& model_path);  // throws spartan::Error
   ~Tokenizer();
-  Tokenizer(Tokenizer&&) noexcept;
-  Tokenizer& operator=(Tokenizer&&) noexcept;
+  Tokenizer(const Tokenizer&) = delete;
+  Tokenizer& operator=(const Tokenizer&) = delete;
 
   std::vector<int64_t> encode(const std::string& text, bool add_bos = true,
                               bool add_eos = false) const;
   std::string decode(const std::vector<int64_t>& ids) const;
-  int64_t vocab_size() const;
-  int64_t bos_id() const;
-  int64_t eos_id() const;
+  int64_t vocab_size() const { return vocab_size_; }
+  int64_t bos_id() const { return bos_id_; }
+  int64_t eos_id() const { return eos_id_; }
   const std::string& path() const { return path_; }
 
   // Trains a LLaMA-style BPE model (byte fallback, split digits, identity normalisation,
@@ -36,7 +35,8 @@ class Tokenizer {
 
  private:
   std::string path_;
-  std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
+  void* handle_ = nullptr;
+  int64_t vocab_size_ = 0, bos_id_ = -1, eos_id_ = -1;
 };
 
 }  // namespace spartan::model
