@@ -1,10 +1,12 @@
 // A C interface over libsentencepiece, built as its own shared library and loaded by
-// model/tokenizer.cpp with dlopen(RTLD_LOCAL | RTLD_DEEPBIND).
+// model/tokenizer.cpp with dlmopen into a link-map namespace of its own.
 //
 // Why: Debian's libsentencepiece carries its own copy of protobuf-lite and exports its symbols;
 // libtorch loads the system libprotobuf. Linked into one executable, libprotobuf's static
-// initialisers bind to sentencepiece's copy and crash before main. Loaded locally and
-// deep-bound, sentencepiece keeps its protobuf to itself and libtorch keeps the system one.
+// initialisers bind to sentencepiece's copy and crash before main. (RTLD_DEEPBIND is not enough:
+// sentencepiece then writes to an uninitialised std::cerr.) In its own namespace sentencepiece
+// keeps its protobuf and its libstdc++ to itself; only C types cross, and memory the shim
+// allocates is freed by the shim.
 #include <cstdlib>
 #include <cstring>
 #include <string>

@@ -1,5 +1,8 @@
 #include "model/tokenizer.h"
 
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE  // dlmopen
+#endif
 #include <dlfcn.h>
 
 #include <cstdlib>
@@ -34,7 +37,10 @@ const Shim& shim() {
   static const Shim s = [] {
     const char* env = std::getenv("SPARTAN_SENTENCEPIECE_SHIM");
     const std::string path = env && *env ? env : SPARTAN_SENTENCEPIECE_SHIM;
-    void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+    // A link-map namespace of its own: the shim, libsentencepiece and their libstdc++ load
+    // apart from libtorch's libprotobuf. Only C types cross the boundary, and strings are
+    // freed by the shim that allocated them.
+    void* lib = dlmopen(LM_ID_NEWLM, path.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (!lib)
       throw Error(std::string("cannot load the sentencepiece shim (") + dlerror() + ")", path,
                   "rebuild spartan, or point SPARTAN_SENTENCEPIECE_SHIM at "

@@ -2,7 +2,8 @@
 // does by default: <s> (BOS) in front, no </s> (EOS) unless asked, no padding token (callers pad
 // with EOS and mask the labels). No torch here.
 //
-// libsentencepiece is reached through a small shared library loaded at run time (see
+// libsentencepiece is reached through a small shared library loaded at run time in a link-map
+// namespace of its own (see
 // model/sentencepiece_shim.cpp for why); its path is fixed at build time and can be overridden
 // with the environment variable SPARTAN_SENTENCEPIECE_SHIM.
 #pragma once
