@@ -1,5 +1,3 @@
-#include <sys/stat.h>
-
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -11,6 +9,7 @@
 #include "common/config.h"
 #include "common/error.h"
 #include "launcher/commands.h"
+#include "launcher/files.h"
 #include "launcher/model_shape.h"
 #include "model/inspect.h"
 #include "model/llama.h"
@@ -18,22 +17,11 @@
 namespace spartan::launcher {
 namespace {
 
-void make_dirs(const std::string& path) {
-  std::string partial;
-  for (size_t i = 0; i <= path.size(); ++i) {
-    if (i == path.size() || path[i] == '/') {
-      if (!partial.empty() && ::mkdir(partial.c_str(), 0755) != 0 && errno != EEXIST)
-        throw Error("cannot create folder", partial, "check permissions and free space");
-    }
-    if (i < path.size()) partial += path[i];
-  }
-}
-
 // A new model from [model.init], saved as a HF folder, then one forward pass on random tokens:
 // a freshly initialised model must score about ln(vocab) per token.
 void init_model(const std::string& config_path, std::string out) {
   Config config = load_config(config_path);
-  validate_against_model(config, model_shape(config));
+  validate_against_model(config, init_shape(config));
   if (out.empty()) out = config.run.output_dir + "/" + config.run.name + "/base";
   torch::manual_seed(config.run.seed);
   const torch::Dtype dtype = config.model.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32;

@@ -14,6 +14,9 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   spartan::launcher::add_config_command(app);
   spartan::launcher::add_model_command(app);
+  spartan::launcher::add_train_command(app);
+  spartan::launcher::add_eval_command(app);
+  spartan::launcher::add_data_commands(app);
   try {
     if (argc > 1 && argv[1][0] != '-') {
       try {

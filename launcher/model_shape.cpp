@@ -10,6 +10,10 @@ ModelShape model_shape(const Config& config) {
     return {a.vocab_size, a.num_layers, a.num_heads, a.num_kv_heads,
             config.model.path + "/config.json"};
   }
+  return init_shape(config);
+}
+
+ModelShape init_shape(const Config& config) {
   const ModelInitConfig& i = config.model.init;
   return {i.vocab_size, i.num_layers, i.num_heads, i.num_kv_heads, "[model.init] of " + config.file};
 }

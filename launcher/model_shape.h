@@ -7,5 +7,7 @@
 namespace spartan::launcher {
 
 ModelShape model_shape(const Config& config);
+// Always the shape of [model.init] (for `spartan model init`).
+ModelShape init_shape(const Config& config);
 
 }  // namespace spartan::launcher

@@ -1,0 +1,79 @@
+// spartan eval --model DIR [--adapter DIR] --data FILE: perplexity.
+//   text / {"text"} JSONL: documents (<s> text </s>) concatenated into one stream, scored in
+//     windows of --window tokens every --stride tokens (each token once; see trainer/eval.h);
+//   Alpaca instruction data: each record its own row (truncated to --window), only the
+//     response and </s> scored.
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include <torch/torch.h>
+
+#include "checkpoints/peft.h"
+#include "common/error.h"
+#include "data/dataset.h"
+#include "launcher/commands.h"
+#include "model/llama.h"
+#include "model/tokenizer.h"
+#include "trainer/eval.h"
+
+namespace spartan::launcher {
+namespace {
+
+struct EvalOptions {
+  std::string model, adapter, data, tokenizer, format = "auto", dtype = "fp32";
+  int64_t window = 256, stride = 0, batch = 4;
+};
+
+void eval(const EvalOptions& o) {
+  if (o.window < 2) throw UsageError("--window must be at least 2", "command line", "");
+  const int64_t stride = o.stride > 0 ? o.stride : o.window;
+  model::Tokenizer tok(o.tokenizer.empty() ? o.model + "/tokenizer.model" : o.tokenizer);
+  model::Llama llama =
+      model::load_llama(o.model, o.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32);
+  if (!o.adapter.empty()) checkpoints::load_peft_lora(o.adapter, llama);
+  const data::Format format = data::resolve_format(o.data, o.format);
+  trainer::EvalResult r;
+  std::string how;
+  if (format == data::Format::alpaca) {
+    std::vector<data::Example> examples;
+    for (const auto& rec : data::read_alpaca(o.data))
+      examples.push_back(data::tokenize_instruction(tok, rec));
+    auto rows = data::make_sequences(examples, o.window, /*pack=*/false, tok.eos_id());
+    r = trainer::evaluate_rows(llama, rows, o.batch);
+    how = std::to_string(rows.examples) + " instruction records, responses only, " +
+          std::to_string(rows.truncated) + " truncated to " + std::to_string(o.window) + " tokens";
+  } else {
+    std::vector<int64_t> stream;
+    for (const auto& doc : data::read_documents(o.data, format)) {
+      auto ids = tok.encode(doc, true, true);
+      stream.insert(stream.end(), ids.begin(), ids.end());
+    }
+    r = trainer::evaluate_stream(llama, stream, o.window, stride, o.batch);
+    how = "one stream of " + std::to_string(stream.size()) + " tokens, window " +
+          std::to_string(o.window) + ", stride " + std::to_string(stride);
+  }
+  std::printf("perplexity %.4f  (loss %.4f over %lld tokens; %s)\n", r.ppl, r.loss,
+              static_cast<long long>(r.tokens), how.c_str());
+}
+
+}  // namespace
+
+void add_eval_command(CLI::App& app) {
+  auto o = std::make_shared<EvalOptions>();
+  CLI::App* cmd = app.add_subcommand("eval", "perplexity of a model folder (optionally with a "
+                                             "PEFT LoRA adapter) on text or instruction data");
+  cmd->add_option("--model", o->model, "Hugging Face model folder")->required();
+  cmd->add_option("--adapter", o->adapter, "PEFT LoRA adapter folder");
+  cmd->add_option("--data", o->data, "text, {\"text\"} JSONL or Alpaca JSON/JSONL")->required();
+  cmd->add_option("--tokenizer", o->tokenizer, "tokenizer.model (default: the model folder's)");
+  cmd->add_option("--format", o->format, "auto | alpaca | text | jsonl_text")
+      ->check(CLI::IsMember({"auto", "alpaca", "text", "jsonl_text"}));
+  cmd->add_option("--dtype", o->dtype, "fp32 | bf16")->check(CLI::IsMember({"fp32", "bf16"}));
+  cmd->add_option("--window", o->window, "tokens per window (default 256)");
+  cmd->add_option("--stride", o->stride, "tokens between windows (default: the window)");
+  cmd->add_option("--batch", o->batch, "windows per forward pass (default 4)");
+  cmd->callback([o] { eval(*o); });
+}
+
+}  // namespace spartan::launcher

@@ -1,0 +1,127 @@
+// spartan train --config c.toml: fine-tune (or, with method "full", train) a model folder on
+// [data], evaluate the held-out part before and after, save the result in the run folder.
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include <torch/torch.h>
+
+#include "adapters/adapter.h"
+#include "checkpoints/peft.h"
+#include "common/config.h"
+#include "common/error.h"
+#include "data/dataset.h"
+#include "launcher/commands.h"
+#include "launcher/files.h"
+#include "launcher/model_shape.h"
+#include "model/llama.h"
+#include "model/tokenizer.h"
+#include "trainer/eval.h"
+#include "trainer/trainer.h"
+
+namespace spartan::launcher {
+namespace {
+
+[[noreturn]] void missing(const Config& c, const std::string& key, const std::string& what) {
+  throw UsageError(what, c.where(key) + " (key '" + key + "')",
+                   "set " + key + " in the configuration");
+}
+
+std::string tokenizer_path(const Config& c) {
+  if (!c.data.tokenizer.empty()) return c.data.tokenizer;
+  return c.model.path + "/tokenizer.model";
+}
+
+void train(const std::string& config_path) {
+  Config c = load_config(config_path);
+  if (c.model.path.empty()) missing(c, "model.path", "no base model folder");
+  if (c.data.path.empty()) missing(c, "data.path", "no training data");
+  validate_against_model(c, model_shape(c));
+  if (c.adapter.method != "lora" && c.adapter.method != "full")
+    throw UsageError("adapter method '" + c.adapter.method + "' is not available in this build",
+                     c.where("adapter.method") + " (key 'adapter.method')",
+                     "use \"lora\" or \"full\"");
+  if (c.parallel.tp * c.parallel.pp * c.parallel.dp != 1)
+    throw UsageError("parallel layouts are not available in this build",
+                     c.where("parallel.tp") + " (key 'parallel.*')",
+                     "set tp = pp = dp = 1");
+
+  const std::string run_dir = c.run.output_dir + "/" + c.run.name;
+  make_dirs(run_dir);
+  std::ofstream(run_dir + "/config.resolved.toml") << to_toml(c);
+  std::remove((run_dir + "/metrics.jsonl").c_str());  // a new run, not a resume
+
+  model::Tokenizer tok(tokenizer_path(c));
+  const torch::Dtype dtype = c.model.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32;
+  model::Llama llama = model::load_llama(c.model.path, dtype);
+  if (tok.vocab_size() > llama->arch().vocab_size)
+    throw UsageError("the tokenizer has " + std::to_string(tok.vocab_size()) +
+                         " pieces, the model's vocabulary only " +
+                         std::to_string(llama->arch().vocab_size),
+                     tok.path(), "use the tokenizer the model was trained with");
+  data::DataSplit data = data::load_data(c.data.path, c.data.format, tok, c.data.seq_len,
+                                         c.data.pack, c.data.held_out_fraction, c.run.seed);
+  torch::manual_seed(c.run.seed);
+  adapters::Attached attached = adapters::attach(llama, c.adapter);
+
+  trainer::Trainer t(c, llama, data.train, data.held_out, run_dir);
+  std::printf("run          %s\n", run_dir.c_str());
+  std::printf("model        %s (%lld parameters, %s)\n", c.model.path.c_str(),
+              static_cast<long long>(llama->arch().num_parameters()), c.model.dtype.c_str());
+  std::printf("method       %s: %lld trainable parameters (%.3f%%)\n", c.adapter.method.c_str(),
+              static_cast<long long>(attached.num_trainable()),
+              100.0 * attached.num_trainable() / llama->arch().num_parameters());
+  std::printf("data         %s (%s): %lld train sequences of %lld tokens (%lld records, %lld "
+              "truncated), %lld held-out sequences\n",
+              c.data.path.c_str(), data::format_name(data.format),
+              static_cast<long long>(data.train.rows()), static_cast<long long>(c.data.seq_len),
+              static_cast<long long>(data.train.examples),
+              static_cast<long long>(data.train.truncated),
+              static_cast<long long>(data.held_out.rows()));
+  std::printf("steps        %lld (global batch %lld, micro-batch %lld)\n",
+              static_cast<long long>(t.total_steps()),
+              static_cast<long long>(c.optim.global_batch_size),
+              static_cast<long long>(c.optim.micro_batch_size));
+  std::fflush(stdout);
+
+  const bool has_held_out = data.held_out.rows() > 0;
+  trainer::EvalResult before, after;
+  if (has_held_out) before = trainer::evaluate_rows(llama, data.held_out, c.optim.micro_batch_size,
+                                                    c.eval.max_batches);
+  trainer::TrainSummary s = t.run();
+  if (has_held_out) after = trainer::evaluate_rows(llama, data.held_out, c.optim.micro_batch_size,
+                                                   c.eval.max_batches);
+
+  std::string saved;
+  if (c.adapter.method == "full") {
+    saved = run_dir + "/model";
+    make_dirs(saved);
+    llama->save(saved);
+    copy_file(tok.path(), saved + "/tokenizer.model");
+  } else {
+    saved = run_dir + "/adapter";
+    checkpoints::save_peft_lora(saved, llama, c.adapter, c.model.path);
+  }
+  std::printf("\n%-28s %s\n", "", "held-out loss  perplexity");
+  if (has_held_out) {
+    std::printf("%-28s %13.4f  %10.2f\n", "before training", before.loss, before.ppl);
+    std::printf("%-28s %13.4f  %10.2f\n", "after training", after.loss, after.ppl);
+  }
+  std::printf("trained %lld steps in %.1f s (%.0f tokens/s, %lld skipped); saved %s\n",
+              static_cast<long long>(s.steps), s.seconds, s.tokens_per_s,
+              static_cast<long long>(s.skipped_steps), saved.c_str());
+}
+
+}  // namespace
+
+void add_train_command(CLI::App& app) {
+  auto config = std::make_shared<std::string>();
+  CLI::App* cmd = app.add_subcommand(
+      "train", "fine-tune a model folder with the configured adapter (single process)");
+  cmd->add_option("--config", *config, "configuration file")->required();
+  cmd->callback([config] { train(*config); });
+}
+
+}  // namespace spartan::launcher
