@@ -23,6 +23,7 @@
 #include "adapters/adapter.h"
 #include "model/llama.h"
 #include "trainer/optimizer.h"
+#include "trainer/runtime.h"
 
 using namespace spartan;
 using Clock = std::chrono::steady_clock;
@@ -70,6 +71,7 @@ int main(int argc, char** argv) {
   app.add_option("--steps", steps);
   app.add_option("--peer", peer, "python of the peer environment; empty to skip");
   CLI11_PARSE(app, argc, argv);
+  trainer::configure_runtime();
 
   model::LlamaArch arch;
   arch.vocab_size = vocab;
@@ -122,7 +124,7 @@ int main(int argc, char** argv) {
 
   std::printf("shape        %lld layers, hidden %lld, intermediate %lld, heads %lld (kv %lld), "
               "vocab %lld; batch %lld x %lld tokens; LoRA r=%lld on q,k,v,o,gate,up,down; "
-              "%d threads\n",
+              "torch threads %d (BLAS: its own pool)\n",
               (long long)layers, (long long)hidden, (long long)intermediate, (long long)heads,
               (long long)kv_heads, (long long)vocab, (long long)batch, (long long)seq,
               (long long)rank, torch::get_num_threads());
@@ -137,7 +139,7 @@ int main(int argc, char** argv) {
     std::snprintf(cmd, sizeof cmd,
                   "%s bench/peer_lora_step.py --layers %lld --hidden %lld --intermediate %lld "
                   "--heads %lld --kv_heads %lld --vocab %lld --seq %lld --batch %lld --rank %lld "
-                  "--steps %lld --threads %d 2>/dev/null",
+                  "--steps %lld --threads %d 2>/dev/null",  // the same thread split
                   peer.c_str(), (long long)layers, (long long)hidden, (long long)intermediate,
                   (long long)heads, (long long)kv_heads, (long long)vocab, (long long)seq,
                   (long long)batch, (long long)rank, (long long)steps, torch::get_num_threads());

@@ -6,8 +6,10 @@
 
 #include "common/error.h"
 #include "launcher/commands.h"
+#include "trainer/runtime.h"
 
 int main(int argc, char** argv) {
+  spartan::trainer::configure_runtime();
   CLI::App app{"spartan: fine-tune pruned LLaMA-family models with sparsity-preserving adapters",
                "spartan"};
   app.set_version_flag("--version", "spartan 0.1.0");

@@ -1,16 +1,20 @@
 #include "launcher/model_shape.h"
 
+#include "launcher/files.h"
 #include "model/hf_config.h"
 
 namespace spartan::launcher {
 
 ModelShape model_shape(const Config& config) {
-  if (!config.model.path.empty()) {
+  if (!config.model.path.empty() && file_exists(config.model.path + "/config.json")) {
     model::LlamaArch a = model::read_hf_config(config.model.path);
     return {a.vocab_size, a.num_layers, a.num_heads, a.num_kv_heads,
             config.model.path + "/config.json"};
   }
-  return init_shape(config);
+  ModelShape shape = init_shape(config);
+  if (!config.model.path.empty())
+    shape.origin += "; model.path " + config.model.path + " has no config.json yet";
+  return shape;
 }
 
 ModelShape init_shape(const Config& config) {

@@ -1,5 +1,5 @@
-// The model shape a configuration refers to: config.json of [model] path when it names a
-// folder, otherwise [model.init].
+// The model shape a configuration refers to: config.json of [model] path when that exists,
+// otherwise [model.init] (the origin says which, and that the folder is not there yet).
 #pragma once
 
 #include "common/config.h"

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# End to end through the executable: init a tiny model, train it (full), fine-tune it (LoRA),
+# evaluate with and without the adapter; plus the errors a user meets first.
+set -euo pipefail
+spartan="$1"; fixtures="$2"
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+cd "$dir"
+for i in $(seq 1 120); do
+  echo "line $i: the quick brown fox $((i * 7)) jumps over the lazy dog and runs $((i % 9)) miles"
+done > text.txt
+for i in $(seq 1 60); do
+  printf '{"instruction": "What is %d plus %d?", "input": "", "output": "It is %d."}\n' \
+    "$i" "$((i * 3))" "$((i * 4))"
+done > qa.jsonl
+cat > base.toml <<TOML
+[run]
+name = "full"
+output_dir = "$dir/runs"
+log_every = 2
+[model]
+path = "$dir/base"
+[model.init]
+vocab_size = 1000
+hidden_size = 32
+intermediate_size = 64
+num_layers = 2
+num_heads = 4
+num_kv_heads = 2
+[adapter]
+method = "full"
+[data]
+path = "$dir/text.txt"
+tokenizer = "$fixtures/tokenizer/tokenizer.model"
+seq_len = 32
+held_out_fraction = 0.1
+[optim]
+lr = 3e-3
+global_batch_size = 4
+micro_batch_size = 2
+max_steps = 4
+TOML
+"$spartan" model init --config base.toml --out base > init.log
+grep -q "smoke forward: loss" init.log
+"$spartan" train --config base.toml > full.log
+grep -q "step 4/4" full.log
+grep -q "saved $dir/runs/full/model" full.log
+test -f runs/full/model/model.safetensors
+test -f runs/full/model/tokenizer.model
+[[ $(wc -l < runs/full/metrics.jsonl) == 2 ]]
+
+sed -e 's/name = "full"/name = "lora"/' -e 's/method = "full"/method = "lora"/' \
+    -e "s#path = \"$dir/base\"#path = \"$dir/runs/full/model\"#" \
+    -e "s#path = \"$dir/text.txt\"#path = \"$dir/qa.jsonl\"#" base.toml > lora.toml
+"$spartan" train --config lora.toml > lora.log
+grep -q "method       lora" lora.log
+test -f runs/lora/adapter/adapter_config.json
+
+"$spartan" eval --model runs/full/model --data qa.jsonl > eval_base.log
+"$spartan" eval --model runs/full/model --adapter runs/lora/adapter --data qa.jsonl > eval_lora.log
+"$spartan" eval --model runs/full/model --data text.txt --window 16 --stride 8 > eval_text.log
+grep -q "instruction records, responses only" eval_lora.log
+grep -q "window 16, stride 8" eval_text.log
+# The adapter changes the numbers.
+! diff -q eval_base.log eval_lora.log > /dev/null
+
+# Errors: one line each, exit 2 for configuration mistakes.
+sed 's/method = "lora"/method = "sora"/' lora.toml > sora.toml
+set +e
+out=$("$spartan" train --config sora.toml 2>&1); rc=$?
+set -e
+[[ $rc == 2 ]]
+[[ "$out" == "spartan: error: adapter method 'sora' is not available in this build, sora.toml:15:10 (key 'adapter.method')"* ]]
+set +e
+out=$("$spartan" eval --model runs/full/model --data missing.txt 2>&1); rc=$?
+set -e
+[[ $rc == 1 && "$out" == "spartan: error: cannot read data file, missing.txt"* ]]
+echo "ok: init, train (full, LoRA), eval (rows, stream, adapter), errors"
