@@ -275,8 +275,10 @@ size_t edit_distance(const std::string& a, const std::string& b) {
   return prev[b.size()];
 }
 
+// Where a node came from: its own source (the file, or the --set that gave it), else `file`.
 KeySource source_of(const toml::source_region& r, const std::string& file) {
-  return KeySource{file, static_cast<int64_t>(r.begin.line), static_cast<int64_t>(r.begin.column)};
+  return KeySource{r.path ? *r.path : file, static_cast<int64_t>(r.begin.line),
+                   static_cast<int64_t>(r.begin.column)};
 }
 
 // ---- the visitors -----------------------------------------------------------------------------
@@ -293,6 +295,7 @@ struct KeyLister {
 struct Reader {
   const toml::table& root;
   Config& config;
+  const std::map<std::string, KeySource>& overridden;  // keys set by --set, and which one
 
   void section(const char*, const char*) {}
 
@@ -301,7 +304,8 @@ struct Reader {
     toml::node_view<const toml::node> view = root.at_path(key);
     if (!view) return;
     const toml::node& node = *view.node();
-    KeySource src = source_of(node.source(), config.file);
+    auto o = overridden.find(key);
+    KeySource src = o != overridden.end() ? o->second : source_of(node.source(), config.file);
     config.sources[key] = src;
     read(key, node, field, rule, src);
   }
@@ -351,7 +355,7 @@ struct Reader {
     if (!n.is_array()) type_error(key, n, "an array of strings", s);
     f.clear();
     for (const toml::node& e : *n.as_array()) {
-      KeySource es = source_of(e.source(), config.file);
+      KeySource es = overridden.count(key) ? s : source_of(e.source(), config.file);
       if (!e.is_string()) type_error(key, e, "an array of strings", es);
       f.push_back(e.as_string()->get());
       check_choice(key, f.back(), r, es);
@@ -362,7 +366,7 @@ struct Reader {
     if (!n.is_array()) type_error(key, n, "an array of integers", s);
     f.clear();
     for (const toml::node& e : *n.as_array()) {
-      KeySource es = source_of(e.source(), config.file);
+      KeySource es = overridden.count(key) ? s : source_of(e.source(), config.file);
       if (!e.is_integer()) type_error(key, e, "an array of integers", es);
       f.push_back(e.as_integer()->get());
       check_range(key, static_cast<double>(f.back()), show(f.back()), r, es);
@@ -425,7 +429,8 @@ std::string suggestion(const std::string& key) {
 }
 
 // Every key and table in the file must be one the schema knows.
-void reject_unknown(const toml::table& table, const std::string& prefix, const std::string& file) {
+void reject_unknown(const toml::table& table, const std::string& prefix, const std::string& file,
+                    const std::map<std::string, KeySource>& overridden) {
   const auto& lister = known_keys();
   for (auto&& [k, node] : table) {
     std::string dotted = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
@@ -433,14 +438,16 @@ void reject_unknown(const toml::table& table, const std::string& prefix, const s
                       lister.sections.end();
     bool is_key = std::find(lister.keys.begin(), lister.keys.end(), dotted) != lister.keys.end();
     if (node.is_table() && is_section) {
-      reject_unknown(*node.as_table(), dotted, file);
+      reject_unknown(*node.as_table(), dotted, file, overridden);
     } else if (is_section) {
       throw UsageError("'" + dotted + "' is a section and must be a table",
                        source_of(k.source(), file).str(), "write it as [" + dotted + "]");
     } else if (!is_key) {
+      auto o = overridden.find(dotted);
       throw UsageError("unknown " + std::string(node.is_table() ? "section" : "key") + " '" +
                            dotted + "'",
-                       source_of(k.source(), file).str(), suggestion(dotted));
+                       o != overridden.end() ? o->second.str() : source_of(k.source(), file).str(),
+                       suggestion(dotted));
     }
   }
 }
@@ -510,6 +517,7 @@ void validate(const Config& c) {
 }  // namespace
 
 std::string KeySource::str() const {
+  if (line == 0) return file;  // not from a file: a --set
   return file + ":" + std::to_string(line) + ":" + std::to_string(column);
 }
 
@@ -519,9 +527,60 @@ std::string Config::where(const std::string& dotted_key) const {
   return file + " (default, key not set)";
 }
 
-Config parse_config(const std::string& text, const std::string& source_name) {
+namespace {
+
+// Applies one `section.key=value` override to the parsed table. The value is read as a TOML
+// value (42, 0.5, true, "text", ["q", "v"]); anything that does not parse is taken as a string,
+// so `--set prune.method=wanda` works without shell quoting.
+void apply_override(toml::table& root, const std::string& assignment,
+                    std::map<std::string, KeySource>& overridden) {
+  const auto eq = assignment.find('=');
+  const std::string where = "--set " + assignment;
+  if (eq == std::string::npos || eq == 0)
+    throw UsageError("override '" + assignment + "' is not section.key=value", "command line",
+                     "write e.g. --set optim.lr=1e-4");
+  const std::string key = assignment.substr(0, eq), value = assignment.substr(eq + 1);
+  toml::table snippet;
+  try {
+    snippet = toml::parse("value = " + value, where);
+  } catch (const toml::parse_error&) {
+    snippet = toml::parse("value = " + quote(value), where);
+  }
+  std::vector<std::string> parts;
+  for (size_t start = 0;;) {
+    const size_t dot = key.find('.', start);
+    parts.push_back(key.substr(start, dot - start));
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  toml::table* table = &root;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    toml::node* next = table->get(parts[i]);
+    if (!next) next = &table->insert_or_assign(parts[i], toml::table{}).first->second;
+    if (!next->is_table())
+      throw UsageError("override '" + key + "' goes through '" + parts[i] + "', which is a value",
+                       where, "override a key inside a section, e.g. optim.lr");
+    table = next->as_table();
+  }
+  table->insert_or_assign(parts.back(), *snippet.get("value"));
+  overridden[key] = KeySource{where, 0, 0};
+}
+
+Config parse_table(toml::table& table, const std::string& source_name,
+                   const std::map<std::string, KeySource>& overridden) {
   Config c;
   c.file = source_name;
+  reject_unknown(table, "", source_name, overridden);
+  Reader reader{table, c, overridden};
+  schema(reader, c);
+  validate(c);
+  return c;
+}
+
+}  // namespace
+
+Config parse_config(const std::string& text, const std::string& source_name,
+                    const std::vector<std::string>& overrides) {
   toml::table table;
   try {
     table = toml::parse(text, source_name);
@@ -529,20 +588,18 @@ Config parse_config(const std::string& text, const std::string& source_name) {
     throw UsageError("TOML syntax error: " + std::string(e.description()),
                      source_of(e.source(), source_name).str(), "fix the file's syntax");
   }
-  reject_unknown(table, "", source_name);
-  Reader reader{table, c};
-  schema(reader, c);
-  validate(c);
-  return c;
+  std::map<std::string, KeySource> overridden;
+  for (const auto& o : overrides) apply_override(table, o, overridden);
+  return parse_table(table, source_name, overridden);
 }
 
-Config load_config(const std::string& path) {
+Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
   std::ifstream in(path, std::ios::binary);
   if (!in)
     throw UsageError("cannot read config file", path, "check the path and its permissions");
   std::stringstream buf;
   buf << in.rdbuf();
-  return parse_config(buf.str(), path);
+  return parse_config(buf.str(), path, overrides);
 }
 
 void validate_against_model(const Config& c, const ModelShape& s) {

@@ -157,8 +157,11 @@ struct Config {
 };
 
 // Reads, type-checks and validates (ranges, choices, cross-field consistency). Throws UsageError.
-Config load_config(const std::string& path);
-Config parse_config(const std::string& text, const std::string& source_name);
+// `overrides` are "section.key=value" assignments applied on top of the file (the CLI's --set);
+// errors in them point at the --set that gave the value.
+Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+Config parse_config(const std::string& text, const std::string& source_name,
+                    const std::vector<std::string>& overrides = {});
 
 // Cross-field checks that need the model's shape, e.g. heads divisible by parallel.tp.
 struct ModelShape {

@@ -19,8 +19,9 @@ namespace {
 
 // A new model from [model.init], saved as a HF folder, then one forward pass on random tokens:
 // a freshly initialised model must score about ln(vocab) per token.
-void init_model(const std::string& config_path, std::string out) {
-  Config config = load_config(config_path);
+void init_model(const std::string& config_path, const std::vector<std::string>& overrides,
+                std::string out) {
+  Config config = load_config(config_path, overrides);
   validate_against_model(config, init_shape(config));
   if (out.empty()) out = config.run.output_dir + "/" + config.run.name + "/base";
   torch::manual_seed(config.run.seed);
@@ -54,13 +55,17 @@ void add_model_command(CLI::App& app) {
 
   struct InitOptions {
     std::string config, out;
+    std::vector<std::string> overrides;
   };
   auto init_opts = std::make_shared<InitOptions>();
   CLI::App* init = cmd->add_subcommand(
       "init", "create a randomly initialised model from [model.init] and save it as a HF folder");
   init->add_option("--config", init_opts->config, "configuration file")->required();
   init->add_option("--out", init_opts->out, "output folder (default <output_dir>/<name>/base)");
-  init->callback([init_opts] { init_model(init_opts->config, init_opts->out); });
+  add_set_option(init, init_opts->overrides);
+  init->callback([init_opts] {
+    init_model(init_opts->config, init_opts->overrides, init_opts->out);
+  });
 }
 
 }  // namespace spartan::launcher

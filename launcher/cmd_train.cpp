@@ -34,8 +34,8 @@ std::string tokenizer_path(const Config& c) {
   return c.model.path + "/tokenizer.model";
 }
 
-void train(const std::string& config_path) {
-  Config c = load_config(config_path);
+void train(const std::string& config_path, const std::vector<std::string>& overrides) {
+  Config c = load_config(config_path, overrides);
   if (c.model.path.empty()) missing(c, "model.path", "no base model folder");
   if (c.data.path.empty()) missing(c, "data.path", "no training data");
   validate_against_model(c, model_shape(c));
@@ -118,10 +118,12 @@ void train(const std::string& config_path) {
 
 void add_train_command(CLI::App& app) {
   auto config = std::make_shared<std::string>();
+  auto overrides = std::make_shared<std::vector<std::string>>();
   CLI::App* cmd = app.add_subcommand(
       "train", "fine-tune a model folder with the configured adapter (single process)");
   cmd->add_option("--config", *config, "configuration file")->required();
-  cmd->callback([config] { train(*config); });
+  add_set_option(cmd, *overrides);
+  cmd->callback([config, overrides] { train(*config, *overrides); });
 }
 
 }  // namespace spartan::launcher

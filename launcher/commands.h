@@ -6,10 +6,17 @@
 
 namespace spartan::launcher {
 
+// --set section.key=value (repeatable): overrides applied on top of the configuration file.
+inline void add_set_option(CLI::App* cmd, std::vector<std::string>& overrides) {
+  cmd->add_option("--set", overrides, "override a configuration key, e.g. --set optim.lr=1e-4")
+      ->type_name("KEY=VALUE");
+}
+
 void add_config_command(CLI::App& app);  // spartan config --explain | --check FILE
 void add_model_command(CLI::App& app);   // spartan model info PATH | init --config FILE
 void add_train_command(CLI::App& app);   // spartan train --config FILE
 void add_eval_command(CLI::App& app);    // spartan eval --model DIR --data FILE
 void add_data_commands(CLI::App& app);   // spartan tokenizer train | spartan data dictd
+void add_prune_command(CLI::App& app);   // spartan prune --config FILE
 
 }  // namespace spartan::launcher

@@ -29,6 +29,8 @@ class WeightStore {
   bool has(const std::string& name) const;
   const TensorInfo& info(const std::string& name) const;
   const SafetensorsFile& file_of(const std::string& name) const;
+  // The folder's files, in the order they were opened.
+  const std::vector<std::unique_ptr<SafetensorsFile>>& files() const { return files_; }
 
   // The whole tensor, converted to `dtype`.
   torch::Tensor load(const std::string& name, torch::Dtype dtype) const;

@@ -174,3 +174,29 @@ TEST(ConfigErrors, HeadsNotDivisibleByTensorParallelSize) {
                                "c.toml");
   EXPECT_THROW(spartan::validate_against_model(bad_pp, {32000, 8, 32, 8, "m"}), UsageError);
 }
+
+TEST(ConfigOverrides, SetKeysOnTopOfTheFile) {
+  Config c = parse_config("[optim]\nlr = 0.1\n", "c.toml",
+                          {"optim.lr=3e-4", "prune.method=sparsegpt", "adapter.targets=[\"q\", \"v\"]",
+                           "model.init.num_layers=2", "data.pack=false", "run.name=two words"});
+  EXPECT_DOUBLE_EQ(c.optim.lr, 3e-4);
+  EXPECT_EQ(c.prune.method, "sparsegpt");  // a bare word is a string
+  EXPECT_EQ(c.adapter.targets, (std::vector<std::string>{"q", "v"}));
+  EXPECT_EQ(c.model.init.num_layers, 2);
+  EXPECT_FALSE(c.data.pack);
+  EXPECT_EQ(c.run.name, "two words");
+  EXPECT_EQ(c.where("optim.lr"), "--set optim.lr=3e-4");
+}
+
+TEST(ConfigOverrides, BadOverridesNameTheSet) {
+  try {
+    parse_config("", "c.toml", {"prune.sparsity=1.5"});
+    FAIL();
+  } catch (const UsageError& e) {
+    EXPECT_STREQ(e.what(), "key 'prune.sparsity' = 1.5 is out of range, --set prune.sparsity=1.5, use "
+                           "a value (0, 1)");
+  }
+  EXPECT_THROW(parse_config("", "c.toml", {"optim.lrr=1"}), UsageError);  // unknown key
+  EXPECT_THROW(parse_config("", "c.toml", {"no_equals_sign"}), UsageError);
+  EXPECT_THROW(parse_config("", "c.toml", {"optim.lr.x=1"}), UsageError);  // through a value
+}

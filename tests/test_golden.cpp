@@ -24,12 +24,12 @@ Golden read_golden(const std::string& folder) {
   return {get("input_ids"), get("logits"), get("token_loss"), get("loss"), get("logits_bf16")};
 }
 
-class GoldenModel : public testing::TestWithParam<const char*> {};
+class ModelGolden : public testing::TestWithParam<const char*> {};
 
 }  // namespace
 
 // fp32: logits within 1e-4 absolute, per-token loss within 1e-5.
-TEST_P(GoldenModel, Fp32LogitsAndLossMatchTransformers) {
+TEST_P(ModelGolden, Fp32LogitsAndLossMatchTransformers) {
   const std::string folder = std::string(SPARTAN_FIXTURES) + "/" + GetParam();
   Golden g = read_golden(folder);
   auto model = spartan::model::load_llama(folder, torch::kFloat32);
@@ -47,7 +47,7 @@ TEST_P(GoldenModel, Fp32LogitsAndLossMatchTransformers) {
 // bit-identical (measured: 0); another torch build may accumulate bf16 matmuls in another order,
 // so the bound is 1% of max |logit|. A rotary table rounded to bf16, as model.to(bfloat16) does
 // in transformers, already breaks it (measured 2.2%).
-TEST_P(GoldenModel, Bf16LogitsMatchTransformers) {
+TEST_P(ModelGolden, Bf16LogitsMatchTransformers) {
   const std::string folder = std::string(SPARTAN_FIXTURES) + "/" + GetParam();
   Golden g = read_golden(folder);
   auto model = spartan::model::load_llama(folder, torch::kBFloat16);
@@ -60,7 +60,7 @@ TEST_P(GoldenModel, Bf16LogitsMatchTransformers) {
   EXPECT_LE((logits - g.logits).abs().max().item<double>(), 0.05 * scale);
 }
 
-INSTANTIATE_TEST_SUITE_P(Transformers, GoldenModel,
+INSTANTIATE_TEST_SUITE_P(Transformers, ModelGolden,
                          testing::Values("tiny-llama-gqa", "tiny-llama-tied"),
                          [](const auto& p) {
                            std::string s = p.param;

@@ -64,6 +64,29 @@ grep -q "window 16, stride 8" eval_text.log
 # The adapter changes the numbers.
 ! diff -q eval_base.log eval_lora.log > /dev/null
 
+# Pruning the trained model: Wanda 2:4, calibrated on the text; the folder reports 2:4.
+cat > prune.toml <<TOML
+[model]
+path = "$dir/runs/full/model"
+[data]
+path = "$dir/text.txt"
+seq_len = 32
+[prune]
+method = "wanda"
+pattern = "2:4"
+calib_samples = 8
+out = "$dir/pruned"
+TOML
+"$spartan" prune --config prune.toml > prune.log
+grep -q "every group obeys the pattern" prune.log
+grep -q "held-out perplexity" prune.log
+test -f pruned/prune_report.json
+"$spartan" model info pruned | grep "layers.1.mlp.down_proj" | grep -q "0.5000    2:4"
+set +e
+out=$(sed 's/pattern = "2:4"/pattern = "4:4"/' prune.toml > bad.toml; "$spartan" prune --config bad.toml 2>&1); rc=$?
+set -e
+[[ $rc == 2 && "$out" == "spartan: error: prune.pattern = \"4:4\" is neither unstructured nor N:M"* ]]
+
 # Errors: one line each, exit 2 for configuration mistakes.
 sed 's/method = "lora"/method = "sora"/' lora.toml > sora.toml
 set +e
@@ -75,4 +98,4 @@ set +e
 out=$("$spartan" eval --model runs/full/model --data missing.txt 2>&1); rc=$?
 set -e
 [[ $rc == 1 && "$out" == "spartan: error: cannot read data file, missing.txt"* ]]
-echo "ok: init, train (full, LoRA), eval (rows, stream, adapter), errors"
+echo "ok: init, train (full, LoRA), eval (rows, stream, adapter), prune, errors"

@@ -1,0 +1,106 @@
+// spartan prune --config c.toml [--out DIR]: the dense folder of [model] path -> a pruned folder,
+// calibrated on [data] (prune.calib_samples sequences of data.seq_len tokens), with held-out
+// perplexity before and after and a report (prune_report.json in the output folder).
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <string>
+
+#include <torch/torch.h>
+
+#include "adapters/adapter.h"
+#include "common/config.h"
+#include "common/error.h"
+#include "data/dataset.h"
+#include "data/sampler.h"
+#include "launcher/commands.h"
+#include "launcher/model_shape.h"
+#include "model/tokenizer.h"
+#include "prune/pruner.h"
+
+namespace spartan::launcher {
+namespace {
+
+// Rows `idx` of a Sequences as an (n, L) tensor of ids or labels.
+torch::Tensor rows_of(const std::vector<int64_t>& flat, int64_t L, const std::vector<int64_t>& idx) {
+  auto t = torch::empty({static_cast<int64_t>(idx.size()), L}, torch::kInt64);
+  for (size_t i = 0; i < idx.size(); ++i)
+    std::copy_n(flat.begin() + idx[i] * L, L, t.data_ptr<int64_t>() + i * L);
+  return t;
+}
+
+void prune(const std::string& config_path, const std::vector<std::string>& overrides,
+           std::string out) {
+  Config c = load_config(config_path, overrides);
+  auto need = [&](const std::string& key, bool ok, const std::string& what) {
+    if (!ok)
+      throw UsageError(what, c.where(key) + " (key '" + key + "')", "set " + key);
+  };
+  need("model.path", !c.model.path.empty(), "no model folder to prune");
+  need("data.path", !c.data.path.empty(), "no calibration data");
+  validate_against_model(c, model_shape(c));
+  if (out.empty()) out = c.prune.out;
+  need("prune.out", !out.empty(), "no output folder (or pass --out)");
+
+  prune::PruneOptions o;
+  o.method = c.prune.method;
+  o.sparsity = c.prune.sparsity;
+  o.pattern = prune::parse_pattern(c.prune.pattern);
+  o.targets = adapters::parse_targets(c.prune.targets);
+  o.blocksize = c.prune.blocksize;
+  o.percdamp = c.prune.percdamp;
+  o.batch = c.optim.micro_batch_size;
+
+  model::Tokenizer tok(c.data.tokenizer.empty() ? c.model.path + "/tokenizer.model"
+                                                : c.data.tokenizer);
+  auto data = data::load_data(c.data.path, c.data.format, tok, c.data.seq_len, c.data.pack,
+                              c.data.held_out_fraction, c.run.seed);
+  const int64_t L = c.data.seq_len;
+  if (data.train.rows() < c.prune.calib_samples)
+    throw UsageError("the calibration data holds " + std::to_string(data.train.rows()) +
+                         " sequences of " + std::to_string(L) + " tokens, fewer than " +
+                         std::to_string(c.prune.calib_samples),
+                     c.where("prune.calib_samples") + " (key 'prune.calib_samples')",
+                     "lower prune.calib_samples or data.seq_len, or use more data");
+  auto order = data::permutation(data.train.rows(), c.run.seed);
+  order.resize(c.prune.calib_samples);
+  auto calib = rows_of(data.train.ids, L, order);
+
+  std::vector<int64_t> held(data.held_out.rows());
+  for (size_t i = 0; i < held.size(); ++i) held[i] = static_cast<int64_t>(i);
+  if (c.eval.max_batches > 0 &&
+      static_cast<int64_t>(held.size()) > c.eval.max_batches * o.batch)
+    held.resize(c.eval.max_batches * o.batch);
+  auto eval_ids = rows_of(data.held_out.ids, L, held);
+  auto eval_labels = rows_of(data.held_out.labels, L, held);
+
+  std::printf("pruning %s -> %s: %s, %s, calibration %lld x %lld tokens of %s\n",
+              c.model.path.c_str(), out.c_str(), o.method.c_str(),
+              o.pattern.nm() ? o.pattern.str().c_str()
+                             : ("unstructured " + std::to_string(o.sparsity)).c_str(),
+              static_cast<long long>(calib.size(0)), static_cast<long long>(L),
+              c.data.path.c_str());
+  std::fflush(stdout);
+  prune::PruneReport report = prune::prune_folder(c.model.path, out, o, calib, eval_ids,
+                                                  eval_labels);
+  std::ofstream(out + "/prune_report.json") << report.to_json().dump(2) << "\n";
+  std::printf("\n%s", report.table().c_str());
+  std::printf("report: %s/prune_report.json (%.1f s)\n", out.c_str(), report.seconds);
+}
+
+}  // namespace
+
+void add_prune_command(CLI::App& app) {
+  auto config = std::make_shared<std::string>();
+  auto out = std::make_shared<std::string>();
+  auto overrides = std::make_shared<std::vector<std::string>>();
+  CLI::App* cmd = app.add_subcommand(
+      "prune", "prune a dense model folder (Wanda, SparseGPT, magnitude; unstructured or N:M)");
+  cmd->add_option("--config", *config, "configuration file ([prune], [model], [data])")
+      ->required();
+  cmd->add_option("--out", *out, "output folder (default: prune.out)");
+  add_set_option(cmd, *overrides);
+  cmd->callback([config, overrides, out] { prune(*config, *overrides, *out); });
+}
+
+}  // namespace spartan::launcher

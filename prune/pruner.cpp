@@ -1,0 +1,240 @@
+#include "prune/pruner.h"
+
+#include <sys/stat.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <map>
+
+#include "common/error.h"
+#include "model/hf_config.h"
+#include "model/weights.h"
+#include "prune/layerwise.h"
+
+namespace spartan::prune {
+namespace {
+
+// Statistics of one projection input over the calibration tokens.
+struct InputStats {
+  torch::Tensor sq_sum;  // (in,) Σ x_j²          (Wanda)
+  torch::Tensor H;       // (in, in) Σ x xᵀ       (SparseGPT)
+  int64_t tokens = 0;
+};
+
+// Passes the projection through unchanged and records its input. Projections that share an
+// input (q, k, v; gate, up) share one InputStats, filled by the first of them only.
+class Recorder : public model::LinearAdapter {
+ public:
+  Recorder(std::shared_ptr<InputStats> stats, bool owner, bool hessian)
+      : stats_(std::move(stats)), owner_(owner), hessian_(hessian) {}
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& weight) override {
+    if (owner_) {
+      auto x2 = x.reshape({-1, x.size(-1)}).to(torch::kFloat32);
+      if (!stats_->sq_sum.defined()) {
+        stats_->sq_sum = torch::zeros({x2.size(1)});
+        if (hessian_) stats_->H = torch::zeros({x2.size(1), x2.size(1)});
+      }
+      stats_->sq_sum.add_(x2.pow(2).sum(0));
+      if (hessian_) stats_->H.addmm_(x2.t(), x2);
+      stats_->tokens += x2.size(0);
+    }
+    return torch::linear(x, weight);
+  }
+
+ private:
+  std::shared_ptr<InputStats> stats_;
+  bool owner_, hessian_;
+};
+
+const char* input_group(model::Proj p) {
+  switch (p) {
+    case model::Proj::q: case model::Proj::k: case model::Proj::v: return "attention input";
+    case model::Proj::o: return "attention output";
+    case model::Proj::gate: case model::Proj::up: return "mlp input";
+    case model::Proj::down: return "mlp activation";
+  }
+  return "";
+}
+
+std::string hf_name(int64_t layer, model::Proj p) {
+  const bool attn = p == model::Proj::q || p == model::Proj::k || p == model::Proj::v ||
+                    p == model::Proj::o;
+  return "model.layers." + std::to_string(layer) + (attn ? ".self_attn." : ".mlp.") +
+         model::proj_name(p) + "_proj.weight";
+}
+
+std::string basename(const std::string& path) {
+  auto slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+bool exists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+void copy_file(const std::string& from, const std::string& to) {
+  std::ifstream in(from, std::ios::binary);
+  std::ofstream out(to, std::ios::binary);
+  out << in.rdbuf();
+  if (!out) throw Error("cannot write", to, "check free disk space");
+}
+
+}  // namespace
+
+PruneReport prune_folder(const std::string& in_folder, const std::string& out_folder,
+                         const PruneOptions& o, const torch::Tensor& calib_ids,
+                         const torch::Tensor& eval_ids, const torch::Tensor& eval_labels) {
+  torch::NoGradGuard no_grad;
+  const auto start = std::chrono::steady_clock::now();
+  if (in_folder == out_folder)
+    throw UsageError("the output folder is the input folder", out_folder,
+                     "write the pruned model to a new folder ([prune] out)");
+  const model::LlamaArch arch = model::read_hf_config(in_folder);
+  model::WeightStore store(in_folder);
+  ::mkdir(out_folder.c_str(), 0755);
+  const std::string tmp = out_folder + "/.prune-layers";
+  ::mkdir(tmp.c_str(), 0755);
+
+  PruneReport report;
+  report.options = o;
+  report.calibration_sequences = calib_ids.size(0);
+  report.calibration_tokens = calib_ids.numel();
+  const bool evaluate = eval_ids.defined() && eval_ids.numel() > 0;
+  if (evaluate) report.loss_before = layerwise_loss(store, arch, eval_ids, eval_labels, o.batch);
+
+  const bool needs_stats = o.method != "magnitude";
+  const bool hessian = o.method == "sparsegpt";
+  auto h = embed(store, calib_ids);  // (N, T, H)
+  int64_t zeros = 0, total = 0;
+  std::vector<std::string> layer_files;
+  for (int64_t l = 0; l < arch.num_layers; ++l) {
+    auto layer = load_layer(store, arch, l);
+    std::map<std::string, std::shared_ptr<InputStats>> stats;
+    if (needs_stats) {
+      for (model::Proj p : o.targets) {
+        auto& s = stats[input_group(p)];
+        const bool owner = !s;
+        if (owner) s = std::make_shared<InputStats>();
+        layer->projection(p)->attach(std::make_shared<Recorder>(s, owner, hessian));
+      }
+      run_layer(layer, arch, h, o.batch);
+      for (model::Proj p : o.targets) layer->projection(p)->detach();
+    }
+    model::NamedTensors pruned;
+    std::vector<torch::Tensor> keep;
+    for (model::Proj p : o.targets) {
+      torch::Tensor& W = layer->projection(p)->weight;
+      const std::string name = hf_name(l, p);
+      if (o.method == "magnitude") {
+        W.masked_fill_(magnitude_mask(W, o.sparsity, o.pattern), 0.0);
+      } else if (o.method == "wanda") {
+        W.masked_fill_(wanda_mask(W, stats[input_group(p)]->sq_sum, o.sparsity, o.pattern), 0.0);
+      } else if (o.method == "sparsegpt") {
+        sparsegpt_prune(W, stats[input_group(p)]->H, o.sparsity, o.pattern, o.blocksize,
+                        o.percdamp);
+      } else {
+        throw UsageError("unknown pruning method '" + o.method + "'", "[prune] method",
+                         "use magnitude, wanda or sparsegpt");
+      }
+      MaskCheck check = check_pattern(W, o.pattern);
+      report.tensors.push_back({name, check.sparsity, check.pattern_ok});
+      zeros += W.eq(0).sum().item<int64_t>();
+      total += W.numel();
+      pruned.emplace_back(name, W.to(model::to_torch(store.info(name).dtype)));
+    }
+    h = run_layer(layer, arch, h, o.batch);  // pruned outputs feed the next layer
+    const std::string file = tmp + "/layer-" + std::to_string(l) + ".safetensors";
+    model::save_safetensors(file, pruned);
+    layer_files.push_back(file);
+    std::printf("layer %lld/%lld pruned\n", static_cast<long long>(l + 1),
+                static_cast<long long>(arch.num_layers));
+    std::fflush(stdout);
+  }
+  report.target_sparsity = total ? static_cast<double>(zeros) / total : 0.0;
+
+  // The output folder: the input's files with the pruned tensors in place.
+  std::vector<std::unique_ptr<model::SafetensorsFile>> layers;
+  std::map<std::string, const model::SafetensorsFile*> pruned_in;
+  for (const auto& f : layer_files) {
+    layers.push_back(std::make_unique<model::SafetensorsFile>(f));
+    for (const auto& t : layers.back()->tensors()) pruned_in[t.name] = layers.back().get();
+  }
+  for (const auto& file : store.files()) {
+    std::vector<model::TensorView> views;
+    for (const auto& t : file->tensors()) {
+      auto it = pruned_in.find(t.name);
+      const model::SafetensorsFile& src = it == pruned_in.end() ? *file : *it->second;
+      const model::TensorInfo& info = src.at(t.name);
+      views.push_back({t.name, info.dtype, info.shape, src.data(info)});
+    }
+    model::write_safetensors(out_folder + "/" + basename(file->path()), views, file->metadata());
+  }
+  for (const char* extra : {"config.json", "model.safetensors.index.json", "generation_config.json",
+                            "tokenizer.model", "tokenizer.json", "tokenizer_config.json",
+                            "special_tokens_map.json"})
+    if (exists(in_folder + "/" + extra)) copy_file(in_folder + "/" + extra, out_folder + "/" + extra);
+  layers.clear();
+  for (const auto& f : layer_files) std::remove(f.c_str());
+  ::rmdir(tmp.c_str());
+
+  if (evaluate) {
+    model::WeightStore out(out_folder);
+    report.loss_after = layerwise_loss(out, arch, eval_ids, eval_labels, o.batch);
+    report.evaluated = true;
+  }
+  report.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return report;
+}
+
+nlohmann::json PruneReport::to_json() const {
+  nlohmann::json j;
+  j["method"] = options.method;
+  j["pattern"] = options.pattern.str();
+  j["sparsity_requested"] = options.pattern.nm()
+                                ? 1.0 - double(options.pattern.n) / options.pattern.m
+                                : options.sparsity;
+  j["sparsity_of_targets"] = target_sparsity;
+  j["calibration"] = {{"sequences", calibration_sequences}, {"tokens", calibration_tokens}};
+  if (options.method == "sparsegpt")
+    j["sparsegpt"] = {{"blocksize", options.blocksize}, {"percdamp", options.percdamp}};
+  for (const auto& t : tensors)
+    j["tensors"][t.name] = {{"sparsity", t.sparsity}, {"pattern_ok", t.pattern_ok}};
+  if (evaluated)
+    j["held_out"] = {{"loss_before", loss_before}, {"perplexity_before", std::exp(loss_before)},
+                     {"loss_after", loss_after}, {"perplexity_after", std::exp(loss_after)}};
+  j["seconds"] = seconds;
+  return j;
+}
+
+std::string PruneReport::table() const {
+  std::string out;
+  char line[256];
+  std::snprintf(line, sizeof line, "%-44s %9s  %s\n", "tensor", "sparsity", "pattern");
+  out += line;
+  bool all_ok = true;
+  for (const auto& t : tensors) {
+    std::snprintf(line, sizeof line, "%-44s %9.4f  %s\n", t.name.c_str(), t.sparsity,
+                  !options.pattern.nm() ? "-" : t.pattern_ok ? options.pattern.str().c_str()
+                                                             : "VIOLATED");
+    out += line;
+    all_ok = all_ok && t.pattern_ok;
+  }
+  std::snprintf(line, sizeof line, "\n%s %s: %.4f of the targeted weights are zero%s\n",
+                options.method.c_str(), options.pattern.str().c_str(), target_sparsity,
+                options.pattern.nm() ? (all_ok ? ", every group obeys the pattern" : ", PATTERN VIOLATED")
+                                     : "");
+  out += line;
+  if (evaluated) {
+    std::snprintf(line, sizeof line,
+                  "held-out perplexity %.2f before, %.2f after (loss %.4f -> %.4f)\n",
+                  std::exp(loss_before), std::exp(loss_after), loss_before, loss_after);
+    out += line;
+  }
+  return out;
+}
+
+}  // namespace spartan::prune
