@@ -13,8 +13,14 @@ model::DecoderLayer load_layer(const model::WeightStore& store, const model::Lla
 }
 
 torch::Tensor embed(const model::WeightStore& store, const torch::Tensor& ids) {
-  auto table = store.load("model.embed_tokens.weight", torch::kFloat32);
-  return torch::embedding(table, ids);
+  // Only the rows of the tokens that occur are read from the file.
+  auto [unique, inverse] = torch::_unique(ids.flatten(), /*sorted=*/true, /*return_inverse=*/true);
+  std::vector<torch::Tensor> rows;
+  const int64_t* u = unique.data_ptr<int64_t>();
+  for (int64_t i = 0; i < unique.numel(); ++i)
+    rows.push_back(store.load_rows("model.embed_tokens.weight", u[i], u[i] + 1, torch::kFloat32));
+  auto h = torch::cat(rows, 0).index_select(0, inverse);  // (N·T, H)
+  return h.view({ids.size(0), ids.size(1), -1});
 }
 
 torch::Tensor run_layer(model::DecoderLayer& layer, const model::LlamaArch& arch,

@@ -18,7 +18,8 @@ namespace spartan::prune {
 model::DecoderLayer load_layer(const model::WeightStore& store, const model::LlamaArch& arch,
                                int64_t index);
 
-// Token embeddings (N, T, H) in fp32 of the rows of `ids` (N, T).
+// Token embeddings (N, T, H) in fp32 of the rows of `ids` (N, T); reads only the rows of the
+// embedding table that the ids use.
 torch::Tensor embed(const model::WeightStore& store, const torch::Tensor& ids);
 
 // Runs `hidden` (N, T, H) through a layer in chunks of `batch` rows; returns the outputs.
