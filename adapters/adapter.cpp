@@ -1,6 +1,7 @@
 #include "adapters/adapter.h"
 
 #include "adapters/lora.h"
+#include "adapters/spp.h"
 #include "common/error.h"
 
 namespace spartan::adapters {
@@ -23,6 +24,29 @@ std::vector<model::Proj> parse_targets(const std::vector<std::string>& names) {
   return out;
 }
 
+void merge_into_base(model::Llama& model, const std::string& lora_merge) {
+  torch::NoGradGuard no_grad;
+  for (int64_t l = 0; l < model->num_layers(); ++l)
+    for (model::Proj p : model::kAllProjections) {
+      auto& proj = model->projection(l, p);
+      if (!proj->adapter()) continue;
+      torch::Tensor& W = proj->weight;
+      torch::Tensor merged;
+      if (auto spp = std::dynamic_pointer_cast<SppLinear>(proj->adapter())) {
+        merged = spp->merged_weight(W);
+      } else if (auto lora = std::dynamic_pointer_cast<LoraLinear>(proj->adapter())) {
+        merged = W.to(torch::kFloat32) + lora->delta_weight();
+        if (lora_merge == "masked") merged.masked_fill_(W.eq(0), 0.0);  // LoRA*
+        merged = merged.to(W.scalar_type());
+      } else {
+        throw Error("this adapter cannot be merged into the base", "merge",
+                    "export it as an adapter instead");
+      }
+      W.copy_(merged);
+      proj->detach();
+    }
+}
+
 model::NamedTensors trainable_parameters(const model::Llama& model) {
   model::NamedTensors out;
   for (const auto& p : model->named_parameters())
@@ -35,18 +59,22 @@ Attached attach(model::Llama& model, const AdapterConfig& config) {
   a.method = config.method;
   if (config.method == "full") {
     model->set_base_trainable(true);
-  } else if (config.method == "lora") {
+  } else if (config.method == "lora" || config.method == "spp") {
     model->set_base_trainable(false);
     for (int64_t l = 0; l < model->num_layers(); ++l)
       for (model::Proj p : parse_targets(config.targets)) {
         auto& proj = model->projection(l, p);
-        const auto& w = proj->weight;
-        proj->attach(std::make_shared<LoraLinear>(w.size(1), w.size(0), config.r, config.alpha,
-                                                  config.dropout));
+        const int64_t in = proj->weight.size(1), out = proj->weight.size(0);
+        if (config.method == "lora")
+          proj->attach(std::make_shared<LoraLinear>(in, out, config.r, config.alpha,
+                                                    config.dropout));
+        else
+          proj->attach(std::make_shared<SppLinear>(in, out, config.r, config.alpha,
+                                                   config.dropout, config.spp.form));
       }
   } else {
     throw UsageError("adapter method '" + config.method + "' is not available in this build",
-                     "[adapter] method", "use lora or full");
+                     "[adapter] method", "use lora, spp or full");
   }
   a.trainable = trainable_parameters(model);
   return a;

@@ -1,7 +1,7 @@
 // Attaching the configured method to a model, and what it trains.
 //
-// Methods behind this interface today: "lora" and "full" (every base weight trainable, no
-// adapter: the demo pretrains its tiny base this way). Others of the PEFT-Ref catalogue
+// Methods behind this interface today: "lora", "spp" and "full" (every base weight trainable,
+// no adapter: the demo pretrains its tiny base this way). Others of the PEFT-Ref catalogue
 // are rejected with a clear error until they exist.
 #pragma once
 
@@ -24,6 +24,11 @@ struct Attached {
 // Attaches [adapter] to every layer's target projections (fresh initialisation from the
 // current torch seed) and freezes or unfreezes the base as the method needs.
 Attached attach(model::Llama& model, const AdapterConfig& config);
+
+// Folds every attached adapter into its projection's weight and detaches it: SPP as W̃ + s·W̃'
+// (zeros stay zeros), LoRA as W + s·B·A, or with lora_merge "masked" re-masked with the base's
+// zero pattern (the SPP paper's LoRA*).
+void merge_into_base(model::Llama& model, const std::string& lora_merge);
 
 // The trainable parameters of a model as it stands (requires_grad), in registration order.
 model::NamedTensors trainable_parameters(const model::Llama& model);

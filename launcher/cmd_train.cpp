@@ -1,5 +1,6 @@
 // spartan train --config c.toml: fine-tune (or, with method "full", train) a model folder on
-// [data], evaluate the held-out part before and after, save the result in the run folder.
+// [data], evaluate the held-out part before and after, save the result in the run folder:
+// LoRA as a PEFT adapter, SPP merged into the base (zero pattern checked), full as a model.
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -39,10 +40,10 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
   if (c.model.path.empty()) missing(c, "model.path", "no base model folder");
   if (c.data.path.empty()) missing(c, "data.path", "no training data");
   validate_against_model(c, model_shape(c));
-  if (c.adapter.method != "lora" && c.adapter.method != "full")
+  if (c.adapter.method != "lora" && c.adapter.method != "spp" && c.adapter.method != "full")
     throw UsageError("adapter method '" + c.adapter.method + "' is not available in this build",
                      c.where("adapter.method") + " (key 'adapter.method')",
-                     "use \"lora\" or \"full\"");
+                     "use \"lora\", \"spp\" or \"full\"");
   if (c.parallel.tp * c.parallel.pp * c.parallel.dp != 1)
     throw UsageError("parallel layouts are not available in this build",
                      c.where("parallel.tp") + " (key 'parallel.*')",
@@ -64,6 +65,11 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
   data::DataSplit data = data::load_data(c.data.path, c.data.format, tok, c.data.seq_len,
                                          c.data.pack, c.data.held_out_fraction, c.run.seed);
   torch::manual_seed(c.run.seed);
+  std::vector<torch::Tensor> zeros_before;  // SPP: the base's zero pattern, checked after merge
+  if (c.adapter.method == "spp")
+    for (int64_t l = 0; l < llama->num_layers(); ++l)
+      for (model::Proj p : adapters::parse_targets(c.adapter.targets))
+        zeros_before.push_back(llama->projection(l, p)->weight.eq(0));
   adapters::Attached attached = adapters::attach(llama, c.adapter);
 
   trainer::Trainer t(c, llama, data.train, data.held_out, run_dir);
@@ -97,6 +103,28 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
   std::string saved;
   if (c.adapter.method == "full") {
     saved = run_dir + "/model";
+    make_dirs(saved);
+    llama->save(saved);
+    copy_file(tok.path(), saved + "/tokenizer.model");
+  } else if (c.adapter.method == "spp") {
+    // SPP merges into the base: W̃ + s·W̃' keeps every zero of W̃.
+    adapters::merge_into_base(llama, c.adapter.merge);
+    int64_t i = 0, zeros = 0, total = 0;
+    bool identical = true;
+    for (int64_t l = 0; l < llama->num_layers(); ++l)
+      for (model::Proj p : adapters::parse_targets(c.adapter.targets)) {
+        auto now = llama->projection(l, p)->weight.eq(0);
+        identical = identical && torch::equal(now, zeros_before[i++]);
+        zeros += now.sum().item<int64_t>();
+        total += now.numel();
+      }
+    if (!identical)
+      throw Error("the merged SPP weights lost or gained zeros", run_dir,
+                  "report this as a bug: SPP must keep the base's zero pattern");
+    std::printf("merged SPP into the base: %.4f of the targeted weights are zero, the same "
+                "positions as before training\n",
+                total ? double(zeros) / total : 0.0);
+    saved = run_dir + "/merged";
     make_dirs(saved);
     llama->save(saved);
     copy_file(tok.path(), saved + "/tokenizer.model");

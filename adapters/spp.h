@@ -1,0 +1,46 @@
+// SPP, the sparsity-preserving adapter (Lu et al. 2024), at a pruned linear projection.
+//
+// For the frozen pruned weight W̃ ∈ R^{m×n} (m outputs, n inputs) and trainable W_α ∈ R^{r×n},
+// W_β ∈ R^{m×1}:
+//   W̃' = W̃ ⊙ R(W_α) ⊙ W_β,   R(W_α) = repeat_interleave(W_α, m/r, dim 0)
+//   y  = x·W̃ᵀ + s·dropout(x)·W̃'ᵀ,   s = alpha / r
+// W_α starts Kaiming-uniform and W_β at zero, so training starts exactly at the pruned model
+// (as the official code). W̃' is W̃ times something, so a zero of W̃ stays zero in the merged
+// weight W̃ + s·W̃' by construction, bit for bit.
+//
+// Two forms of the same function (config adapter.spp.form):
+//   effective  without dropout, one product with W_eff = W̃ ⊙ (1 + s·R(W_α)·W_β)  (m×n extra)
+//   blocked    the paper's eq. 7: for each of the r row blocks b, β_b ⊙ ((x ⊙ α_b)·W̃_bᵀ),
+//              never materialising an m×n matrix (r products of m/r rows each)
+// With dropout active (training, dropout > 0) the effective form takes the two-product path.
+#pragma once
+
+#include <string>
+
+#include <torch/torch.h>
+
+#include "model/hooks.h"
+
+namespace spartan::adapters {
+
+class SppLinear : public model::LinearAdapter {
+ public:
+  SppLinear(int64_t in_features, int64_t out_features, int64_t r, double alpha, double dropout,
+            std::string form);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& weight) override;
+
+  // s·W̃' for the frozen weight W̃ (m, n): what merging adds.
+  torch::Tensor delta_weight(const torch::Tensor& weight) const;
+  // W̃ + s·W̃', in W̃'s dtype: zeros of W̃ stay zeros.
+  torch::Tensor merged_weight(const torch::Tensor& weight) const;
+
+  torch::Tensor alpha_w;  // W_α (r, n)
+  torch::Tensor beta_w;   // W_β (m, 1)
+  double scale, dropout;
+  std::string form;
+
+ private:
+  torch::Tensor expanded_alpha() const;  // R(W_α) (m, n)
+};
+
+}  // namespace spartan::adapters
