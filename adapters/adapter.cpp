@@ -1,6 +1,7 @@
 #include "adapters/adapter.h"
 
 #include "adapters/lora.h"
+#include "adapters/sora.h"
 #include "adapters/spp.h"
 #include "common/error.h"
 
@@ -34,6 +35,10 @@ void merge_into_base(model::Llama& model, const std::string& lora_merge) {
       torch::Tensor merged;
       if (auto spp = std::dynamic_pointer_cast<SppLinear>(proj->adapter())) {
         merged = spp->merged_weight(W);
+      } else if (auto sora = std::dynamic_pointer_cast<SoraLinear>(proj->adapter())) {
+        merged = W.to(torch::kFloat32) + sora->delta_weight();
+        if (lora_merge == "masked") merged.masked_fill_(W.eq(0), 0.0);
+        merged = merged.to(W.scalar_type());
       } else if (auto lora = std::dynamic_pointer_cast<LoraLinear>(proj->adapter())) {
         merged = W.to(torch::kFloat32) + lora->delta_weight();
         if (lora_merge == "masked") merged.masked_fill_(W.eq(0), 0.0);  // LoRA*
@@ -45,6 +50,23 @@ void merge_into_base(model::Llama& model, const std::string& lora_merge) {
       W.copy_(merged);
       proj->detach();
     }
+}
+
+int64_t sora_to_lora(model::Llama& model) {
+  int64_t kept = 0;
+  for (int64_t l = 0; l < model->num_layers(); ++l)
+    for (model::Proj p : model::kAllProjections) {
+      auto& proj = model->projection(l, p);
+      auto sora = std::dynamic_pointer_cast<SoraLinear>(proj->adapter());
+      if (!sora) continue;
+      kept += sora->nonzero_ranks();
+      proj->attach(sora->to_lora());
+    }
+  return kept;
+}
+
+bool is_sora_gate(const std::string& name) {
+  return name.size() > 13 && name.compare(name.size() - 13, 13, ".adapter.gate") == 0;
 }
 
 model::NamedTensors trainable_parameters(const model::Llama& model) {
@@ -59,7 +81,7 @@ Attached attach(model::Llama& model, const AdapterConfig& config) {
   a.method = config.method;
   if (config.method == "full") {
     model->set_base_trainable(true);
-  } else if (config.method == "lora" || config.method == "spp") {
+  } else if (config.method == "lora" || config.method == "spp" || config.method == "sora") {
     model->set_base_trainable(false);
     for (int64_t l = 0; l < model->num_layers(); ++l)
       for (model::Proj p : parse_targets(config.targets)) {
@@ -68,13 +90,16 @@ Attached attach(model::Llama& model, const AdapterConfig& config) {
         if (config.method == "lora")
           proj->attach(std::make_shared<LoraLinear>(in, out, config.r, config.alpha,
                                                     config.dropout));
+        else if (config.method == "sora")
+          proj->attach(std::make_shared<SoraLinear>(in, out, config.r, config.alpha,
+                                                    config.dropout));
         else
           proj->attach(std::make_shared<SppLinear>(in, out, config.r, config.alpha,
                                                    config.dropout, config.spp.form));
       }
   } else {
     throw UsageError("adapter method '" + config.method + "' is not available in this build",
-                     "[adapter] method", "use lora, spp or full");
+                     "[adapter] method", "use lora, sora, spp or full");
   }
   a.trainable = trainable_parameters(model);
   return a;

@@ -1,6 +1,6 @@
 // Attaching the configured method to a model, and what it trains.
 //
-// Methods behind this interface today: "lora", "spp" and "full" (every base weight trainable,
+// Methods behind this interface today: "lora", "sora", "spp" and "full" (every base weight trainable,
 // no adapter: the demo pretrains its tiny base this way). Others of the PEFT-Ref catalogue
 // are rejected with a clear error until they exist.
 #pragma once
@@ -29,6 +29,12 @@ Attached attach(model::Llama& model, const AdapterConfig& config);
 // (zeros stay zeros), LoRA as W + s·B·A, or with lora_merge "masked" re-masked with the base's
 // zero pattern (the SPP paper's LoRA*).
 void merge_into_base(model::Llama& model, const std::string& lora_merge);
+
+// Replaces every SoRA module by the LoRA of its non-zero gates (rank removal); returns the total
+// rank kept.
+int64_t sora_to_lora(model::Llama& model);
+// Whether a parameter name is a SoRA gate (trained by its own optimizer).
+bool is_sora_gate(const std::string& name);
 
 // The trainable parameters of a model as it stands (requires_grad), in registration order.
 model::NamedTensors trainable_parameters(const model::Llama& model);

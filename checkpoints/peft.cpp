@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <cmath>
 #include <fstream>
 #include <set>
 
@@ -31,6 +32,10 @@ void save_peft_lora(const std::string& folder, model::Llama& m, const AdapterCon
   ::mkdir(folder.c_str(), 0755);
   model::NamedTensors tensors;
   std::set<std::string> targets;
+  // Modules whose rank or alpha differ from the config's (SoRA after rank removal) are listed
+  // in PEFT's rank_pattern / alpha_pattern under their full module names.
+  nlohmann::ordered_json rank_pattern = nlohmann::ordered_json::object();
+  nlohmann::ordered_json alpha_pattern = nlohmann::ordered_json::object();
   for (int64_t l = 0; l < m->num_layers(); ++l)
     for (model::Proj p : model::kAllProjections) {
       auto adapter = m->projection(l, p)->adapter();
@@ -43,6 +48,11 @@ void save_peft_lora(const std::string& folder, model::Llama& m, const AdapterCon
       tensors.emplace_back(base + ".lora_A.weight", lora->lora_A.detach());
       tensors.emplace_back(base + ".lora_B.weight", lora->lora_B.detach());
       targets.insert(std::string(model::proj_name(p)) + "_proj");
+      const int64_t r = lora->lora_A.size(0);
+      const double alpha = lora->scale * r;
+      if (r != config.r) rank_pattern[module_name(l, p)] = r;
+      if (std::abs(alpha - config.alpha) > 1e-9 * std::abs(config.alpha))
+        alpha_pattern[module_name(l, p)] = alpha;
     }
   if (tensors.empty())
     throw Error("the model has no LoRA modules to export", folder, "attach LoRA first");
@@ -64,8 +74,8 @@ void save_peft_lora(const std::string& folder, model::Llama& m, const AdapterCon
   j["use_dora"] = false;
   j["modules_to_save"] = nullptr;
   j["layers_to_transform"] = nullptr;
-  j["rank_pattern"] = nlohmann::json::object();
-  j["alpha_pattern"] = nlohmann::json::object();
+  j["rank_pattern"] = rank_pattern;
+  j["alpha_pattern"] = alpha_pattern;
   std::ofstream out(folder + "/adapter_config.json");
   out << j.dump(2) << "\n";
   if (!out)
@@ -90,12 +100,23 @@ AdapterConfig load_peft_lora(const std::string& folder, model::Llama& m) {
   if (j.value("use_dora", false)) unsupported("use_dora");
   if (j.value("fan_in_fan_out", false)) unsupported("fan_in_fan_out");
   if (j.value("bias", "none") != "none") unsupported("bias");
-  for (const char* key : {"rank_pattern", "alpha_pattern"})
-    if (j.contains(key) && !j[key].is_null() && !j[key].empty()) unsupported(key);
   for (const char* key : {"layers_to_transform", "modules_to_save"})
     if (j.contains(key) && !j[key].is_null()) unsupported(key);
   if (!j.contains("target_modules") || !j["target_modules"].is_array())
     unsupported("target_modules that is not a list");
+  // rank_pattern / alpha_pattern: PEFT matches a key against a module name that equals it or
+  // ends in "." + key.
+  auto pattern_value = [&](const char* key, const std::string& module, double fallback) {
+    if (!j.contains(key) || j[key].is_null()) return fallback;
+    for (auto it = j[key].begin(); it != j[key].end(); ++it) {
+      const std::string& k = it.key();
+      const bool match = module == k || (module.size() > k.size() &&
+                                         module.compare(module.size() - k.size(), k.size(), k) == 0 &&
+                                         module[module.size() - k.size() - 1] == '.');
+      if (match) return it.value().get<double>();
+    }
+    return fallback;
+  };
 
   AdapterConfig cfg;
   cfg.method = "lora";
@@ -109,15 +130,22 @@ AdapterConfig load_peft_lora(const std::string& folder, model::Llama& m) {
       unsupported("target module '" + name + "'");
     cfg.targets.push_back(name.substr(0, name.size() - 5));
   }
-  adapters::attach(m, cfg);
+  m->set_base_trainable(false);
 
   model::SafetensorsFile file(folder + "/adapter_model.safetensors");
   std::set<std::string> used;
   torch::NoGradGuard no_grad;
   for (int64_t l = 0; l < m->num_layers(); ++l)
     for (model::Proj p : adapters::parse_targets(cfg.targets)) {
-      auto lora = std::dynamic_pointer_cast<adapters::LoraLinear>(m->projection(l, p)->adapter());
-      const std::string base = kPrefix + module_name(l, p);
+      auto& proj = m->projection(l, p);
+      const std::string module = module_name(l, p);
+      const auto r = static_cast<int64_t>(pattern_value("rank_pattern", module, cfg.r));
+      const double alpha = pattern_value("alpha_pattern", module, cfg.alpha);
+      auto lora = std::make_shared<adapters::LoraLinear>(proj->weight.size(1),
+                                                         proj->weight.size(0), r, alpha,
+                                                         cfg.dropout);
+      proj->attach(lora);
+      const std::string base = kPrefix + module;
       for (auto [suffix, param] : {std::pair{".lora_A.weight", lora->lora_A},
                                    std::pair{".lora_B.weight", lora->lora_B}}) {
         const std::string name = base + suffix;

@@ -10,12 +10,15 @@
 namespace spartan::checkpoints {
 
 // Writes the model's attached LoRA modules (every projection that has one must be LoRA).
+// Modules of another rank or alpha than `config` (SoRA after rank removal) go into PEFT's
+// rank_pattern and alpha_pattern.
 void save_peft_lora(const std::string& folder, model::Llama& model, const AdapterConfig& config,
                     const std::string& base_model_path);
 
 // Reads a PEFT LoRA folder, attaches LoRA modules with its weights to the model, and returns the
-// adapter settings it found (method, targets, r, alpha, dropout). Unsupported PEFT options
-// (rank or alpha patterns, rsLoRA, DoRA, fan_in_fan_out, biases, layer subsets) are errors.
+// adapter settings it found (method, targets, r, alpha, dropout). rank_pattern and
+// alpha_pattern are honoured; other PEFT options (rsLoRA, DoRA, fan_in_fan_out, biases, layer
+// subsets, modules_to_save) are errors.
 AdapterConfig load_peft_lora(const std::string& folder, model::Llama& model);
 
 }  // namespace spartan::checkpoints

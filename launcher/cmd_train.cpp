@@ -40,10 +40,15 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
   if (c.model.path.empty()) missing(c, "model.path", "no base model folder");
   if (c.data.path.empty()) missing(c, "data.path", "no training data");
   validate_against_model(c, model_shape(c));
-  if (c.adapter.method != "lora" && c.adapter.method != "spp" && c.adapter.method != "full")
+  if (c.adapter.method != "lora" && c.adapter.method != "sora" && c.adapter.method != "spp" &&
+      c.adapter.method != "full")
     throw UsageError("adapter method '" + c.adapter.method + "' is not available in this build",
                      c.where("adapter.method") + " (key 'adapter.method')",
-                     "use \"lora\", \"spp\" or \"full\"");
+                     "use \"lora\", \"sora\", \"spp\" or \"full\"");
+  if (c.adapter.method == "sora" && c.adapter.sora.schedule != "none")
+    throw UsageError("the SoRA xi schedule is not available in this build",
+                     c.where("adapter.sora.schedule") + " (key 'adapter.sora.schedule')",
+                     "set adapter.sora.schedule = \"none\"");
   if (c.parallel.tp * c.parallel.pp * c.parallel.dp != 1)
     throw UsageError("parallel layouts are not available in this build",
                      c.where("parallel.tp") + " (key 'parallel.*')",
@@ -129,6 +134,13 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
     llama->save(saved);
     copy_file(tok.path(), saved + "/tokenizer.model");
   } else {
+    if (c.adapter.method == "sora") {  // rank removal: a LoRA of the non-zero gates per module
+      const int64_t total_ranks = c.adapter.r * llama->num_layers() *
+                                  static_cast<int64_t>(c.adapter.targets.size());
+      const int64_t kept = adapters::sora_to_lora(llama);
+      std::printf("SoRA kept %lld of %lld ranks; exported as LoRA (PEFT rank_pattern)\n",
+                  static_cast<long long>(kept), static_cast<long long>(total_ranks));
+    }
     saved = run_dir + "/adapter";
     checkpoints::save_peft_lora(saved, llama, c.adapter, c.model.path);
   }

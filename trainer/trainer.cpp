@@ -14,6 +14,7 @@
 #include "data/sampler.h"
 #include "trainer/optimizer.h"
 #include "trainer/schedule.h"
+#include "trainer/sora_gates.h"
 
 namespace spartan::trainer {
 namespace {
@@ -67,8 +68,19 @@ TrainSummary Trainer::run() {
   if (params.empty())
     throw Error("nothing to train", "[adapter] method = " + config_.adapter.method,
                 "attach an adapter or use method = \"full\"");
-  AdamW optimizer(params, decay_matrices(params),
-                  {o.beta1, o.beta2, o.eps, o.weight_decay});
+  // SoRA gates have an optimizer of their own (AdamW + threshold); everything else uses AdamW.
+  model::NamedTensors gates, others;
+  for (const auto& np : params) (adapters::is_sora_gate(np.first) ? gates : others).push_back(np);
+  AdamW optimizer(others, decay_matrices(others), {o.beta1, o.beta2, o.eps, o.weight_decay});
+  const auto& sora = config_.adapter.sora;
+  std::unique_ptr<GateOptimizer> gate_optimizer;
+  if (!gates.empty()) {
+    gate_optimizer = std::make_unique<GateOptimizer>(gates, sora.lambda2, sora.threshold,
+                                                     o.beta1, o.beta2);
+    std::printf("SoRA gates: %lld entries, threshold \"%s\" with xi = %g, L1 weight %g\n",
+                static_cast<long long>(gate_optimizer->total()), sora.threshold.c_str(),
+                sora.lambda2, sora.lambda1);
+  }
   const Schedule schedule =
       Schedule::make(o.lr, total_steps_, o.warmup_ratio, o.schedule, o.min_lr_ratio);
 
@@ -94,8 +106,9 @@ TrainSummary Trainer::run() {
       auto logits = model_->forward(ids.narrow(0, m0, mb));
       auto loss = model::token_losses(logits, labels.narrow(0, m0, mb)).sum() /
                   static_cast<double>(std::max<int64_t>(1, scored));
+      loss_value += loss.item<double>();  // reported: the language-model loss alone
+      if (m0 == 0 && !gates.empty()) loss = loss + l1_penalty(gates, sora.lambda1);
       loss.backward();
-      loss_value += loss.item<double>();
     }
     const double lr = schedule.lr(step);
     double grad_norm = 0;
@@ -111,9 +124,11 @@ TrainSummary Trainer::run() {
       bad_in_a_row = 0;
       grad_norm = clip_grad_norm(params, o.grad_clip);
       optimizer.step(lr);
+      if (gate_optimizer) gate_optimizer->step(sora.gate_lr > 0 ? lr * sora.gate_lr / o.lr : lr);
       summary.last_loss = loss_value;
     }
     optimizer.zero_grad();
+    if (gate_optimizer) gate_optimizer->zero_grad();
     const int64_t step_tokens = ids.numel();
     tokens_seen += step_tokens;
     tokens_since_log += step_tokens;
@@ -127,16 +142,21 @@ TrainSummary Trainer::run() {
       const double window = std::chrono::duration<double>(now - last_log).count();
       const double tps = window > 0 ? tokens_since_log / window : 0.0;
       const double eta = elapsed / (step + 1) * (total_steps_ - step - 1);
-      std::printf("step %lld/%lld | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | ETA %s | "
+      std::string ranks;
+      if (gate_optimizer)
+        ranks = " | ranks " + std::to_string(gate_optimizer->nonzero()) + "/" +
+                std::to_string(gate_optimizer->total());
+      std::printf("step %lld/%lld | loss %.4f | lr %.2e | grad norm %.3f%s | %.0f tok/s | ETA %s | "
                   "mem %.2f GiB\n",
                   static_cast<long long>(step + 1), static_cast<long long>(total_steps_),
-                  loss_value, lr, grad_norm, tps, duration(eta).c_str(),
+                  loss_value, lr, grad_norm, ranks.c_str(), tps, duration(eta).c_str(),
                   resident_bytes() / double(1ull << 30));
       std::fflush(stdout);
       nlohmann::json rec = {{"step", step + 1},           {"loss", loss_value},
                             {"lr", lr},                   {"grad_norm", grad_norm},
                             {"tokens", tokens_seen},      {"tokens_per_s", tps},
                             {"elapsed_s", elapsed},       {"skipped_steps", summary.skipped_steps}};
+      if (gate_optimizer) rec["gate_nonzero"] = gate_optimizer->nonzero();
       if (!held_out_.ids.empty() && config_.eval.every > 0 &&
           ((step + 1) % config_.eval.every == 0 || last)) {
         EvalResult ev = evaluate_rows(model_, held_out_, o.micro_batch_size, config_.eval.max_batches);

@@ -56,6 +56,13 @@ sed -e 's/name = "full"/name = "lora"/' -e 's/method = "full"/method = "lora"/' 
 grep -q "method       lora" lora.log
 test -f runs/lora/adapter/adapter_config.json
 
+# SoRA: gates with a large threshold switch ranks off; the rest is exported as a PEFT LoRA.
+"$spartan" train --config lora.toml --set adapter.method=sora --set run.name=sora \
+  --set adapter.sora.lambda2=0.5 > sora.log
+grep -q "| ranks " sora.log
+grep -q "^SoRA kept " sora.log
+"$spartan" eval --model runs/full/model --adapter runs/sora/adapter --data qa.jsonl > eval_sora.log
+
 "$spartan" eval --model runs/full/model --data qa.jsonl > eval_base.log
 "$spartan" eval --model runs/full/model --adapter runs/lora/adapter --data qa.jsonl > eval_lora.log
 "$spartan" eval --model runs/full/model --data text.txt --window 16 --stride 8 > eval_text.log
@@ -88,14 +95,14 @@ set -e
 [[ $rc == 2 && "$out" == "spartan: error: prune.pattern = \"4:4\" is neither unstructured nor N:M"* ]]
 
 # Errors: one line each, exit 2 for configuration mistakes.
-sed 's/method = "lora"/method = "sora"/' lora.toml > sora.toml
+sed 's/method = "lora"/method = "compacter"/' lora.toml > compacter.toml
 set +e
-out=$("$spartan" train --config sora.toml 2>&1); rc=$?
+out=$("$spartan" train --config compacter.toml 2>&1); rc=$?
 set -e
 [[ $rc == 2 ]]
-[[ "$out" == "spartan: error: adapter method 'sora' is not available in this build, sora.toml:15:10 (key 'adapter.method')"* ]]
+[[ "$out" == "spartan: error: adapter method 'compacter' is not available in this build, compacter.toml:15:10 (key 'adapter.method')"* ]]
 set +e
 out=$("$spartan" eval --model runs/full/model --data missing.txt 2>&1); rc=$?
 set -e
 [[ $rc == 1 && "$out" == "spartan: error: cannot read data file, missing.txt"* ]]
-echo "ok: init, train (full, LoRA), eval (rows, stream, adapter), prune, errors"
+echo "ok: init, train (full, LoRA, SoRA), eval (rows, stream, adapter), prune, errors"

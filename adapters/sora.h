@@ -1,0 +1,36 @@
+// SoRA (Ding et al. 2023): a LoRA whose rank is found by training, at a linear projection.
+//   z = s · W_u · diag(g) · W_d · dropout(x),   W_d ∈ R^{r×in}, W_u ∈ R^{out×r}, g ∈ R^r
+//   s = alpha / r (r is r_max)
+// As the official code (TsinghuaC3I/SoRA, src/lora.py): W_d Kaiming-uniform (a = √5), W_u zeros
+// (so training starts exactly at the base), g ~ N(0, 1). The gates are trained by their own
+// optimizer with a proximal step (trainer/sora_gates.h) that drives entries to exact zeros;
+// a zero gate switches its rank off, and to_lora() removes it.
+#pragma once
+
+#include <memory>
+
+#include <torch/torch.h>
+
+#include "adapters/lora.h"
+#include "model/hooks.h"
+
+namespace spartan::adapters {
+
+class SoraLinear : public model::LinearAdapter {
+ public:
+  SoraLinear(int64_t in_features, int64_t out_features, int64_t r, double alpha, double dropout);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& weight) override;
+
+  int64_t nonzero_ranks() const;
+  // The same function as a LoRA of rank = the non-zero gates: A' = W_d[kept],
+  // B' = W_u[:, kept]·diag(g[kept]), alpha' = s·r' so the scale stays s.
+  std::shared_ptr<LoraLinear> to_lora() const;
+  torch::Tensor delta_weight() const;  // s·W_u·diag(g)·W_d
+
+  torch::Tensor lora_A;  // W_d (r, in)
+  torch::Tensor lora_B;  // W_u (out, r)
+  torch::Tensor gate;    // g (r)
+  double scale, dropout;
+};
+
+}  // namespace spartan::adapters
