@@ -1,5 +1,6 @@
 #include "adapters/adapter.h"
 
+#include "adapters/ia3.h"
 #include "adapters/lora.h"
 #include "adapters/sora.h"
 #include "adapters/spp.h"
@@ -35,6 +36,8 @@ void merge_into_base(model::Llama& model, const std::string& lora_merge) {
       torch::Tensor merged;
       if (auto spp = std::dynamic_pointer_cast<SppLinear>(proj->adapter())) {
         merged = spp->merged_weight(W);
+      } else if (auto ia3 = std::dynamic_pointer_cast<Ia3Linear>(proj->adapter())) {
+        merged = ia3->merged_weight(W);
       } else if (auto sora = std::dynamic_pointer_cast<SoraLinear>(proj->adapter())) {
         merged = W.to(torch::kFloat32) + sora->delta_weight();
         if (lora_merge == "masked") merged.masked_fill_(W.eq(0), 0.0);
@@ -81,7 +84,8 @@ Attached attach(model::Llama& model, const AdapterConfig& config) {
   a.method = config.method;
   if (config.method == "full") {
     model->set_base_trainable(true);
-  } else if (config.method == "lora" || config.method == "spp" || config.method == "sora") {
+  } else if (config.method == "lora" || config.method == "spp" || config.method == "sora" ||
+             config.method == "ia3") {
     model->set_base_trainable(false);
     for (int64_t l = 0; l < model->num_layers(); ++l)
       for (model::Proj p : parse_targets(config.targets)) {
@@ -90,6 +94,8 @@ Attached attach(model::Llama& model, const AdapterConfig& config) {
         if (config.method == "lora")
           proj->attach(std::make_shared<LoraLinear>(in, out, config.r, config.alpha,
                                                     config.dropout));
+        else if (config.method == "ia3")  // down_proj: rescale its input, the FFN intermediate
+          proj->attach(std::make_shared<Ia3Linear>(in, out, p == model::Proj::down));
         else if (config.method == "sora")
           proj->attach(std::make_shared<SoraLinear>(in, out, config.r, config.alpha,
                                                     config.dropout));
@@ -99,7 +105,7 @@ Attached attach(model::Llama& model, const AdapterConfig& config) {
       }
   } else {
     throw UsageError("adapter method '" + config.method + "' is not available in this build",
-                     "[adapter] method", "use lora, sora, spp or full");
+                     "[adapter] method", "use lora, sora, spp, ia3 or full");
   }
   a.trainable = trainable_parameters(model);
   return a;

@@ -1,6 +1,6 @@
 // Attaching the configured method to a model, and what it trains.
 //
-// Methods behind this interface today: "lora", "sora", "spp" and "full" (every base weight trainable,
+// Methods behind this interface today: "lora", "sora", "spp", "ia3" and "full" (every base weight trainable,
 // no adapter: the demo pretrains its tiny base this way). Others of the PEFT-Ref catalogue
 // are rejected with a clear error until they exist.
 #pragma once
@@ -26,8 +26,8 @@ struct Attached {
 Attached attach(model::Llama& model, const AdapterConfig& config);
 
 // Folds every attached adapter into its projection's weight and detaches it: SPP as W̃ + s·W̃'
-// (zeros stay zeros), LoRA as W + s·B·A, or with lora_merge "masked" re-masked with the base's
-// zero pattern (the SPP paper's LoRA*).
+// (zeros stay zeros), (IA)^3 as W ⊙ l (zeros stay zeros), LoRA and SoRA as W + Δ, or with
+// lora_merge "masked" re-masked with the base's zero pattern (the SPP paper's LoRA*).
 void merge_into_base(model::Llama& model, const std::string& lora_merge);
 
 // Replaces every SoRA module by the LoRA of its non-zero gates (rank removal); returns the total

@@ -4,7 +4,9 @@
 //
 //   bench_lora_step [--layers 6 --hidden 512 --intermediate 1376 --heads 8 --kv-heads 8
 //                    --vocab 32000 --seq 256 --batch 4 --rank 8 --steps 5]
-//                   [--peer PYTHON]   (default: .venv-peer/bin/python if it exists)
+//                   [--method lora|sora|spp --spp-form effective|blocked --dropout 0]
+//                   [--peer PYTHON]   (default: .venv-peer/bin/python if it exists; LoRA only,
+//                                      as PEFT has neither SoRA nor SPP)
 //
 // The roofline is the time of the step's unavoidable matrix products alone: for every frozen
 // projection and the LM head, the forward product and the input-gradient product of the backward
@@ -58,7 +60,8 @@ int main(int argc, char** argv) {
   CLI::App app{"tokens/s of a LoRA training step vs a GEMM roofline and HF PEFT"};
   int64_t layers = 6, hidden = 512, intermediate = 1376, heads = 8, kv_heads = 8, vocab = 32000,
           seq = 256, batch = 4, rank = 8, steps = 5;
-  std::string peer = ".venv-peer/bin/python";
+  std::string peer = ".venv-peer/bin/python", method = "lora", spp_form = "effective";
+  double dropout = 0.0;
   app.add_option("--layers", layers);
   app.add_option("--hidden", hidden);
   app.add_option("--intermediate", intermediate);
@@ -70,6 +73,9 @@ int main(int argc, char** argv) {
   app.add_option("--rank", rank);
   app.add_option("--steps", steps);
   app.add_option("--peer", peer, "python of the peer environment; empty to skip");
+  app.add_option("--method", method)->check(CLI::IsMember({"lora", "sora", "spp"}));
+  app.add_option("--spp-form", spp_form)->check(CLI::IsMember({"effective", "blocked"}));
+  app.add_option("--dropout", dropout);
   CLI11_PARSE(app, argc, argv);
   trainer::configure_runtime();
 
@@ -85,9 +91,11 @@ int main(int argc, char** argv) {
   model::Llama m(arch, torch::kFloat32);
   m->init_weights();
   AdapterConfig cfg;
+  cfg.method = method;
   cfg.r = rank;
   cfg.alpha = 2.0 * rank;
-  cfg.dropout = 0.0;
+  cfg.dropout = dropout;
+  cfg.spp.form = spp_form;
   adapters::attach(m, cfg);
   auto params = adapters::trainable_parameters(m);
   trainer::AdamW opt(params, trainer::decay_matrices(params), {});
@@ -123,18 +131,21 @@ int main(int argc, char** argv) {
   }
 
   std::printf("shape        %lld layers, hidden %lld, intermediate %lld, heads %lld (kv %lld), "
-              "vocab %lld; batch %lld x %lld tokens; LoRA r=%lld on q,k,v,o,gate,up,down; "
+              "vocab %lld; batch %lld x %lld tokens; %s%s r=%lld dropout %g on q,k,v,o,gate,up,down; "
               "torch threads %d (BLAS: its own pool)\n",
               (long long)layers, (long long)hidden, (long long)intermediate, (long long)heads,
               (long long)kv_heads, (long long)vocab, (long long)batch, (long long)seq,
-              (long long)rank, torch::get_num_threads());
+              method.c_str(), method == "spp" ? (" (" + spp_form + ")").c_str() : "",
+              (long long)rank, dropout, torch::get_num_threads());
   std::printf("spartan      %8.1f tokens/s  (step %.3f s, median of %lld)\n", tokens / step_s,
               step_s, (long long)steps);
   std::printf("roofline     %8.1f tokens/s  (frozen-matrix products alone: %.1f GFLOP/s)\n",
               tokens / roof_s, flops / roof_s / 1e9);
   std::printf("ratio        spartan / roofline = %.2f\n", roof_s / step_s);
 
-  if (!peer.empty() && std::system(("test -x " + peer).c_str()) == 0) {
+  if (method != "lora" || dropout != 0) {
+    std::printf("HF PEFT      not run (the peer covers LoRA without dropout)\n");
+  } else if (!peer.empty() && std::system(("test -x " + peer).c_str()) == 0) {
     char cmd[1024];
     std::snprintf(cmd, sizeof cmd,
                   "%s bench/peer_lora_step.py --layers %lld --hidden %lld --intermediate %lld "

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "adapters/adapter.h"
+#include "adapters/ia3.h"
 #include "adapters/lora.h"
 #include "common/error.h"
 #include "model/weights.h"
@@ -17,6 +18,17 @@ namespace spartan::checkpoints {
 namespace {
 
 constexpr const char* kPrefix = "base_model.model.";
+
+nlohmann::json read_adapter_config(const std::string& folder) {
+  const std::string path = folder + "/adapter_config.json";
+  std::ifstream in(path);
+  if (!in) throw Error("cannot read adapter_config.json", path, "pass a PEFT adapter folder");
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(std::string("not valid JSON (") + e.what() + ")", path, "re-export the adapter");
+  }
+}
 
 std::string module_name(int64_t layer, model::Proj p) {
   const bool attn = p == model::Proj::q || p == model::Proj::k || p == model::Proj::v ||
@@ -165,6 +177,90 @@ AdapterConfig load_peft_lora(const std::string& folder, model::Llama& m) {
       throw Error("unexpected tensor '" + t.name + "'", file.path(),
                   "check that the adapter matches adapter_config.json");
   return cfg;
+}
+
+void save_peft_ia3(const std::string& folder, model::Llama& m, const std::string& base_model_path) {
+  ::mkdir(folder.c_str(), 0755);
+  model::NamedTensors tensors;
+  std::set<std::string> targets, feedforward;
+  for (int64_t l = 0; l < m->num_layers(); ++l)
+    for (model::Proj p : model::kAllProjections) {
+      auto ia3 = std::dynamic_pointer_cast<adapters::Ia3Linear>(m->projection(l, p)->adapter());
+      if (!ia3) continue;
+      tensors.emplace_back(kPrefix + module_name(l, p) + ".ia3_l", ia3->ia3_l.detach());
+      const std::string name = std::string(model::proj_name(p)) + "_proj";
+      targets.insert(name);
+      if (ia3->feedforward) feedforward.insert(name);
+    }
+  if (tensors.empty())
+    throw Error("the model has no (IA)^3 modules to export", folder, "attach (IA)^3 first");
+  model::save_safetensors(folder + "/adapter_model.safetensors", tensors, {{"format", "pt"}});
+  nlohmann::ordered_json j;
+  j["peft_type"] = "IA3";
+  j["task_type"] = "CAUSAL_LM";
+  j["base_model_name_or_path"] = base_model_path;
+  j["target_modules"] = std::vector<std::string>(targets.begin(), targets.end());
+  j["feedforward_modules"] = std::vector<std::string>(feedforward.begin(), feedforward.end());
+  j["fan_in_fan_out"] = false;
+  j["inference_mode"] = true;
+  j["init_ia3_weights"] = true;
+  j["modules_to_save"] = nullptr;
+  std::ofstream out(folder + "/adapter_config.json");
+  out << j.dump(2) << "\n";
+  if (!out)
+    throw Error("cannot write adapter_config.json", folder, "check that the folder is writable");
+}
+
+AdapterConfig load_peft_ia3(const std::string& folder, model::Llama& m) {
+  const nlohmann::json j = read_adapter_config(folder);
+  const std::string path = folder + "/adapter_config.json";
+  auto names = [&](const char* key) {
+    std::set<std::string> out;
+    if (!j.contains(key) || !j[key].is_array())
+      throw Error(std::string("'") + key + "' is not a list", path, "export a plain (IA)^3 adapter");
+    for (const auto& t : j[key]) out.insert(t.get<std::string>());
+    return out;
+  };
+  const auto targets = names("target_modules"), feedforward = names("feedforward_modules");
+  if (j.value("fan_in_fan_out", false) || (j.contains("modules_to_save") && !j["modules_to_save"].is_null()))
+    throw Error("unsupported PEFT option (fan_in_fan_out or modules_to_save)", path,
+                "export a plain (IA)^3 adapter");
+  AdapterConfig cfg;
+  cfg.method = "ia3";
+  cfg.targets.clear();
+  m->set_base_trainable(false);
+  model::SafetensorsFile file(folder + "/adapter_model.safetensors");
+  torch::NoGradGuard no_grad;
+  for (model::Proj p : model::kAllProjections) {
+    const std::string proj = std::string(model::proj_name(p)) + "_proj";
+    if (!targets.count(proj)) continue;
+    if (feedforward.count(proj) != (p == model::Proj::down))
+      throw Error("feed-forward module set {" + proj + "} differs from Spartan's (down_proj)", path,
+                  "export with feedforward_modules = [\"down_proj\"]");
+    cfg.targets.push_back(model::proj_name(p));
+    for (int64_t l = 0; l < m->num_layers(); ++l) {
+      auto& projection = m->projection(l, p);
+      auto ia3 = std::make_shared<adapters::Ia3Linear>(
+          projection->weight.size(1), projection->weight.size(0), p == model::Proj::down);
+      const std::string name = kPrefix + module_name(l, p) + ".ia3_l";
+      if (!file.find(name))
+        throw Error("tensor '" + name + "' is missing", file.path(),
+                    "check that the adapter matches adapter_config.json");
+      auto t = model::read_tensor(file, name, torch::kFloat32);
+      if (t.sizes() != ia3->ia3_l.sizes())
+        throw Error("tensor '" + name + "' has the wrong shape for this base model", file.path(),
+                    "use the adapter with the base model it was trained on");
+      ia3->ia3_l.copy_(t);
+      projection->attach(ia3);
+    }
+  }
+  return cfg;
+}
+
+AdapterConfig load_peft_adapter(const std::string& folder, model::Llama& m) {
+  const std::string type = read_adapter_config(folder).value("peft_type", "");
+  if (type == "IA3") return load_peft_ia3(folder, m);
+  return load_peft_lora(folder, m);  // LORA, or a clear error naming the type
 }
 
 }  // namespace spartan::checkpoints

@@ -21,4 +21,12 @@ void save_peft_lora(const std::string& folder, model::Llama& model, const Adapte
 // subsets, modules_to_save) are errors.
 AdapterConfig load_peft_lora(const std::string& folder, model::Llama& model);
 
+// (IA)^3 in PEFT's layout (peft_type IA3; down_proj listed as a feed-forward module).
+void save_peft_ia3(const std::string& folder, model::Llama& model,
+                   const std::string& base_model_path);
+AdapterConfig load_peft_ia3(const std::string& folder, model::Llama& model);
+
+// Reads adapter_config.json's peft_type and loads a LoRA or (IA)^3 folder.
+AdapterConfig load_peft_adapter(const std::string& folder, model::Llama& model);
+
 }  // namespace spartan::checkpoints

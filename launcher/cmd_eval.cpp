@@ -31,7 +31,7 @@ void eval(const EvalOptions& o) {
   model::Tokenizer tok(o.tokenizer.empty() ? o.model + "/tokenizer.model" : o.tokenizer);
   model::Llama llama =
       model::load_llama(o.model, o.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32);
-  if (!o.adapter.empty()) checkpoints::load_peft_lora(o.adapter, llama);
+  if (!o.adapter.empty()) checkpoints::load_peft_adapter(o.adapter, llama);
   const data::Format format = data::resolve_format(o.data, o.format);
   trainer::EvalResult r;
   std::string how;

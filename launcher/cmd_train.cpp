@@ -1,6 +1,7 @@
 // spartan train --config c.toml: fine-tune (or, with method "full", train) a model folder on
 // [data], evaluate the held-out part before and after, save the result in the run folder:
-// LoRA as a PEFT adapter, SPP merged into the base (zero pattern checked), full as a model.
+// LoRA, SoRA (as LoRA after rank removal) and (IA)^3 as PEFT adapters, SPP merged into the base
+// (zero pattern checked), full as a model folder.
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -40,11 +41,12 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
   if (c.model.path.empty()) missing(c, "model.path", "no base model folder");
   if (c.data.path.empty()) missing(c, "data.path", "no training data");
   validate_against_model(c, model_shape(c));
-  if (c.adapter.method != "lora" && c.adapter.method != "sora" && c.adapter.method != "spp" &&
-      c.adapter.method != "full")
-    throw UsageError("adapter method '" + c.adapter.method + "' is not available in this build",
+  const std::string& method = c.adapter.method;
+  if (method != "lora" && method != "sora" && method != "spp" && method != "ia3" &&
+      method != "full")
+    throw UsageError("adapter method '" + method + "' is not available in this build",
                      c.where("adapter.method") + " (key 'adapter.method')",
-                     "use \"lora\", \"sora\", \"spp\" or \"full\"");
+                     "use \"lora\", \"sora\", \"spp\", \"ia3\" or \"full\"");
   if (c.adapter.method == "sora" && c.adapter.sora.schedule != "none")
     throw UsageError("the SoRA xi schedule is not available in this build",
                      c.where("adapter.sora.schedule") + " (key 'adapter.sora.schedule')",
@@ -133,6 +135,9 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
     make_dirs(saved);
     llama->save(saved);
     copy_file(tok.path(), saved + "/tokenizer.model");
+  } else if (c.adapter.method == "ia3") {
+    saved = run_dir + "/adapter";
+    checkpoints::save_peft_ia3(saved, llama, c.model.path);
   } else {
     if (c.adapter.method == "sora") {  // rank removal: a LoRA of the non-zero gates per module
       const int64_t total_ranks = c.adapter.r * llama->num_layers() *
