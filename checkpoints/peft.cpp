@@ -30,6 +30,13 @@ nlohmann::json read_adapter_config(const std::string& folder) {
   }
 }
 
+void write_adapter_config(const std::string& folder, const nlohmann::ordered_json& j) {
+  std::ofstream out(folder + "/adapter_config.json");
+  out << j.dump(2) << "\n";
+  if (!out)
+    throw Error("cannot write adapter_config.json", folder, "check that the folder is writable");
+}
+
 std::string module_name(int64_t layer, model::Proj p) {
   const bool attn = p == model::Proj::q || p == model::Proj::k || p == model::Proj::v ||
                     p == model::Proj::o;
@@ -88,22 +95,12 @@ void save_peft_lora(const std::string& folder, model::Llama& m, const AdapterCon
   j["layers_to_transform"] = nullptr;
   j["rank_pattern"] = rank_pattern;
   j["alpha_pattern"] = alpha_pattern;
-  std::ofstream out(folder + "/adapter_config.json");
-  out << j.dump(2) << "\n";
-  if (!out)
-    throw Error("cannot write adapter_config.json", folder, "check that the folder is writable");
+  write_adapter_config(folder, j);
 }
 
 AdapterConfig load_peft_lora(const std::string& folder, model::Llama& m) {
   const std::string path = folder + "/adapter_config.json";
-  std::ifstream in(path);
-  if (!in) throw Error("cannot read adapter_config.json", path, "pass a PEFT adapter folder");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(std::string("not valid JSON (") + e.what() + ")", path, "re-export the adapter");
-  }
+  const nlohmann::json j = read_adapter_config(folder);
   auto unsupported = [&](const std::string& what) {
     throw Error("unsupported PEFT option: " + what, path, "export a plain LoRA adapter");
   };
@@ -205,10 +202,7 @@ void save_peft_ia3(const std::string& folder, model::Llama& m, const std::string
   j["inference_mode"] = true;
   j["init_ia3_weights"] = true;
   j["modules_to_save"] = nullptr;
-  std::ofstream out(folder + "/adapter_config.json");
-  out << j.dump(2) << "\n";
-  if (!out)
-    throw Error("cannot write adapter_config.json", folder, "check that the folder is writable");
+  write_adapter_config(folder, j);
 }
 
 AdapterConfig load_peft_ia3(const std::string& folder, model::Llama& m) {

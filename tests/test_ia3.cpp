@@ -8,6 +8,7 @@
 #include "adapters/ia3.h"
 #include "checkpoints/peft.h"
 #include "model/llama.h"
+#include "test_support.h"
 
 using namespace spartan;
 
@@ -16,9 +17,7 @@ const std::string kBase = std::string(SPARTAN_FIXTURES) + "/tiny-llama-gqa";
 const std::string kIa3 = std::string(SPARTAN_FIXTURES) + "/ia3-gqa";
 
 torch::Tensor golden(const std::string& name) {
-  static model::SafetensorsFile file(kIa3 + "/golden.safetensors");
-  return model::read_tensor(file, name, file.at(name).dtype == model::DType::I64 ? torch::kInt64
-                                                                                 : torch::kFloat32);
+  return testing_support::golden_tensor(kIa3 + "/golden.safetensors", name);
 }
 }  // namespace
 

@@ -11,6 +11,7 @@
 #include "data/dataset.h"
 #include "model/llama.h"
 #include "trainer/sora_gates.h"
+#include "test_support.h"
 #include "trainer/trainer.h"
 
 using namespace spartan;
@@ -69,22 +70,8 @@ TEST(Sora, GradientsMatchFiniteDifferencesInFp64) {
   auto W = torch::randn({4, 5}, torch::kFloat64);
   auto x = torch::randn({2, 5}, torch::kFloat64);
   auto t = torch::randn({2, 4}, torch::kFloat64);
-  auto loss_of = [&] { return (s.forward(x, W) - t).pow(2).sum(); };
-  loss_of().backward();
-  for (torch::Tensor* p : {&s.lora_A, &s.lora_B, &s.gate}) {
-    auto grad = p->grad().clone();
-    torch::NoGradGuard no_grad;
-    auto flat = p->view({-1});
-    for (int64_t i = 0; i < flat.numel(); ++i) {
-      const double h = 1e-6, keep = flat[i].item<double>();
-      flat[i] = keep + h;
-      const double up = loss_of().item<double>();
-      flat[i] = keep - h;
-      const double down = loss_of().item<double>();
-      flat[i] = keep;
-      EXPECT_NEAR(grad.view({-1})[i].item<double>(), (up - down) / (2 * h), 1e-6);
-    }
-  }
+  testing_support::expect_gradients_match_finite_differences(
+      [&] { return (s.forward(x, W) - t).pow(2).sum(); }, {s.lora_A, s.lora_B, s.gate});
 }
 
 // Training with a large ξ switches ranks off (exact zeros); the LoRA of the remaining ranks gives

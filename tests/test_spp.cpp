@@ -11,6 +11,7 @@
 #include "data/dataset.h"
 #include "model/llama.h"
 #include "prune/masks.h"
+#include "test_support.h"
 #include "trainer/trainer.h"
 
 using namespace spartan;
@@ -99,22 +100,9 @@ TEST(Spp, GradientsMatchFiniteDifferencesInFp64) {
     auto W = torch::randn({4, 6}, torch::kFloat64).masked_fill(torch::rand({4, 6}).lt(0.4), 0.0);
     auto x = torch::randn({3, 6}, torch::kFloat64);
     auto target = torch::randn({3, 4}, torch::kFloat64);
-    auto loss_of = [&] { return (spp.forward(x, W) - target).pow(2).sum(); };
-    loss_of().backward();
-    for (torch::Tensor* p : {&spp.alpha_w, &spp.beta_w}) {
-      auto grad = p->grad().clone();
-      torch::NoGradGuard no_grad;
-      auto flat = p->view({-1});
-      for (int64_t i = 0; i < flat.numel(); ++i) {
-        const double h = 1e-6, keep = flat[i].item<double>();
-        flat[i] = keep + h;
-        const double up = loss_of().item<double>();
-        flat[i] = keep - h;
-        const double down = loss_of().item<double>();
-        flat[i] = keep;
-        EXPECT_NEAR(grad.view({-1})[i].item<double>(), (up - down) / (2 * h), 1e-6) << form << i;
-      }
-    }
+    SCOPED_TRACE(form);
+    testing_support::expect_gradients_match_finite_differences(
+        [&] { return (spp.forward(x, W) - target).pow(2).sum(); }, {spp.alpha_w, spp.beta_w});
   }
 }
 
