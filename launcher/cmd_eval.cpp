@@ -28,9 +28,9 @@ struct EvalOptions {
 void eval(const EvalOptions& o) {
   if (o.window < 2) throw UsageError("--window must be at least 2", "command line", "");
   const int64_t stride = o.stride > 0 ? o.stride : o.window;
-  model::Tokenizer tok(o.tokenizer.empty() ? o.model + "/tokenizer.model" : o.tokenizer);
   model::Llama llama =
       model::load_llama(o.model, o.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32);
+  model::Tokenizer tok(o.tokenizer.empty() ? o.model + "/tokenizer.model" : o.tokenizer);
   if (!o.adapter.empty()) checkpoints::load_peft_adapter(o.adapter, llama);
   const data::Format format = data::resolve_format(o.data, o.format);
   trainer::EvalResult r;

@@ -15,6 +15,7 @@
 #include "data/sampler.h"
 #include "launcher/commands.h"
 #include "launcher/model_shape.h"
+#include "model/hf_config.h"
 #include "model/tokenizer.h"
 #include "prune/pruner.h"
 
@@ -51,6 +52,7 @@ void prune(const std::string& config_path, const std::vector<std::string>& overr
   o.percdamp = c.prune.percdamp;
   o.batch = c.optim.micro_batch_size;
 
+  model::read_hf_config(c.model.path);  // a missing or broken model folder is the first error
   model::Tokenizer tok(c.data.tokenizer.empty() ? c.model.path + "/tokenizer.model"
                                                 : c.data.tokenizer);
   auto data = data::load_data(c.data.path, c.data.format, tok, c.data.seq_len, c.data.pack,

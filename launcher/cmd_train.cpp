@@ -61,9 +61,9 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
   std::ofstream(run_dir + "/config.resolved.toml") << to_toml(c);
   std::remove((run_dir + "/metrics.jsonl").c_str());  // a new run, not a resume
 
-  model::Tokenizer tok(tokenizer_path(c));
   const torch::Dtype dtype = c.model.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32;
   model::Llama llama = model::load_llama(c.model.path, dtype);
+  model::Tokenizer tok(tokenizer_path(c));
   if (tok.vocab_size() > llama->arch().vocab_size)
     throw UsageError("the tokenizer has " + std::to_string(tok.vocab_size()) +
                          " pieces, the model's vocabulary only " +
