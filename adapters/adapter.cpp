@@ -2,6 +2,7 @@
 
 #include "adapters/ia3.h"
 #include "adapters/lora.h"
+#include "adapters/prompt.h"
 #include "adapters/sora.h"
 #include "adapters/spp.h"
 #include "common/error.h"
@@ -84,6 +85,10 @@ Attached attach(model::Llama& model, const AdapterConfig& config) {
   a.method = config.method;
   if (config.method == "full") {
     model->set_base_trainable(true);
+  } else if (config.method == "prompt") {
+    model->set_base_trainable(false);
+    model->attach_embedding(std::make_shared<PromptEmbedding>(
+        config.prompt.num_virtual_tokens, model->arch().hidden_size));
   } else if (config.method == "lora" || config.method == "spp" || config.method == "sora" ||
              config.method == "ia3") {
     model->set_base_trainable(false);
@@ -105,7 +110,7 @@ Attached attach(model::Llama& model, const AdapterConfig& config) {
       }
   } else {
     throw UsageError("adapter method '" + config.method + "' is not available in this build",
-                     "[adapter] method", "use lora, sora, spp, ia3 or full");
+                     "[adapter] method", "use lora, sora, spp, ia3, prompt or full");
   }
   a.trainable = trainable_parameters(model);
   return a;

@@ -1,6 +1,6 @@
 // Attaching the configured method to a model, and what it trains.
 //
-// Methods behind this interface today: "lora", "sora", "spp", "ia3" and "full" (every base weight trainable,
+// Methods behind this interface today: "lora", "sora", "spp", "ia3", "prompt" and "full" (every base weight trainable,
 // no adapter: the demo pretrains its tiny base this way). Others of the PEFT-Ref catalogue
 // are rejected with a clear error until they exist.
 #pragma once

@@ -10,6 +10,7 @@
 
 #include "adapters/adapter.h"
 #include "adapters/ia3.h"
+#include "adapters/prompt.h"
 #include "adapters/lora.h"
 #include "common/error.h"
 #include "model/weights.h"
@@ -251,9 +252,62 @@ AdapterConfig load_peft_ia3(const std::string& folder, model::Llama& m) {
   return cfg;
 }
 
+void save_peft_prompt(const std::string& folder, model::Llama& m,
+                      const std::string& base_model_path) {
+  auto prompt = std::dynamic_pointer_cast<adapters::PromptEmbedding>(m->embedding_adapter());
+  if (!prompt)
+    throw Error("the model has no prompt-tuning embeddings to export", folder,
+                "attach prompt tuning first");
+  ::mkdir(folder.c_str(), 0755);
+  model::save_safetensors(folder + "/adapter_model.safetensors",
+                          {{"prompt_embeddings", prompt->prompt_embeddings.detach()}},
+                          {{"format", "pt"}});
+  const auto& a = m->arch();
+  nlohmann::ordered_json j;
+  j["peft_type"] = "PROMPT_TUNING";
+  j["task_type"] = "CAUSAL_LM";
+  j["base_model_name_or_path"] = base_model_path;
+  j["num_virtual_tokens"] = prompt->num_virtual_tokens();
+  j["token_dim"] = a.hidden_size;
+  j["num_transformer_submodules"] = 1;
+  j["num_attention_heads"] = a.num_heads;
+  j["num_layers"] = a.num_layers;
+  j["prompt_tuning_init"] = "RANDOM";
+  j["prompt_tuning_init_text"] = nullptr;
+  j["tokenizer_name_or_path"] = nullptr;
+  j["inference_mode"] = true;
+  write_adapter_config(folder, j);
+}
+
+AdapterConfig load_peft_prompt(const std::string& folder, model::Llama& m) {
+  const nlohmann::json j = read_adapter_config(folder);
+  const std::string path = folder + "/adapter_config.json";
+  if (j.value("num_transformer_submodules", 1) != 1 ||
+      j.value("token_dim", m->arch().hidden_size) != m->arch().hidden_size)
+    throw Error("prompt embeddings do not fit this model (token_dim or submodules)", path,
+                "use the adapter with the base model it was trained on");
+  model::SafetensorsFile file(folder + "/adapter_model.safetensors");
+  auto t = model::read_tensor(file, "prompt_embeddings", torch::kFloat32);
+  if (t.dim() != 2 || t.size(1) != m->arch().hidden_size)
+    throw Error("prompt_embeddings has the wrong shape for this base model", file.path(),
+                "use the adapter with the base model it was trained on");
+  auto prompt = std::make_shared<adapters::PromptEmbedding>(t.size(0), t.size(1));
+  {
+    torch::NoGradGuard no_grad;
+    prompt->prompt_embeddings.copy_(t);
+  }
+  m->set_base_trainable(false);
+  m->attach_embedding(prompt);
+  AdapterConfig cfg;
+  cfg.method = "prompt";
+  cfg.prompt.num_virtual_tokens = t.size(0);
+  return cfg;
+}
+
 AdapterConfig load_peft_adapter(const std::string& folder, model::Llama& m) {
   const std::string type = read_adapter_config(folder).value("peft_type", "");
   if (type == "IA3") return load_peft_ia3(folder, m);
+  if (type == "PROMPT_TUNING") return load_peft_prompt(folder, m);
   return load_peft_lora(folder, m);  // LORA, or a clear error naming the type
 }
 

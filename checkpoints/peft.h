@@ -26,7 +26,12 @@ void save_peft_ia3(const std::string& folder, model::Llama& model,
                    const std::string& base_model_path);
 AdapterConfig load_peft_ia3(const std::string& folder, model::Llama& model);
 
-// Reads adapter_config.json's peft_type and loads a LoRA or (IA)^3 folder.
+// Prompt tuning in PEFT's layout (peft_type PROMPT_TUNING, prompt_embeddings (P, H)).
+void save_peft_prompt(const std::string& folder, model::Llama& model,
+                      const std::string& base_model_path);
+AdapterConfig load_peft_prompt(const std::string& folder, model::Llama& model);
+
+// Reads adapter_config.json's peft_type and loads a LoRA, (IA)^3 or prompt-tuning folder.
 AdapterConfig load_peft_adapter(const std::string& folder, model::Llama& model);
 
 }  // namespace spartan::checkpoints

@@ -139,6 +139,10 @@ void schema(V& v, Config& c) {
     "effective: one product with W_eff; blocked: the paper's eq. 7 without W_eff",
     one_of({"effective", "blocked"}));
 
+  v.section("adapter.prompt", "prompt tuning (Lester et al. 2021)");
+  v("adapter.prompt.num_virtual_tokens", c.adapter.prompt.num_virtual_tokens,
+    "learned vectors in front of every sequence", at_least(1));
+
   v.section("data", "training data");
   v("data.path", c.data.path, "Alpaca JSON/JSONL, {\"text\": ...} JSONL or plain text", any());
   v("data.format", c.data.format, "file format; auto guesses from the content",

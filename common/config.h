@@ -64,6 +64,10 @@ struct SoraConfig {
   double gate_lr = 0.0;              // 0 = optim.lr
 };
 
+struct PromptConfig {
+  int64_t num_virtual_tokens = 20;
+};
+
 struct SppConfig {
   std::string form = "effective";    // effective | blocked
 };
@@ -77,6 +81,7 @@ struct AdapterConfig {
   std::string merge = "dense";       // dense | masked (LoRA*: re-apply the base's zero pattern)
   SoraConfig sora;
   SppConfig spp;
+  PromptConfig prompt;
 };
 
 struct DataConfig {

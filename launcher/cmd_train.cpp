@@ -43,10 +43,10 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
   validate_against_model(c, model_shape(c));
   const std::string& method = c.adapter.method;
   if (method != "lora" && method != "sora" && method != "spp" && method != "ia3" &&
-      method != "full")
+      method != "prompt" && method != "full")
     throw UsageError("adapter method '" + method + "' is not available in this build",
                      c.where("adapter.method") + " (key 'adapter.method')",
-                     "use \"lora\", \"sora\", \"spp\", \"ia3\" or \"full\"");
+                     "use \"lora\", \"sora\", \"spp\", \"ia3\", \"prompt\" or \"full\"");
   if (c.adapter.method == "sora" && c.adapter.sora.schedule != "none")
     throw UsageError("the SoRA xi schedule is not available in this build",
                      c.where("adapter.sora.schedule") + " (key 'adapter.sora.schedule')",
@@ -138,6 +138,9 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
   } else if (c.adapter.method == "ia3") {
     saved = run_dir + "/adapter";
     checkpoints::save_peft_ia3(saved, llama, c.model.path);
+  } else if (c.adapter.method == "prompt") {
+    saved = run_dir + "/adapter";
+    checkpoints::save_peft_prompt(saved, llama, c.model.path);
   } else {
     if (c.adapter.method == "sora") {  // rank removal: a LoRA of the non-zero gates per module
       const int64_t total_ranks = c.adapter.r * llama->num_layers() *

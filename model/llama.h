@@ -100,6 +100,7 @@ class LlamaImpl : public torch::nn::Module {
   torch::Tensor& embed_weight() { return embed_; }
   torch::Tensor& lm_head_weight();  // the embedding when tied
   void attach_embedding(std::shared_ptr<EmbeddingAdapter> adapter);
+  const std::shared_ptr<EmbeddingAdapter>& embedding_adapter() const { return embedding_adapter_; }
 
   // The base model's parameters under their Hugging Face names (tied head not repeated).
   NamedTensors base_parameters() const;
