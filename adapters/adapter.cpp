@@ -27,6 +27,15 @@ std::vector<model::Proj> parse_targets(const std::vector<std::string>& names) {
   return out;
 }
 
+namespace {
+// The update a LoRA or SoRA module adds to its weight; undefined for other adapters.
+torch::Tensor low_rank_delta(const model::LinearAdapter& adapter) {
+  if (auto* sora = dynamic_cast<const SoraLinear*>(&adapter)) return sora->delta_weight();
+  if (auto* lora = dynamic_cast<const LoraLinear*>(&adapter)) return lora->delta_weight();
+  return {};
+}
+}  // namespace
+
 void merge_into_base(model::Llama& model, const std::string& lora_merge) {
   torch::NoGradGuard no_grad;
   for (int64_t l = 0; l < model->num_layers(); ++l)
@@ -39,12 +48,8 @@ void merge_into_base(model::Llama& model, const std::string& lora_merge) {
         merged = spp->merged_weight(W);
       } else if (auto ia3 = std::dynamic_pointer_cast<Ia3Linear>(proj->adapter())) {
         merged = ia3->merged_weight(W);
-      } else if (auto sora = std::dynamic_pointer_cast<SoraLinear>(proj->adapter())) {
-        merged = W.to(torch::kFloat32) + sora->delta_weight();
-        if (lora_merge == "masked") merged.masked_fill_(W.eq(0), 0.0);
-        merged = merged.to(W.scalar_type());
-      } else if (auto lora = std::dynamic_pointer_cast<LoraLinear>(proj->adapter())) {
-        merged = W.to(torch::kFloat32) + lora->delta_weight();
+      } else if (auto delta = low_rank_delta(*proj->adapter()); delta.defined()) {
+        merged = W.to(torch::kFloat32) + delta;
         if (lora_merge == "masked") merged.masked_fill_(W.eq(0), 0.0);  // LoRA*
         merged = merged.to(W.scalar_type());
       } else {

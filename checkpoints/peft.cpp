@@ -1,7 +1,5 @@
 #include "checkpoints/peft.h"
 
-#include <sys/stat.h>
-
 #include <cmath>
 #include <fstream>
 #include <set>
@@ -13,6 +11,7 @@
 #include "adapters/prompt.h"
 #include "adapters/lora.h"
 #include "common/error.h"
+#include "common/files.h"
 #include "model/weights.h"
 
 namespace spartan::checkpoints {
@@ -38,18 +37,11 @@ void write_adapter_config(const std::string& folder, const nlohmann::ordered_jso
     throw Error("cannot write adapter_config.json", folder, "check that the folder is writable");
 }
 
-std::string module_name(int64_t layer, model::Proj p) {
-  const bool attn = p == model::Proj::q || p == model::Proj::k || p == model::Proj::v ||
-                    p == model::Proj::o;
-  return "model.layers." + std::to_string(layer) + (attn ? ".self_attn." : ".mlp.") +
-         model::proj_name(p) + "_proj";
-}
-
 }  // namespace
 
 void save_peft_lora(const std::string& folder, model::Llama& m, const AdapterConfig& config,
                     const std::string& base_model_path) {
-  ::mkdir(folder.c_str(), 0755);
+  make_dirs(folder);
   model::NamedTensors tensors;
   std::set<std::string> targets;
   // Modules whose rank or alpha differ from the config's (SoRA after rank removal) are listed
@@ -62,17 +54,17 @@ void save_peft_lora(const std::string& folder, model::Llama& m, const AdapterCon
       if (!adapter) continue;
       auto lora = std::dynamic_pointer_cast<adapters::LoraLinear>(adapter);
       if (!lora)
-        throw Error("projection " + module_name(l, p) + " has a non-LoRA adapter", folder,
+        throw Error("projection " + model::projection_name(l, p) + " has a non-LoRA adapter", folder,
                     "PEFT export of this method is not available");
-      const std::string base = kPrefix + module_name(l, p);
+      const std::string base = kPrefix + model::projection_name(l, p);
       tensors.emplace_back(base + ".lora_A.weight", lora->lora_A.detach());
       tensors.emplace_back(base + ".lora_B.weight", lora->lora_B.detach());
       targets.insert(std::string(model::proj_name(p)) + "_proj");
       const int64_t r = lora->lora_A.size(0);
       const double alpha = lora->scale * r;
-      if (r != config.r) rank_pattern[module_name(l, p)] = r;
+      if (r != config.r) rank_pattern[model::projection_name(l, p)] = r;
       if (std::abs(alpha - config.alpha) > 1e-9 * std::abs(config.alpha))
-        alpha_pattern[module_name(l, p)] = alpha;
+        alpha_pattern[model::projection_name(l, p)] = alpha;
     }
   if (tensors.empty())
     throw Error("the model has no LoRA modules to export", folder, "attach LoRA first");
@@ -148,7 +140,7 @@ AdapterConfig load_peft_lora(const std::string& folder, model::Llama& m) {
   for (int64_t l = 0; l < m->num_layers(); ++l)
     for (model::Proj p : adapters::parse_targets(cfg.targets)) {
       auto& proj = m->projection(l, p);
-      const std::string module = module_name(l, p);
+      const std::string module = model::projection_name(l, p);
       const auto r = static_cast<int64_t>(pattern_value("rank_pattern", module, cfg.r));
       const double alpha = pattern_value("alpha_pattern", module, cfg.alpha);
       auto lora = std::make_shared<adapters::LoraLinear>(proj->weight.size(1),
@@ -178,14 +170,14 @@ AdapterConfig load_peft_lora(const std::string& folder, model::Llama& m) {
 }
 
 void save_peft_ia3(const std::string& folder, model::Llama& m, const std::string& base_model_path) {
-  ::mkdir(folder.c_str(), 0755);
+  make_dirs(folder);
   model::NamedTensors tensors;
   std::set<std::string> targets, feedforward;
   for (int64_t l = 0; l < m->num_layers(); ++l)
     for (model::Proj p : model::kAllProjections) {
       auto ia3 = std::dynamic_pointer_cast<adapters::Ia3Linear>(m->projection(l, p)->adapter());
       if (!ia3) continue;
-      tensors.emplace_back(kPrefix + module_name(l, p) + ".ia3_l", ia3->ia3_l.detach());
+      tensors.emplace_back(kPrefix + model::projection_name(l, p) + ".ia3_l", ia3->ia3_l.detach());
       const std::string name = std::string(model::proj_name(p)) + "_proj";
       targets.insert(name);
       if (ia3->feedforward) feedforward.insert(name);
@@ -237,7 +229,7 @@ AdapterConfig load_peft_ia3(const std::string& folder, model::Llama& m) {
       auto& projection = m->projection(l, p);
       auto ia3 = std::make_shared<adapters::Ia3Linear>(
           projection->weight.size(1), projection->weight.size(0), p == model::Proj::down);
-      const std::string name = kPrefix + module_name(l, p) + ".ia3_l";
+      const std::string name = kPrefix + model::projection_name(l, p) + ".ia3_l";
       if (!file.find(name))
         throw Error("tensor '" + name + "' is missing", file.path(),
                     "check that the adapter matches adapter_config.json");
@@ -258,7 +250,7 @@ void save_peft_prompt(const std::string& folder, model::Llama& m,
   if (!prompt)
     throw Error("the model has no prompt-tuning embeddings to export", folder,
                 "attach prompt tuning first");
-  ::mkdir(folder.c_str(), 0755);
+  make_dirs(folder);
   model::save_safetensors(folder + "/adapter_model.safetensors",
                           {{"prompt_embeddings", prompt->prompt_embeddings.detach()}},
                           {{"format", "pt"}});

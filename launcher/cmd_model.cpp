@@ -9,7 +9,7 @@
 #include "common/config.h"
 #include "common/error.h"
 #include "launcher/commands.h"
-#include "launcher/files.h"
+#include "common/files.h"
 #include "launcher/model_shape.h"
 #include "model/inspect.h"
 #include "model/llama.h"

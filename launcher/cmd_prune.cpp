@@ -18,17 +18,10 @@
 #include "model/hf_config.h"
 #include "model/tokenizer.h"
 #include "prune/pruner.h"
+#include "trainer/trainer.h"
 
 namespace spartan::launcher {
 namespace {
-
-// Rows `idx` of a Sequences as an (n, L) tensor of ids or labels.
-torch::Tensor rows_of(const std::vector<int64_t>& flat, int64_t L, const std::vector<int64_t>& idx) {
-  auto t = torch::empty({static_cast<int64_t>(idx.size()), L}, torch::kInt64);
-  for (size_t i = 0; i < idx.size(); ++i)
-    std::copy_n(flat.begin() + idx[i] * L, L, t.data_ptr<int64_t>() + i * L);
-  return t;
-}
 
 void prune(const std::string& config_path, const std::vector<std::string>& overrides,
            std::string out) {
@@ -66,15 +59,14 @@ void prune(const std::string& config_path, const std::vector<std::string>& overr
                      "lower prune.calib_samples or data.seq_len, or use more data");
   auto order = data::permutation(data.train.rows(), c.run.seed);
   order.resize(c.prune.calib_samples);
-  auto calib = rows_of(data.train.ids, L, order);
+  auto calib = trainer::gather(data.train, order).first;
 
   std::vector<int64_t> held(data.held_out.rows());
   for (size_t i = 0; i < held.size(); ++i) held[i] = static_cast<int64_t>(i);
   if (c.eval.max_batches > 0 &&
       static_cast<int64_t>(held.size()) > c.eval.max_batches * o.batch)
     held.resize(c.eval.max_batches * o.batch);
-  auto eval_ids = rows_of(data.held_out.ids, L, held);
-  auto eval_labels = rows_of(data.held_out.labels, L, held);
+  auto [eval_ids, eval_labels] = trainer::gather(data.held_out, held);
 
   std::printf("pruning %s -> %s: %s, %s, calibration %lld x %lld tokens of %s\n",
               c.model.path.c_str(), out.c_str(), o.method.c_str(),

@@ -16,7 +16,7 @@
 #include "common/error.h"
 #include "data/dataset.h"
 #include "launcher/commands.h"
-#include "launcher/files.h"
+#include "common/files.h"
 #include "launcher/model_shape.h"
 #include "model/llama.h"
 #include "model/tokenizer.h"

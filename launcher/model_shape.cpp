@@ -1,6 +1,6 @@
 #include "launcher/model_shape.h"
 
-#include "launcher/files.h"
+#include "common/files.h"
 #include "model/hf_config.h"
 
 namespace spartan::launcher {

@@ -20,6 +20,8 @@ constexpr Proj kAllProjections[] = {Proj::q, Proj::k, Proj::v, Proj::o,
                                     Proj::gate, Proj::up, Proj::down};
 const char* proj_name(Proj p);  // "q", "k", ..., as in configs
 bool parse_proj(const std::string& name, Proj* out);
+// The Hugging Face module name of a projection: "model.layers.3.self_attn.q_proj".
+std::string projection_name(int64_t layer, Proj p);
 
 // Replaces a projection's forward: given the input and the frozen weight (out, in), returns the
 // adapted output. Parallel insertion returns x·Wᵀ + Δ(x); rescaling returns (x·Wᵀ) ⊙ l.

@@ -1,11 +1,10 @@
 #include "model/llama.h"
 
-#include <sys/stat.h>
-
 #include <cmath>
 #include <set>
 
 #include "common/error.h"
+#include "common/files.h"
 
 namespace spartan::model {
 
@@ -27,6 +26,12 @@ std::string shape_str(c10::IntArrayRef s) {
 }  // namespace
 
 const char* proj_name(Proj p) { return kProjNames[static_cast<int>(p)]; }
+
+std::string projection_name(int64_t layer, Proj p) {
+  const bool attn = p == Proj::q || p == Proj::k || p == Proj::v || p == Proj::o;
+  return "model.layers." + std::to_string(layer) + (attn ? ".self_attn." : ".mlp.") +
+         proj_name(p) + "_proj";
+}
 
 bool parse_proj(const std::string& name, Proj* out) {
   for (Proj p : kAllProjections)
@@ -279,7 +284,7 @@ void LlamaImpl::load(const WeightStore& store) {
 }
 
 void LlamaImpl::save(const std::string& folder, uint64_t max_shard_bytes) const {
-  ::mkdir(folder.c_str(), 0755);
+  make_dirs(folder);
   LlamaArch arch = arch_;
   arch.torch_dtype = dtype_ == torch::kBFloat16 ? "bfloat16" : "float32";
   write_hf_config(folder, arch);

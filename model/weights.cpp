@@ -1,21 +1,15 @@
 #include "model/weights.h"
 
-#include <sys/stat.h>
-
 #include <cstdio>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "common/files.h"
 
 namespace spartan::model {
 namespace {
-
-bool file_exists(const std::string& p) {
-  struct stat st {};
-  return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
 
 void check_range(const std::string& name, const TensorInfo& t, size_t dim, int64_t begin,
                  int64_t end, const std::string& path) {

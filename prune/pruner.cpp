@@ -1,14 +1,14 @@
 #include "prune/pruner.h"
 
-#include <sys/stat.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <map>
 
 #include "common/error.h"
+#include "common/files.h"
 #include "model/hf_config.h"
 #include "model/weights.h"
 #include "prune/layerwise.h"
@@ -58,28 +58,9 @@ const char* input_group(model::Proj p) {
   return "";
 }
 
-std::string hf_name(int64_t layer, model::Proj p) {
-  const bool attn = p == model::Proj::q || p == model::Proj::k || p == model::Proj::v ||
-                    p == model::Proj::o;
-  return "model.layers." + std::to_string(layer) + (attn ? ".self_attn." : ".mlp.") +
-         model::proj_name(p) + "_proj.weight";
-}
-
 std::string basename(const std::string& path) {
   auto slash = path.rfind('/');
   return slash == std::string::npos ? path : path.substr(slash + 1);
-}
-
-bool exists(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0;
-}
-
-void copy_file(const std::string& from, const std::string& to) {
-  std::ifstream in(from, std::ios::binary);
-  std::ofstream out(to, std::ios::binary);
-  out << in.rdbuf();
-  if (!out) throw Error("cannot write", to, "check free disk space");
 }
 
 }  // namespace
@@ -94,9 +75,8 @@ PruneReport prune_folder(const std::string& in_folder, const std::string& out_fo
                      "write the pruned model to a new folder ([prune] out)");
   const model::LlamaArch arch = model::read_hf_config(in_folder);
   model::WeightStore store(in_folder);
-  ::mkdir(out_folder.c_str(), 0755);
   const std::string tmp = out_folder + "/.prune-layers";
-  ::mkdir(tmp.c_str(), 0755);
+  make_dirs(tmp);
 
   PruneReport report;
   report.options = o;
@@ -127,7 +107,7 @@ PruneReport prune_folder(const std::string& in_folder, const std::string& out_fo
     std::vector<torch::Tensor> keep;
     for (model::Proj p : o.targets) {
       torch::Tensor& W = layer->projection(p)->weight;
-      const std::string name = hf_name(l, p);
+      const std::string name = model::projection_name(l, p) + ".weight";
       if (o.method == "magnitude") {
         W.masked_fill_(magnitude_mask(W, o.sparsity, o.pattern), 0.0);
       } else if (o.method == "wanda") {
@@ -175,7 +155,7 @@ PruneReport prune_folder(const std::string& in_folder, const std::string& out_fo
   for (const char* extra : {"config.json", "model.safetensors.index.json", "generation_config.json",
                             "tokenizer.model", "tokenizer.json", "tokenizer_config.json",
                             "special_tokens_map.json"})
-    if (exists(in_folder + "/" + extra)) copy_file(in_folder + "/" + extra, out_folder + "/" + extra);
+    if (file_exists(in_folder + "/" + extra)) copy_file(in_folder + "/" + extra, out_folder + "/" + extra);
   layers.clear();
   for (const auto& f : layer_files) std::remove(f.c_str());
   ::rmdir(tmp.c_str());

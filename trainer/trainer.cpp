@@ -29,7 +29,8 @@ std::string duration(double s) {
   return buf;
 }
 
-// Rows `idx` of a Sequences as (ids, labels) tensors of shape (n, L).
+}  // namespace
+
 std::pair<torch::Tensor, torch::Tensor> gather(const data::Sequences& s,
                                                const std::vector<int64_t>& idx) {
   const int64_t L = s.seq_len, n = static_cast<int64_t>(idx.size());
@@ -40,8 +41,6 @@ std::pair<torch::Tensor, torch::Tensor> gather(const data::Sequences& s,
   }
   return {ids, labels};
 }
-
-}  // namespace
 
 int64_t resident_bytes() {
   std::ifstream in("/proc/self/statm");

@@ -47,6 +47,10 @@ class Trainer {
   int64_t total_steps_ = 0;
 };
 
+// Rows `idx` of a Sequences as (ids, labels) tensors of shape (n, L).
+std::pair<torch::Tensor, torch::Tensor> gather(const data::Sequences& s,
+                                               const std::vector<int64_t>& idx);
+
 // Resident memory of this process in bytes (from /proc/self/statm).
 int64_t resident_bytes();
 

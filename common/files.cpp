@@ -1,4 +1,4 @@
-#include "launcher/files.h"
+#include "common/files.h"
 
 #include <sys/stat.h>
 
@@ -7,7 +7,7 @@
 
 #include "common/error.h"
 
-namespace spartan::launcher {
+namespace spartan {
 
 void make_dirs(const std::string& path) {
   std::string partial;
@@ -32,4 +32,4 @@ void copy_file(const std::string& from, const std::string& to) {
   if (!in || !out) throw Error("cannot copy " + from, to, "check permissions and free space");
 }
 
-}  // namespace spartan::launcher
+}  // namespace spartan
