@@ -38,7 +38,7 @@ torch::Tensor low_rank_delta(const model::LinearAdapter& adapter) {
 
 void merge_into_base(model::Llama& model, const std::string& lora_merge) {
   torch::NoGradGuard no_grad;
-  for (int64_t l = 0; l < model->num_layers(); ++l)
+  for (int64_t l = model->first_layer(); l < model->end_layer(); ++l)
     for (model::Proj p : model::kAllProjections) {
       auto& proj = model->projection(l, p);
       if (!proj->adapter()) continue;
@@ -63,7 +63,7 @@ void merge_into_base(model::Llama& model, const std::string& lora_merge) {
 
 int64_t sora_to_lora(model::Llama& model) {
   int64_t kept = 0;
-  for (int64_t l = 0; l < model->num_layers(); ++l)
+  for (int64_t l = model->first_layer(); l < model->end_layer(); ++l)
     for (model::Proj p : model::kAllProjections) {
       auto& proj = model->projection(l, p);
       auto sora = std::dynamic_pointer_cast<SoraLinear>(proj->adapter());
@@ -92,26 +92,32 @@ Attached attach(model::Llama& model, const AdapterConfig& config) {
     model->set_base_trainable(true);
   } else if (config.method == "prompt") {
     model->set_base_trainable(false);
-    model->attach_embedding(std::make_shared<PromptEmbedding>(
-        config.prompt.num_virtual_tokens, model->arch().hidden_size));
+    auto prompt = std::make_shared<PromptEmbedding>(config.prompt.num_virtual_tokens,
+                                                    model->arch().hidden_size);
+    if (model->has_embedding()) model->attach_embedding(prompt);
+    model->set_prompt_length(config.prompt.num_virtual_tokens);
   } else if (config.method == "lora" || config.method == "spp" || config.method == "sora" ||
              config.method == "ia3") {
     model->set_base_trainable(false);
+    // Every layer's adapter is built at full size in the same order on every rank, so every
+    // layout draws the same initial values; a rank keeps its layers and its TP slices.
     for (int64_t l = 0; l < model->num_layers(); ++l)
       for (model::Proj p : parse_targets(config.targets)) {
-        auto& proj = model->projection(l, p);
-        const int64_t in = proj->weight.size(1), out = proj->weight.size(0);
+        const auto [out, in] = model::projection_shape(model->arch(), p);
+        std::shared_ptr<model::LinearAdapter> adapter;
         if (config.method == "lora")
-          proj->attach(std::make_shared<LoraLinear>(in, out, config.r, config.alpha,
-                                                    config.dropout));
+          adapter = std::make_shared<LoraLinear>(in, out, config.r, config.alpha, config.dropout);
         else if (config.method == "ia3")  // down_proj: rescale its input, the FFN intermediate
-          proj->attach(std::make_shared<Ia3Linear>(in, out, p == model::Proj::down));
+          adapter = std::make_shared<Ia3Linear>(in, out, p == model::Proj::down);
         else if (config.method == "sora")
-          proj->attach(std::make_shared<SoraLinear>(in, out, config.r, config.alpha,
-                                                    config.dropout));
+          adapter = std::make_shared<SoraLinear>(in, out, config.r, config.alpha, config.dropout);
         else
-          proj->attach(std::make_shared<SppLinear>(in, out, config.r, config.alpha,
-                                                   config.dropout, config.spp.form));
+          adapter = std::make_shared<SppLinear>(in, out, config.r, config.alpha, config.dropout,
+                                                config.spp.form);
+        if (l < model->first_layer() || l >= model->end_layer()) continue;
+        auto& proj = model->projection(l, p);
+        adapter->shard(proj->slice());
+        proj->attach(adapter);
       }
   } else {
     throw UsageError("adapter method '" + config.method + "' is not available in this build",

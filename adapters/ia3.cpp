@@ -1,5 +1,7 @@
 #include "adapters/ia3.h"
 
+#include "common/error.h"
+
 namespace spartan::adapters {
 
 Ia3Linear::Ia3Linear(int64_t in_features, int64_t out_features, bool feedforward_)
@@ -13,6 +15,32 @@ torch::Tensor Ia3Linear::forward(const torch::Tensor& x, const torch::Tensor& we
   if (feedforward) return torch::linear((x * l).to(weight.scalar_type()), weight);
   auto base = torch::linear(x, weight);
   return (base * l).to(base.scalar_type());
+}
+
+namespace {
+// Whether l lies along the split dimension: outputs for output scaling, inputs for input scaling.
+bool along_split(const model::TpSlice& slice, bool feedforward) {
+  return (slice.split == model::TpSplit::output && !feedforward) ||
+         (slice.split == model::TpSplit::input && feedforward);
+}
+}  // namespace
+
+void Ia3Linear::shard(const model::TpSlice& slice) {
+  torch::NoGradGuard no_grad;
+  slice_ = slice;
+  if (slice.split == model::TpSplit::none) return;
+  if (slice.holders > 1)
+    throw UsageError("(IA)^3 on k or v with more TP ranks than KV heads", "[parallel] tp",
+                     "use tp <= num_kv_heads");
+  if (along_split(slice, feedforward))
+    ia3_l.set_data(ia3_l.narrow(feedforward ? 1 : 0, slice.begin, slice.size()).clone());
+}
+
+model::TpPlacement Ia3Linear::placement(const std::string&) const {
+  using P = model::TpPlacement;
+  if (slice_.split == model::TpSplit::none) return {};
+  if (along_split(slice_, feedforward)) return {P::sharded, feedforward ? 1 : 0};
+  return {P::partial, 0};
 }
 
 torch::Tensor Ia3Linear::merged_weight(const torch::Tensor& weight) const {

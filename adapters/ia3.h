@@ -17,8 +17,16 @@ class Ia3Linear : public model::LinearAdapter {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& weight) override;
   torch::Tensor merged_weight(const torch::Tensor& weight) const;  // W ⊙ l
 
+  // l is split with W's outputs (column-parallel, output scaling) or inputs (row-parallel,
+  // input scaling); otherwise it is replicated and its gradient summed over TP.
+  void shard(const model::TpSlice& slice) override;
+  model::TpPlacement placement(const std::string& param) const override;
+
   torch::Tensor ia3_l;  // (out, 1), or (1, in) for a feed-forward module
   bool feedforward;
+
+ private:
+  model::TpSlice slice_;
 };
 
 }  // namespace spartan::adapters

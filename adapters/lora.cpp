@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "common/error.h"
+
 namespace spartan::adapters {
 
 LoraLinear::LoraLinear(int64_t in_features, int64_t out_features, int64_t r, double alpha,
@@ -22,5 +24,35 @@ torch::Tensor LoraLinear::forward(const torch::Tensor& x, const torch::Tensor& w
 }
 
 torch::Tensor LoraLinear::delta_weight() const { return torch::matmul(lora_B, lora_A) * scale; }
+
+void shard_low_rank(const model::TpSlice& slice, torch::Tensor& A, torch::Tensor& B) {
+  torch::NoGradGuard no_grad;
+  if (slice.split == model::TpSplit::none) return;
+  if (slice.holders > 1)
+    throw UsageError("LoRA/SoRA on k or v with more TP ranks than KV heads", "[parallel] tp",
+                     "use tp <= num_kv_heads, or leave k and v out of adapter.targets");
+  if (slice.split == model::TpSplit::output)
+    B.set_data(B.narrow(0, slice.begin, slice.size()).clone());
+  else
+    A.set_data(A.narrow(1, slice.begin, slice.size()).clone());
+}
+
+model::TpPlacement low_rank_placement(const model::TpSlice& slice, const std::string& param) {
+  using P = model::TpPlacement;
+  if (slice.split == model::TpSplit::none) return {};
+  const bool column = slice.split == model::TpSplit::output;
+  if (param == "lora_B") return column ? P{P::sharded, 0} : P{P::partial, 0};
+  if (param == "lora_A") return column ? P{P::partial, 0} : P{P::sharded, 1};
+  return {P::partial, 0};  // SoRA's gate: replicated, each rank's gradient a partial sum
+}
+
+void LoraLinear::shard(const model::TpSlice& slice) {
+  slice_ = slice;
+  shard_low_rank(slice, lora_A, lora_B);
+}
+
+model::TpPlacement LoraLinear::placement(const std::string& param) const {
+  return low_rank_placement(slice_, param);
+}
 
 }  // namespace spartan::adapters

@@ -19,10 +19,23 @@ class LoraLinear : public model::LinearAdapter {
   // Δ = s·B·A, the (out, in) update that merging adds to the base weight.
   torch::Tensor delta_weight() const;
 
+  // Column-parallel: B split by rows, A replicated (partial gradient). Row-parallel: A split by
+  // columns, B replicated (partial gradient); the partial output joins the base's before the
+  // projection's all-reduce.
+  void shard(const model::TpSlice& slice) override;
+  model::TpPlacement placement(const std::string& param) const override;
+
   torch::Tensor lora_A;  // (r, in)
   torch::Tensor lora_B;  // (out, r)
   double scale;
   double dropout;
+
+ private:
+  model::TpSlice slice_;
 };
+
+// The TP rules shared by LoRA and SoRA (W_d = A, W_u = B; SoRA's gate is replicated).
+void shard_low_rank(const model::TpSlice& slice, torch::Tensor& A, torch::Tensor& B);
+model::TpPlacement low_rank_placement(const model::TpSlice& slice, const std::string& param);
 
 }  // namespace spartan::adapters

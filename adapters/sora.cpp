@@ -22,6 +22,15 @@ torch::Tensor SoraLinear::forward(const torch::Tensor& x, const torch::Tensor& w
   return (base + delta).to(base.scalar_type());
 }
 
+void SoraLinear::shard(const model::TpSlice& slice) {
+  slice_ = slice;
+  shard_low_rank(slice, lora_A, lora_B);
+}
+
+model::TpPlacement SoraLinear::placement(const std::string& param) const {
+  return low_rank_placement(slice_, param);
+}
+
 int64_t SoraLinear::nonzero_ranks() const { return gate.ne(0).sum().item<int64_t>(); }
 
 torch::Tensor SoraLinear::delta_weight() const {

@@ -27,10 +27,17 @@ class SoraLinear : public model::LinearAdapter {
   std::shared_ptr<LoraLinear> to_lora() const;
   torch::Tensor delta_weight() const;  // s·W_u·diag(g)·W_d
 
+  // As LoRA (lora.h); the gate is replicated and its gradient summed over TP.
+  void shard(const model::TpSlice& slice) override;
+  model::TpPlacement placement(const std::string& param) const override;
+
   torch::Tensor lora_A;  // W_d (r, in)
   torch::Tensor lora_B;  // W_u (out, r)
   torch::Tensor gate;    // g (r)
   double scale, dropout;
+
+ private:
+  model::TpSlice slice_;
 };
 
 }  // namespace spartan::adapters

@@ -13,6 +13,10 @@
 //   blocked    the paper's eq. 7: for each of the r row blocks b, β_b ⊙ ((x ⊙ α_b)·W̃_bᵀ),
 //              never materialising an m×n matrix (r products of m/r rows each)
 // With dropout active (training, dropout > 0) the effective form takes the two-product path.
+//
+// Under tensor parallelism (DESIGN.md §4): on a column-parallel projection W_β is split with the
+// rows and W_α replicated, its blocks indexed by global row; on a row-parallel one W_α is split
+// with the columns and W_β replicated. Each shard's W̃ keeps its own zeros.
 #pragma once
 
 #include <string>
@@ -34,13 +38,19 @@ class SppLinear : public model::LinearAdapter {
   // W̃ + s·W̃', in W̃'s dtype: zeros of W̃ stay zeros.
   torch::Tensor merged_weight(const torch::Tensor& weight) const;
 
+  void shard(const model::TpSlice& slice) override;
+  model::TpPlacement placement(const std::string& param) const override;
+
   torch::Tensor alpha_w;  // W_α (r, n)
   torch::Tensor beta_w;   // W_β (m, 1)
   double scale, dropout;
   std::string form;
 
  private:
-  torch::Tensor expanded_alpha() const;  // R(W_α) (m, n)
+  torch::Tensor expanded_alpha() const;  // R(W_α) for this rank's rows (m, n)
+  int64_t rows_per_block_;               // m/r of the whole weight
+  int64_t row_begin_ = 0;                // first global row this rank holds
+  model::TpSlice slice_;
 };
 
 }  // namespace spartan::adapters

@@ -13,6 +13,8 @@
 
 #include <torch/torch.h>
 
+#include "common/error.h"
+
 namespace spartan::model {
 
 enum class Proj { q, k, v, o, gate, up, down };
@@ -23,6 +25,29 @@ bool parse_proj(const std::string& name, Proj* out);
 // The Hugging Face module name of a projection: "model.layers.3.self_attn.q_proj".
 std::string projection_name(int64_t layer, Proj p);
 
+// How a projection's weight is split over the tensor-parallel group (DESIGN.md §4):
+// output = column-parallel (this rank holds rows [begin, end) of W, i.e. some outputs),
+// input = row-parallel (columns [begin, end) of W; the projection's output is a partial sum that
+// one all-reduce completes). `holders` > 1 when several ranks hold the same slice (KV heads
+// replicated because TP exceeds their number).
+enum class TpSplit { none, output, input };
+struct TpSlice {
+  TpSplit split = TpSplit::none;
+  int64_t begin = 0, end = 0;  // along the split dimension, global indices
+  int64_t full = 0;            // the dimension's global size
+  int64_t holders = 1;
+  int64_t size() const { return end - begin; }
+};
+
+// How one trainable tensor lives on the ranks of a TP group:
+//   replicated  the same values and the same full gradient on every rank
+//   partial     the same values, but each rank's gradient is a partial sum: summed over TP
+//   sharded     each rank holds its slice along `dim`
+struct TpPlacement {
+  enum Kind { replicated, partial, sharded } kind = replicated;
+  int64_t dim = 0;
+};
+
 // Replaces a projection's forward: given the input and the frozen weight (out, in), returns the
 // adapted output. Parallel insertion returns x·Wᵀ + Δ(x); rescaling returns (x·Wᵀ) ⊙ l.
 class LinearAdapter : public torch::nn::Module {
@@ -30,6 +55,17 @@ class LinearAdapter : public torch::nn::Module {
   virtual torch::Tensor forward(const torch::Tensor& x,        // (B, T, in)
                                 const torch::Tensor& weight)   // (out, in), frozen
       = 0;                                                     // -> (B, T, out)
+
+  // Keeps this rank's part of the parameters for a projection split as `slice` says. Adapters
+  // are built at full size first, so every layout starts from the same values. Under a row
+  // split, forward() sees x and W of this rank's input slice and returns a partial output.
+  virtual void shard(const TpSlice& slice) {
+    if (slice.split != TpSplit::none)
+      throw UsageError("this adapter method does not support tensor parallelism", "[parallel] tp",
+                       "set parallel.tp = 1 for it");
+  }
+  // Placement of the parameter registered as `param` (e.g. "lora_A").
+  virtual TpPlacement placement(const std::string& param) const { return {}; }
 };
 
 // Sees a block's (normalised) input and output before the residual addition and returns the

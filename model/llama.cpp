@@ -5,6 +5,7 @@
 
 #include "common/error.h"
 #include "common/files.h"
+#include "parallel/tensor_parallel.h"
 
 namespace spartan::model {
 
@@ -57,15 +58,28 @@ torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
 
 // ---- Projection -------------------------------------------------------------------------------
 
-ProjectionImpl::ProjectionImpl(int64_t in_features, int64_t out_features, torch::Dtype dtype) {
+ProjectionImpl::ProjectionImpl(int64_t in_features, int64_t out_features, torch::Dtype dtype,
+                               TpSlice slice, parallel::Communicator* tp)
+    : slice_(slice), tp_(tp) {
+  if (slice.split == TpSplit::output) out_features = slice.size();
+  if (slice.split == TpSplit::input) in_features = slice.size();
   weight = register_parameter("weight", torch::empty({out_features, in_features},
                                                      torch::dtype(dtype)),
                               false);
 }
 
+int64_t ProjectionImpl::in_features() const {
+  return slice_.split == TpSplit::input ? slice_.full : weight.size(1);
+}
+
+int64_t ProjectionImpl::out_features() const {
+  return slice_.split == TpSplit::output ? slice_.full : weight.size(0);
+}
+
 torch::Tensor ProjectionImpl::forward(const torch::Tensor& x) {
-  if (adapter_) return adapter_->forward(x, weight);
-  return torch::linear(x, weight);
+  auto y = adapter_ ? adapter_->forward(x, weight) : torch::linear(x, weight);
+  if (slice_.split == TpSplit::input) y = parallel::reduce_from_group(y, *tp_);
+  return y;
 }
 
 void ProjectionImpl::attach(std::shared_ptr<LinearAdapter> adapter) {
@@ -98,16 +112,38 @@ Rotary rotary_tables(const LlamaArch& arch, int64_t seq_len, torch::Dtype dtype,
 
 // ---- attention --------------------------------------------------------------------------------
 
-AttentionImpl::AttentionImpl(const LlamaArch& a, torch::Dtype dtype)
-    : num_heads(a.num_heads), num_kv_heads(a.num_kv_heads), head_dim(a.head_dim()) {
-  const int64_t h = a.hidden_size;
-  q_proj = register_module("q_proj", Projection(h, num_heads * head_dim, dtype));
-  k_proj = register_module("k_proj", Projection(h, num_kv_heads * head_dim, dtype));
-  v_proj = register_module("v_proj", Projection(h, num_kv_heads * head_dim, dtype));
-  o_proj = register_module("o_proj", Projection(num_heads * head_dim, h, dtype));
+namespace {
+// This rank's part [r·n/size, (r+1)·n/size) of n units of `unit` elements each.
+TpSlice even_slice(TpSplit split, int64_t n, int64_t unit, int64_t r, int64_t size) {
+  if (size == 1) return {};
+  const int64_t per = n / size;
+  return {split, r * per * unit, (r + 1) * per * unit, n * unit, 1};
+}
+}  // namespace
+
+AttentionImpl::AttentionImpl(const LlamaArch& a, torch::Dtype dtype, parallel::Communicator* tp_)
+    : num_heads(a.num_heads), num_kv_heads(a.num_kv_heads), head_dim(a.head_dim()), tp(tp_) {
+  const int64_t h = a.hidden_size, size = tp ? tp->size() : 1, r = tp ? tp->rank() : 0;
+  TpSlice q = even_slice(TpSplit::output, num_heads, head_dim, r, size);
+  TpSlice o = even_slice(TpSplit::input, num_heads, head_dim, r, size);
+  TpSlice kv = even_slice(TpSplit::output, num_kv_heads, head_dim, r, size);
+  if (size > 1 && num_kv_heads % size != 0) {  // more ranks than KV heads: each holds the one
+    const int64_t holders = size / num_kv_heads;  // its query heads use
+    const int64_t head = r / holders;
+    kv = {TpSplit::output, head * head_dim, (head + 1) * head_dim, num_kv_heads * head_dim,
+          holders};
+  }
+  num_heads /= size;
+  num_kv_heads = kv.split == TpSplit::none ? num_kv_heads : kv.size() / head_dim;
+  q_proj = register_module("q_proj", Projection(h, a.num_heads * head_dim, dtype, q, tp));
+  k_proj = register_module("k_proj", Projection(h, a.num_kv_heads * head_dim, dtype, kv, tp));
+  v_proj = register_module("v_proj", Projection(h, a.num_kv_heads * head_dim, dtype, kv, tp));
+  o_proj = register_module("o_proj", Projection(a.num_heads * head_dim, h, dtype, o, tp));
 }
 
-torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const Rotary& rope) {
+torch::Tensor AttentionImpl::forward(const torch::Tensor& input, const Rotary& rope) {
+  // Column-parallel q, k, v share one input: one all-reduce of its gradient.
+  const auto x = tp ? parallel::copy_to_group(input, *tp) : input;
   const int64_t B = x.size(0), T = x.size(1);
   auto q = q_proj(x).view({B, T, num_heads, head_dim}).transpose(1, 2);     // (B, nh, T, hd)
   auto k = k_proj(x).view({B, T, num_kv_heads, head_dim}).transpose(1, 2);  // (B, nkv, T, hd)
@@ -131,21 +167,27 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const Rotary& rope)
 
 // ---- MLP --------------------------------------------------------------------------------------
 
-MLPImpl::MLPImpl(const LlamaArch& a, torch::Dtype dtype) {
-  gate_proj = register_module("gate_proj", Projection(a.hidden_size, a.intermediate_size, dtype));
-  up_proj = register_module("up_proj", Projection(a.hidden_size, a.intermediate_size, dtype));
-  down_proj = register_module("down_proj", Projection(a.intermediate_size, a.hidden_size, dtype));
+MLPImpl::MLPImpl(const LlamaArch& a, torch::Dtype dtype, parallel::Communicator* tp_) : tp(tp_) {
+  const int64_t size = tp ? tp->size() : 1, r = tp ? tp->rank() : 0;
+  const TpSlice col = even_slice(TpSplit::output, a.intermediate_size, 1, r, size);
+  const TpSlice row = even_slice(TpSplit::input, a.intermediate_size, 1, r, size);
+  const int64_t H = a.hidden_size, I = a.intermediate_size;
+  gate_proj = register_module("gate_proj", Projection(H, I, dtype, col, tp));
+  up_proj = register_module("up_proj", Projection(H, I, dtype, col, tp));
+  down_proj = register_module("down_proj", Projection(I, H, dtype, row, tp));
 }
 
-torch::Tensor MLPImpl::forward(const torch::Tensor& x) {
+torch::Tensor MLPImpl::forward(const torch::Tensor& input) {
+  const auto x = tp ? parallel::copy_to_group(input, *tp) : input;
   return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
 }
 
 // ---- decoder layer ----------------------------------------------------------------------------
 
-DecoderLayerImpl::DecoderLayerImpl(const LlamaArch& a, torch::Dtype dtype) {
-  self_attn = register_module("self_attn", Attention(a, dtype));
-  mlp = register_module("mlp", MLP(a, dtype));
+DecoderLayerImpl::DecoderLayerImpl(const LlamaArch& a, torch::Dtype dtype,
+                                   parallel::Communicator* tp) {
+  self_attn = register_module("self_attn", Attention(a, dtype, tp));
+  mlp = register_module("mlp", MLP(a, dtype, tp));
   input_layernorm = register_module("input_layernorm", RMSNorm(a.hidden_size, a.rms_norm_eps,
                                                                dtype));
   post_attention_layernorm = register_module(
@@ -194,26 +236,68 @@ void DecoderLayerImpl::attach_after_mlp(std::shared_ptr<BlockAdapter> adapter) {
 
 // ---- the whole model --------------------------------------------------------------------------
 
-LlamaImpl::LlamaImpl(const LlamaArch& arch, torch::Dtype dtype) : arch_(arch), dtype_(dtype) {
+LlamaImpl::LlamaImpl(const LlamaArch& arch, torch::Dtype dtype, const Shard& shard)
+    : arch_(arch), dtype_(dtype), shard_(shard) {
   if (dtype != torch::kFloat32 && dtype != torch::kBFloat16)
     throw Error(std::string("model dtype ") + c10::toString(dtype) + " is not supported",
                 "model", "use fp32 or bf16");
+  solo_ = parallel::make_solo("tp");
+  tp_ = shard.tp ? shard.tp : solo_.get();
+  const int64_t tp = tp_->size(), V = arch.vocab_size, H = arch.hidden_size;
+  if (arch.vocab_size % tp != 0 || arch.num_heads % tp != 0 || arch.intermediate_size % tp != 0 ||
+      (arch.num_kv_heads % tp != 0 && tp % arch.num_kv_heads != 0))
+    throw UsageError("tensor-parallel size " + std::to_string(tp) + " does not divide the "
+                     "vocabulary, the heads, the KV heads or the intermediate size",
+                     "[parallel] tp", "choose a TP size that divides them");
+  first_layer_ = shard.first_layer;
+  const int64_t end = shard.end_layer < 0 ? arch.num_layers : shard.end_layer;
+  vocab_begin_ = tp_->rank() * (V / tp);
+  parallel::Communicator* group = tp > 1 ? tp_ : nullptr;
+
   auto inner = register_module("model", std::make_shared<torch::nn::Module>());
-  auto embed = inner->register_module("embed_tokens", std::make_shared<torch::nn::Module>());
-  embed_ = embed->register_parameter(
-      "weight", torch::empty({arch.vocab_size, arch.hidden_size}, torch::dtype(dtype)), false);
-  auto list = inner->register_module("layers", torch::nn::ModuleList());
-  for (int64_t i = 0; i < arch.num_layers; ++i) {
-    layers_.emplace_back(arch, dtype);
-    list->push_back(layers_.back());
+  const bool tied = arch.tie_word_embeddings;
+  if (shard.embedding || (shard.head && tied)) {
+    auto embed = inner->register_module("embed_tokens", std::make_shared<torch::nn::Module>());
+    embed_ = embed->register_parameter(
+        "weight", torch::empty({V / tp, H}, torch::dtype(dtype)), false);
   }
-  norm_ = inner->register_module("norm", RMSNorm(arch.hidden_size, arch.rms_norm_eps, dtype));
-  if (!arch.tie_word_embeddings) {
-    auto head = register_module("lm_head", std::make_shared<torch::nn::Module>());
-    lm_head_ = head->register_parameter(
-        "weight", torch::empty({arch.vocab_size, arch.hidden_size}, torch::dtype(dtype)), false);
+  auto list = inner->register_module("layers", std::make_shared<torch::nn::Module>());
+  for (int64_t i = first_layer_; i < end; ++i) {
+    layers_.emplace_back(arch, dtype, group);
+    list->register_module(std::to_string(i), layers_.back());
   }
-  for (const auto& p : named_parameters()) base_names_.push_back(p.key());
+  if (shard.head) {
+    norm_ = inner->register_module("norm", RMSNorm(arch.hidden_size, arch.rms_norm_eps, dtype));
+    if (!tied) {
+      auto head = register_module("lm_head", std::make_shared<torch::nn::Module>());
+      lm_head_ = head->register_parameter(
+          "weight", torch::empty({V / tp, H}, torch::dtype(dtype)), false);
+    }
+  }
+  for (const auto& p : named_parameters()) {
+    base_names_.push_back(p.key());
+    Slice sl;
+    sl.global_shape.assign(p.value().sizes().begin(), p.value().sizes().end());
+    if (p.key() == "model.embed_tokens.weight" || p.key() == "lm_head.weight") {
+      sl.global_shape[0] = V;
+      if (tp > 1) sl = {0, vocab_begin_, vocab_begin_ + V / tp, sl.global_shape};
+    }
+    slices_[p.key()] = sl;
+  }
+  for (int64_t l = first_layer_; l < end; ++l)
+    for (Proj p : kAllProjections) {
+      const Projection& proj = projection(l, p);
+      Slice& sl = slices_.at(projection_name(l, p) + ".weight");
+      sl.global_shape = {proj->out_features(), proj->in_features()};
+      const TpSlice& t = proj->slice();
+      if (t.split != TpSplit::none)
+        sl = {t.split == TpSplit::output ? 0 : 1, t.begin, t.end, sl.global_shape};
+    }
+}
+
+bool LlamaImpl::is_sharded() const {
+  return tp_->size() > 1 || !shard_.embedding || !shard_.head || first_layer_ != 0 ||
+         end_layer() != arch_.num_layers;
 }
 
 torch::Tensor& LlamaImpl::lm_head_weight() { return arch_.tie_word_embeddings ? embed_ : lm_head_; }
@@ -221,21 +305,69 @@ torch::Tensor& LlamaImpl::lm_head_weight() { return arch_.tie_word_embeddings ? 
 void LlamaImpl::attach_embedding(std::shared_ptr<EmbeddingAdapter> adapter) {
   if (embedding_adapter_) unregister_module("embedding_adapter");
   embedding_adapter_ = adapter ? register_module("embedding_adapter", std::move(adapter)) : nullptr;
+  prompt_length_ = embedding_adapter_ ? embedding_adapter_->num_virtual_tokens() : 0;
+}
+
+torch::Tensor LlamaImpl::embed(const torch::Tensor& input_ids) {
+  TORCH_CHECK(input_ids.dim() == 2, "input_ids must be (B, T)");
+  TORCH_CHECK(shard_.embedding, "embed() on a rank without the embedding");
+  auto h = parallel::vocab_parallel_embedding(input_ids, embed_, vocab_begin_, *tp_);  // (B, T, H)
+  if (embedding_adapter_) h = embedding_adapter_->forward(h);  // (B, P + T, H)
+  return h;
+}
+
+torch::Tensor LlamaImpl::run_layers(const torch::Tensor& input) {
+  const Rotary rope = rotary_tables(arch_, input.size(1), input.scalar_type(), input.device());
+  auto h = input;
+  for (auto& layer : layers_) h = layer(h, rope);
+  return h;
+}
+
+namespace {
+// Drops the outputs of the P virtual tokens in front (prompt tuning): (B, P + T, H) -> (B, T, H).
+torch::Tensor drop_virtual(const torch::Tensor& h, int64_t T) {
+  return h.size(1) == T ? h : h.narrow(1, h.size(1) - T, T);
+}
+}  // namespace
+
+torch::Tensor LlamaImpl::head_losses(const torch::Tensor& hidden, const torch::Tensor& labels) {
+  TORCH_CHECK(shard_.head, "head_losses() on a rank without the LM head");
+  const int64_t B = labels.size(0), T = labels.size(1);
+  auto h = parallel::copy_to_group(drop_virtual(norm_(hidden), T), *tp_);
+  auto logits = torch::linear(h, lm_head_weight());                         // (B, T, V/tp)
+  auto shifted = logits.narrow(1, 0, T - 1).reshape({-1, logits.size(-1)}).to(torch::kFloat32);
+  auto target = labels.narrow(1, 1, T - 1).reshape({-1});
+  return parallel::vocab_parallel_cross_entropy(shifted, target, vocab_begin_, *tp_)
+      .view({B, T - 1});
 }
 
 torch::Tensor LlamaImpl::forward(const torch::Tensor& input_ids) {
-  TORCH_CHECK(input_ids.dim() == 2, "input_ids must be (B, T)");
-  auto h = torch::embedding(embed_, input_ids);  // (B, T, H)
-  int64_t virtual_tokens = 0;
-  if (embedding_adapter_) {
-    virtual_tokens = embedding_adapter_->num_virtual_tokens();
-    h = embedding_adapter_->forward(h);  // (B, P + T, H)
+  TORCH_CHECK(shard_.embedding && shard_.head && end_layer() - first_layer_ == arch_.num_layers,
+              "forward() needs every layer on this rank");
+  auto h = drop_virtual(norm_(run_layers(embed(input_ids))), input_ids.size(1));
+  h = parallel::copy_to_group(h, *tp_);
+  auto logits = torch::linear(h, lm_head_weight()).to(torch::kFloat32);  // (B, T, V/tp)
+  return parallel::gather_from_group(logits, *tp_);
+}
+
+torch::Tensor LlamaImpl::losses(const torch::Tensor& input_ids, const torch::Tensor& labels) {
+  return head_losses(run_layers(embed(input_ids)), labels);
+}
+
+TpPlacement LlamaImpl::placement(const std::string& name) const {
+  if (auto it = slices_.find(name); it != slices_.end())
+    return it->second.dim < 0 ? TpPlacement{} : TpPlacement{TpPlacement::sharded, it->second.dim};
+  const std::string tag = ".adapter.";
+  const auto at = name.find(tag);
+  if (at != std::string::npos && name.compare(0, 13, "model.layers.") == 0) {
+    const int64_t l = std::stoll(name.substr(13));
+    for (Proj p : kAllProjections)
+      if (name.compare(0, at, projection_name(l, p)) == 0) {
+        const auto& proj = const_cast<LlamaImpl*>(this)->projection(l, p);
+        if (proj->adapter()) return proj->adapter()->placement(name.substr(at + tag.size()));
+      }
   }
-  const Rotary rope = rotary_tables(arch_, h.size(1), h.scalar_type(), h.device());
-  for (auto& layer : layers_) h = layer(h, rope);
-  h = norm_(h);
-  if (virtual_tokens > 0) h = h.narrow(1, virtual_tokens, h.size(1) - virtual_tokens);
-  return torch::linear(h, lm_head_weight()).to(torch::kFloat32);  // (B, T, V)
+  return {};  // embedding and block adapters, norms: replicated
 }
 
 NamedTensors LlamaImpl::base_parameters() const {
@@ -268,22 +400,29 @@ void LlamaImpl::load(const WeightStore& store) {
       throw Error("tensor '" + name + "' is missing", store.folder(),
                   "check that config.json matches the weights");
     const TensorInfo& info = store.info(name);
-    if (info.shape != std::vector<int64_t>(t.sizes().begin(), t.sizes().end()))
+    const Slice& sl = slices_.at(name);
+    if (info.shape != sl.global_shape)
       throw Error("tensor '" + name + "' has shape " + shape_str(info.shape) + ", config.json "
-                  "implies " + shape_str(t.sizes()),
+                  "implies " + shape_str(sl.global_shape),
                   store.file_of(name).path(), "check that config.json matches the weights");
-    t.copy_(store.load(name, dtype_));
+    if (sl.dim < 0) t.copy_(store.load(name, dtype_));
+    else if (sl.dim == 0) t.copy_(store.load_rows(name, sl.begin, sl.end, dtype_));
+    else t.copy_(store.load_cols(name, sl.begin, sl.end, dtype_));
   }
   for (const auto& name : store.names()) {
     // HF drops rotary caches from safetensors; a tied model may still carry lm_head.weight.
     if (expected.count(name) || name.find("rotary_emb.inv_freq") != std::string::npos) continue;
     if (name == "lm_head.weight" && arch_.tie_word_embeddings) continue;
+    if (is_sharded()) continue;  // another rank's layers
     throw Error("unexpected tensor '" + name + "'", store.file_of(name).path(),
                 "check that the folder holds a LlamaForCausalLM");
   }
 }
 
 void LlamaImpl::save(const std::string& folder, uint64_t max_shard_bytes) const {
+  if (is_sharded())
+    throw Error("a shard of a model cannot be saved as a model folder", folder,
+                "save from a single process (spartan merge)");
   make_dirs(folder);
   LlamaArch arch = arch_;
   arch.torch_dtype = dtype_ == torch::kBFloat16 ? "bfloat16" : "float32";
@@ -291,10 +430,25 @@ void LlamaImpl::save(const std::string& folder, uint64_t max_shard_bytes) const 
   save_weights(folder, base_parameters(), max_shard_bytes);
 }
 
-Llama load_llama(const std::string& folder, torch::Dtype dtype) {
+std::pair<int64_t, int64_t> projection_shape(const LlamaArch& a, Proj p) {
+  const int64_t H = a.hidden_size, q = a.num_heads * a.head_dim(),
+                kv = a.num_kv_heads * a.head_dim(), I = a.intermediate_size;
+  switch (p) {
+    case Proj::q: return {q, H};
+    case Proj::k:
+    case Proj::v: return {kv, H};
+    case Proj::o: return {H, q};
+    case Proj::gate:
+    case Proj::up: return {I, H};
+    case Proj::down: return {H, I};
+  }
+  return {0, 0};
+}
+
+Llama load_llama(const std::string& folder, torch::Dtype dtype, const Shard& shard) {
   LlamaArch arch = read_hf_config(folder);
   WeightStore store(folder);
-  Llama model(arch, dtype);
+  Llama model(arch, dtype, shard);
   model->load(store);
   return model;
 }

@@ -5,19 +5,36 @@
 //
 // Base parameters live in fp32 or bf16 and are frozen unless set_base_trainable(true) (full
 // fine-tuning). Adapters attach at the hook points of model/hooks.h.
+//
+// A rank may hold only part of the model (a Shard, DESIGN.md §4): the layers of its pipeline
+// stage, and under tensor parallelism its slice of every weight: q, k, v, gate and up split by
+// outputs (heads, intermediate units), o and down by inputs, the embedding and the LM head by
+// vocabulary. The model never calls MPI; it uses the TP group's Communicator through the
+// autograd functions of parallel/tensor_parallel.h.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <torch/torch.h>
 
 #include "model/hf_config.h"
+#include "parallel/communicator.h"
 #include "model/hooks.h"
 #include "model/weights.h"
 
 namespace spartan::model {
+
+// The part of the model one rank holds. The default is the whole model on one process.
+struct Shard {
+  parallel::Communicator* tp = nullptr;  // tensor-parallel group; nullptr = no TP
+  int64_t first_layer = 0, end_layer = -1;  // layers [first, end) of this stage; -1 = to the last
+  bool embedding = true;  // the input embedding (first pipeline stage)
+  bool head = true;       // the final norm and the LM head (last pipeline stage)
+};
 
 class RMSNormImpl : public torch::nn::Module {
  public:
@@ -28,18 +45,26 @@ class RMSNormImpl : public torch::nn::Module {
 };
 TORCH_MODULE(RMSNorm);
 
-// A frozen linear projection without bias, with a LinearAdapter hook.
+// A frozen linear projection without bias, with a LinearAdapter hook. Under tensor parallelism
+// it holds its slice of W; a row-parallel (input-split) projection all-reduces its output, the
+// adapter's partial output included.
 class ProjectionImpl : public torch::nn::Module {
  public:
-  ProjectionImpl(int64_t in_features, int64_t out_features, torch::Dtype dtype);
+  ProjectionImpl(int64_t in_features, int64_t out_features, torch::Dtype dtype,
+                 TpSlice slice = {}, parallel::Communicator* tp = nullptr);
   torch::Tensor forward(const torch::Tensor& x);  // (B, T, in) -> (B, T, out)
   void attach(std::shared_ptr<LinearAdapter> adapter);
   void detach();
   const std::shared_ptr<LinearAdapter>& adapter() const { return adapter_; }
-  torch::Tensor weight;  // (out, in)
+  const TpSlice& slice() const { return slice_; }
+  int64_t in_features() const;   // global
+  int64_t out_features() const;  // global
+  torch::Tensor weight;  // (out, in), this rank's slice
 
  private:
   std::shared_ptr<LinearAdapter> adapter_;
+  TpSlice slice_;
+  parallel::Communicator* tp_;
 };
 TORCH_MODULE(Projection);
 
@@ -52,24 +77,26 @@ Rotary rotary_tables(const LlamaArch& arch, int64_t seq_len, torch::Dtype dtype,
 
 class AttentionImpl : public torch::nn::Module {
  public:
-  AttentionImpl(const LlamaArch& arch, torch::Dtype dtype);
+  AttentionImpl(const LlamaArch& arch, torch::Dtype dtype, parallel::Communicator* tp = nullptr);
   torch::Tensor forward(const torch::Tensor& x, const Rotary& rope);  // (B, T, H) -> (B, T, H)
   Projection q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
-  int64_t num_heads, num_kv_heads, head_dim;
+  int64_t num_heads, num_kv_heads, head_dim;  // this rank's heads
+  parallel::Communicator* tp;
 };
 TORCH_MODULE(Attention);
 
 class MLPImpl : public torch::nn::Module {
  public:
-  MLPImpl(const LlamaArch& arch, torch::Dtype dtype);
+  MLPImpl(const LlamaArch& arch, torch::Dtype dtype, parallel::Communicator* tp = nullptr);
   torch::Tensor forward(const torch::Tensor& x);  // down(silu(gate(x)) * up(x))
   Projection gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+  parallel::Communicator* tp;
 };
 TORCH_MODULE(MLP);
 
 class DecoderLayerImpl : public torch::nn::Module {
  public:
-  DecoderLayerImpl(const LlamaArch& arch, torch::Dtype dtype);
+  DecoderLayerImpl(const LlamaArch& arch, torch::Dtype dtype, parallel::Communicator* tp = nullptr);
   torch::Tensor forward(const torch::Tensor& x, const Rotary& rope);
   Projection& projection(Proj p);
   // Block hooks (Houlsby, Compacter, tiny-attention); nullptr detaches.
@@ -87,45 +114,85 @@ TORCH_MODULE(DecoderLayer);
 
 class LlamaImpl : public torch::nn::Module {
  public:
-  LlamaImpl(const LlamaArch& arch, torch::Dtype dtype);
+  LlamaImpl(const LlamaArch& arch, torch::Dtype dtype, const Shard& shard = {});
 
-  // (B, T) int64 token ids -> (B, T, V) fp32 logits.
+  // (B, T) int64 token ids -> (B, T, V) fp32 logits. Needs every layer on this rank; under TP
+  // the vocabulary slices are gathered.
   torch::Tensor forward(const torch::Tensor& input_ids);
+  // Next-token losses (B, T-1) of ids with labels (-100 = ignored, loss 0), every layer on this
+  // rank; under TP with the vocab-parallel cross-entropy (no rank builds full logits).
+  torch::Tensor losses(const torch::Tensor& input_ids, const torch::Tensor& labels);
+
+  // The three parts a pipeline stage runs.
+  torch::Tensor embed(const torch::Tensor& input_ids);  // first stage: (B, T) -> (B, P + T, H)
+  torch::Tensor run_layers(const torch::Tensor& h);     // this rank's layers
+  torch::Tensor head_losses(const torch::Tensor& h,     // last stage: (B, P + T, H) -> (B, T-1)
+                            const torch::Tensor& labels);
 
   const LlamaArch& arch() const { return arch_; }
   torch::Dtype dtype() const { return dtype_; }
-  int64_t num_layers() const { return static_cast<int64_t>(layers_.size()); }
-  DecoderLayer& layer(int64_t i) { return layers_.at(i); }
-  Projection& projection(int64_t layer, Proj p) { return layers_.at(layer)->projection(p); }
+  int64_t num_layers() const { return arch_.num_layers; }  // of the whole model
+  int64_t first_layer() const { return first_layer_; }     // this rank's layers: [first, end)
+  int64_t end_layer() const { return first_layer_ + static_cast<int64_t>(layers_.size()); }
+  bool has_embedding() const { return shard_.embedding; }
+  bool has_head() const { return shard_.head; }
+  bool is_sharded() const;  // holds less than the whole model
+  parallel::Communicator& tp() const { return *tp_; }
+  DecoderLayer& layer(int64_t i) { return layers_.at(i - first_layer_); }
+  Projection& projection(int64_t layer, Proj p) { return this->layer(layer)->projection(p); }
   torch::Tensor& embed_weight() { return embed_; }
   torch::Tensor& lm_head_weight();  // the embedding when tied
   void attach_embedding(std::shared_ptr<EmbeddingAdapter> adapter);
+  // Virtual tokens in front of the input (prompt tuning): what crosses a pipeline stage is
+  // (B, P + T, H). attach_embedding() sets it; stages without the embedding are told.
+  int64_t prompt_length() const { return prompt_length_; }
+  void set_prompt_length(int64_t p) { prompt_length_ = p; }
   const std::shared_ptr<EmbeddingAdapter>& embedding_adapter() const { return embedding_adapter_; }
 
-  // The base model's parameters under their Hugging Face names (tied head not repeated).
+  // The base model's parameters under their Hugging Face names (tied head not repeated); this
+  // rank's slices when sharded.
   NamedTensors base_parameters() const;
+  // How the parameter `name` (as in named_parameters()) is held over the TP group.
+  TpPlacement placement(const std::string& name) const;
   void set_base_trainable(bool trainable);
   // As HF's _init_weights: linears and embeddings ~ N(0, initializer_range), norms = 1.
   void init_weights();
-  // Copies every base tensor from a folder; names, shapes and completeness are checked.
+  // Copies every base tensor (this rank's slice of it) from a folder; names, shapes and
+  // completeness are checked.
   void load(const WeightStore& store);
-  // config.json + safetensors (sharded past max_shard_bytes).
+  // config.json + safetensors (sharded past max_shard_bytes); the whole model only.
   void save(const std::string& folder, uint64_t max_shard_bytes = 5ull << 30) const;
 
  private:
   LlamaArch arch_;
   torch::Dtype dtype_;
+  Shard shard_;
+  std::unique_ptr<parallel::Communicator> solo_;  // the TP group when there is none
+  parallel::Communicator* tp_;
+  int64_t first_layer_ = 0;
+  int64_t vocab_begin_ = 0;  // this rank's vocabulary rows of the embedding and the head
+  struct Slice {
+    int64_t dim = -1;  // -1: whole tensor
+    int64_t begin = 0, end = 0;
+    std::vector<int64_t> global_shape;
+  };
+  std::map<std::string, Slice> slices_;  // every base parameter
   torch::Tensor embed_;  // (V, H), "model.embed_tokens.weight"
   std::vector<DecoderLayer> layers_;
   RMSNorm norm_{nullptr};
   torch::Tensor lm_head_;  // undefined when tied
   std::vector<std::string> base_names_;
   std::shared_ptr<EmbeddingAdapter> embedding_adapter_;
+  int64_t prompt_length_ = 0;
 };
 TORCH_MODULE(Llama);
 
-// Loads a model folder: architecture from config.json, weights from safetensors.
-Llama load_llama(const std::string& folder, torch::Dtype dtype);
+// (out_features, in_features) of projection p in every layer of the whole model.
+std::pair<int64_t, int64_t> projection_shape(const LlamaArch& arch, Proj p);
+
+// Loads a model folder: architecture from config.json, weights (this rank's part) from
+// safetensors.
+Llama load_llama(const std::string& folder, torch::Dtype dtype, const Shard& shard = {});
 
 // Next-token cross-entropy per position: logits (B, T, V), labels (B, T) with -100 = ignored.
 // Returns (B, T-1) losses, 0 where the label is ignored.

@@ -4,6 +4,8 @@
 #include <cmath>
 
 #include "common/error.h"
+#include "parallel/pipeline.h"
+#include "trainer/stage.h"
 
 namespace spartan::trainer {
 namespace {
@@ -27,26 +29,53 @@ EvalResult finish(double sum, int64_t count) {
 }  // namespace
 
 EvalResult evaluate_rows(model::Llama& model, const data::Sequences& rows, int64_t batch_size,
-                         int64_t max_batches) {
+                         int64_t max_batches, parallel::Grid* grid) {
   torch::NoGradGuard no_grad;
   const bool was_training = model->is_training();
   model->eval();
   const int64_t L = rows.seq_len, n = rows.rows();
+  auto all_ids = torch::from_blob(const_cast<int64_t*>(rows.ids.data()), {n, L}, torch::kInt64);
+  auto all_labels = torch::from_blob(const_cast<int64_t*>(rows.labels.data()), {n, L},
+                                     torch::kInt64);
   double sum = 0;
   int64_t count = 0, batches = 0;
-  for (int64_t r0 = 0; r0 < n; r0 += batch_size) {
-    if (max_batches > 0 && batches++ >= max_batches) break;
-    const int64_t b = std::min(batch_size, n - r0);
-    auto ids = torch::from_blob(const_cast<int64_t*>(rows.ids.data()) + r0 * L, {b, L},
-                                torch::kInt64);
-    auto labels = torch::from_blob(const_cast<int64_t*>(rows.labels.data()) + r0 * L, {b, L},
-                                   torch::kInt64);
-    auto [s, c] = score(model, ids, labels);
-    sum += s;
-    count += c;
+  if (!grid) {
+    for (int64_t r0 = 0; r0 < n; r0 += batch_size) {
+      if (max_batches > 0 && batches++ >= max_batches) break;
+      const int64_t b = std::min(batch_size, n - r0);
+      auto [s, c] = score(model, all_ids.narrow(0, r0, b), all_labels.narrow(0, r0, b));
+      sum += s;
+      count += c;
+    }
+    model->train(was_training);
+    return finish(sum, count);
   }
+  // This replica's batches, back to back: the stage's micro-batches are exactly those batches.
+  std::vector<torch::Tensor> my_ids, my_labels;
+  const int64_t dp = grid->layout().dp;
+  for (int64_t r0 = 0, b = 0; r0 < n; r0 += batch_size, ++b) {
+    if (max_batches > 0 && b >= max_batches) break;
+    if (b % dp != grid->dp_rank()) continue;
+    const int64_t rows_b = std::min(batch_size, n - r0);
+    my_ids.push_back(all_ids.narrow(0, r0, rows_b));
+    my_labels.push_back(all_labels.narrow(0, r0, rows_b));
+  }
+  if (!my_ids.empty()) {
+    auto ids = torch::cat(my_ids), labels = torch::cat(my_labels);
+    count = labels.narrow(1, 1, L - 1).ne(data::kIgnore).sum().item<int64_t>();
+    auto stage = model_stage(model, ids, labels, batch_size,
+                             [&sum](int64_t, const torch::Tensor& losses) {
+                               auto total = losses.sum();
+                               sum += total.item<double>();
+                               return total;
+                             });
+    parallel::forward_only(stage, grid->pp());
+  }
+  auto totals = torch::tensor({sum, static_cast<double>(count)}, torch::kFloat64);
+  grid->pp().all_reduce(totals, parallel::ReduceOp::max);  // the last stage holds the sum
+  grid->dp().all_reduce(totals);
   model->train(was_training);
-  return finish(sum, count);
+  return finish(totals[0].item<double>(), static_cast<int64_t>(totals[1].item<double>()));
 }
 
 EvalResult evaluate_stream(model::Llama& model, const std::vector<int64_t>& tokens,

@@ -13,6 +13,7 @@
 
 #include "data/dataset.h"
 #include "model/llama.h"
+#include "parallel/grid.h"
 
 namespace spartan::trainer {
 
@@ -22,8 +23,10 @@ struct EvalResult {
   int64_t tokens = 0;  // scored targets
 };
 
+// With a grid, the batches are shared out over DP replicas (batch b to replica b mod DP) and
+// run through the pipeline; every rank gets the same result.
 EvalResult evaluate_rows(model::Llama& model, const data::Sequences& rows, int64_t batch_size,
-                         int64_t max_batches = 0);
+                         int64_t max_batches = 0, parallel::Grid* grid = nullptr);
 
 EvalResult evaluate_stream(model::Llama& model, const std::vector<int64_t>& tokens,
                            int64_t window, int64_t stride, int64_t batch_size);

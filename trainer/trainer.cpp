@@ -14,7 +14,10 @@
 #include "data/sampler.h"
 #include "trainer/optimizer.h"
 #include "trainer/schedule.h"
+#include "trainer/distributed.h"
 #include "trainer/sora_gates.h"
+#include "trainer/stage.h"
+#include "parallel/pipeline.h"
 
 namespace spartan::trainer {
 namespace {
@@ -51,20 +54,39 @@ int64_t resident_bytes() {
 
 Trainer::Trainer(const Config& config, model::Llama& model, const data::Sequences& train,
                  const data::Sequences& held_out, std::string run_dir)
-    : config_(config), model_(model), train_(train), held_out_(held_out),
+    : config_(config), model_(model), own_grid_(parallel::Grid::solo()), grid_(*own_grid_),
+      train_(train), held_out_(held_out), run_dir_(std::move(run_dir)) {
+  const auto& o = config.optim;
+  total_steps_ = o.max_steps > 0 ? o.max_steps : train.rows() / o.global_batch_size * o.epochs;
+}
+
+Trainer::Trainer(const Config& config, model::Llama& model, parallel::Grid& grid,
+                 const data::Sequences& train, const data::Sequences& held_out,
+                 std::string run_dir)
+    : config_(config), model_(model), grid_(grid), train_(train), held_out_(held_out),
       run_dir_(std::move(run_dir)) {
   const auto& o = config.optim;
-  const int64_t per_epoch = train.rows() / o.global_batch_size;
-  total_steps_ = o.max_steps > 0 ? o.max_steps : per_epoch * o.epochs;
+  total_steps_ = o.max_steps > 0 ? o.max_steps : train.rows() / o.global_batch_size * o.epochs;
 }
 
 TrainSummary Trainer::run() {
   const auto& o = config_.optim;
-  const int64_t dp = config_.parallel.dp;
-  data::Sampler sampler(train_.rows(), o.global_batch_size, /*dp_rank=*/0, dp, config_.run.seed,
-                        config_.data.shuffle);
+  const bool root = grid_.rank() == 0;
+  const int64_t dp = grid_.layout().dp;
+  if (o.global_batch_size % (o.micro_batch_size * dp) != 0)
+    throw UsageError("optim.global_batch_size = " + std::to_string(o.global_batch_size) +
+                         " is not a multiple of micro_batch_size x dp",
+                     "[optim]", "make the global batch a multiple of micro_batch_size x dp");
+  const int64_t micro_batches = o.global_batch_size / (o.micro_batch_size * dp);
+  if (micro_batches < grid_.layout().pp)
+    throw UsageError(std::to_string(micro_batches) + " micro-batches per step cannot fill " +
+                         std::to_string(grid_.layout().pp) + " pipeline stages",
+                     "[optim] global_batch_size / (micro_batch_size x dp)",
+                     "use at least pp micro-batches per DP replica");
+  data::Sampler sampler(train_.rows(), o.global_batch_size, grid_.dp_rank(), dp,
+                        config_.run.seed, config_.data.shuffle);
   const auto params = adapters::trainable_parameters(model_);
-  if (params.empty())
+  if (params.empty() && grid_.world_size() == 1)
     throw Error("nothing to train", "[adapter] method = " + config_.adapter.method,
                 "attach an adapter or use method = \"full\"");
   // SoRA gates have an optimizer of their own (AdamW + threshold); everything else uses AdamW.
@@ -73,42 +95,77 @@ TrainSummary Trainer::run() {
   AdamW optimizer(others, decay_matrices(others), {o.beta1, o.beta2, o.eps, o.weight_decay});
   const auto& sora = config_.adapter.sora;
   std::unique_ptr<GateOptimizer> gate_optimizer;
-  if (!gates.empty()) {
+  // Gate entries over the whole model: a stage's gates are replicated over TP and DP.
+  auto whole_model = [this](int64_t n, bool sharded_over_tp) {
+    auto t = torch::tensor({n}, torch::kInt64);
+    if (sharded_over_tp) grid_.tp().all_reduce(t);
+    grid_.pp().all_reduce(t);
+    return t.item<int64_t>();
+  };
+  int64_t gate_entries = 0;
+  for (const auto& [name, g] : gates) gate_entries += g.numel();
+  const int64_t total_gate_entries = whole_model(gate_entries, false);
+  if (total_gate_entries > 0) {
     gate_optimizer = std::make_unique<GateOptimizer>(gates, sora.lambda2, sora.threshold,
                                                      o.beta1, o.beta2);
-    std::printf("SoRA gates: %lld entries, threshold \"%s\" with xi = %g, L1 weight %g\n",
-                static_cast<long long>(gate_optimizer->total()), sora.threshold.c_str(),
-                sora.lambda2, sora.lambda1);
+    if (root)
+      std::printf("SoRA gates: %lld entries, threshold \"%s\" with xi = %g, L1 weight %g\n",
+                  static_cast<long long>(total_gate_entries), sora.threshold.c_str(),
+                  sora.lambda2, sora.lambda1);
   }
   const Schedule schedule =
       Schedule::make(o.lr, total_steps_, o.warmup_ratio, o.schedule, o.min_lr_ratio);
+  GradientSync sync(model_, grid_, params);
 
   TrainSummary summary;
-  for (const auto& [name, p] : params) summary.trainable_parameters += p.numel();
-  std::ofstream metrics(run_dir_ + "/metrics.jsonl", std::ios::app);
-  if (!metrics)
-    throw Error("cannot write metrics.jsonl", run_dir_, "check that the run folder is writable");
+  {
+    int64_t sharded = 0, replicated = 0;
+    for (const auto& [name, p] : params)
+      (model_->placement(name).kind == model::TpPlacement::sharded ? sharded : replicated) +=
+          p.numel();
+    summary.trainable_parameters = whole_model(sharded, true) + whole_model(replicated, false);
+  }
+  std::ofstream metrics;
+  if (root) {
+    metrics.open(run_dir_ + "/metrics.jsonl", std::ios::app);
+    if (!metrics)
+      throw Error("cannot write metrics.jsonl", run_dir_, "check that the run folder is writable");
+  }
 
   model_->train();
+  grid_.reset_stats();
   const auto start = Clock::now();
   auto last_log = start;
+  double comm_at_log = 0;
   int64_t tokens_seen = 0, tokens_since_log = 0, bad_in_a_row = 0;
+  // Only one rank of a TP group and DP replica 0 adds the L1 term's gradient: the gradient sums
+  // over TP and DP would count it again.
+  const bool adds_l1 = grid_.tp_rank() == 0 && grid_.dp_rank() == 0 && !gates.empty();
   for (int64_t step = 0; step < total_steps_; ++step) {
     const std::vector<int64_t> rows = sampler.next();
     auto [ids, labels] = gather(train_, rows);
     // Every scored target of the global batch counts once: loss = Σ token losses / N.
-    const int64_t scored = labels.narrow(1, 1, labels.size(1) - 1).ne(data::kIgnore).sum()
-                               .item<int64_t>();
-    double loss_value = 0;
-    for (int64_t m0 = 0; m0 < ids.size(0); m0 += o.micro_batch_size) {
-      const int64_t mb = std::min<int64_t>(o.micro_batch_size, ids.size(0) - m0);
-      auto logits = model_->forward(ids.narrow(0, m0, mb));
-      auto loss = model::token_losses(logits, labels.narrow(0, m0, mb)).sum() /
-                  static_cast<double>(std::max<int64_t>(1, scored));
-      loss_value += loss.item<double>();  // reported: the language-model loss alone
-      if (m0 == 0 && !gates.empty()) loss = loss + l1_penalty(gates, sora.lambda1);
-      loss.backward();
+    auto scored_t = labels.narrow(1, 1, labels.size(1) - 1).ne(data::kIgnore).sum()
+                        .to(torch::kInt64).reshape({1});
+    grid_.dp().all_reduce(scored_t);
+    const double scored = static_cast<double>(std::max<int64_t>(1, scored_t.item<int64_t>()));
+    double loss_sum = 0;  // this replica's share, on the last stage
+    auto stage = model_stage(model_, ids, labels, o.micro_batch_size,
+                             [&loss_sum, scored](int64_t, const torch::Tensor& losses) {
+                               auto loss = losses.sum() / scored;
+                               loss_sum += loss.item<double>();  // the language-model loss alone
+                               return loss;
+                             });
+    parallel::train_1f1b(stage, grid_.pp());
+    if (adds_l1) {
+      const double share = double(gate_entries) / double(total_gate_entries);
+      l1_penalty(gates, sora.lambda1 * share).backward();
     }
+    auto loss_t = torch::tensor({loss_sum}, torch::kFloat64);
+    grid_.pp().all_reduce(loss_t);  // only the last stage contributes
+    grid_.dp().all_reduce(loss_t);
+    const double loss_value = loss_t.item<double>();
+
     const double lr = schedule.lr(step);
     double grad_norm = 0;
     if (!std::isfinite(loss_value)) {
@@ -117,18 +174,20 @@ TrainSummary Trainer::run() {
         throw Error(std::to_string(bad_in_a_row) + " non-finite losses in a row (last at step " +
                         std::to_string(step + 1) + ")",
                     "training", "lower optim.lr, check the data, or use fp32");
-      std::fprintf(stderr, "warning: step %lld: loss is %f, step skipped\n",
-                   static_cast<long long>(step + 1), loss_value);
+      if (root)
+        std::fprintf(stderr, "warning: step %lld: loss is %f, step skipped\n",
+                     static_cast<long long>(step + 1), loss_value);
     } else {
       bad_in_a_row = 0;
-      grad_norm = clip_grad_norm(params, o.grad_clip);
+      sync.reduce();
+      grad_norm = sync.clip(o.grad_clip);
       optimizer.step(lr);
       if (gate_optimizer) gate_optimizer->step(sora.gate_lr > 0 ? lr * sora.gate_lr / o.lr : lr);
       summary.last_loss = loss_value;
     }
     optimizer.zero_grad();
     if (gate_optimizer) gate_optimizer->zero_grad();
-    const int64_t step_tokens = ids.numel();
+    const int64_t step_tokens = ids.numel() * dp;
     tokens_seen += step_tokens;
     tokens_since_log += step_tokens;
     summary.steps = step + 1;
@@ -136,41 +195,65 @@ TrainSummary Trainer::run() {
 
     const bool last = step + 1 == total_steps_;
     if ((step + 1) % config_.run.log_every == 0 || last) {
+      int64_t nonzero = gate_optimizer ? whole_model(gate_optimizer->nonzero(), false) : 0;
+      EvalResult ev;
+      const bool evaluate = !held_out_.ids.empty() && config_.eval.every > 0 &&
+                            ((step + 1) % config_.eval.every == 0 || last);
+      if (evaluate)
+        ev = evaluate_rows(model_, held_out_, o.micro_batch_size, config_.eval.max_batches,
+                           &grid_);
       const auto now = Clock::now();
       const double elapsed = std::chrono::duration<double>(now - start).count();
       const double window = std::chrono::duration<double>(now - last_log).count();
+      const double comm = grid_.total_stats().seconds;
+      const double share = window > 0 ? (comm - comm_at_log) / window : 0.0;
+      comm_at_log = comm;
       const double tps = window > 0 ? tokens_since_log / window : 0.0;
       const double eta = elapsed / (step + 1) * (total_steps_ - step - 1);
-      std::string ranks;
-      if (gate_optimizer)
-        ranks = " | ranks " + std::to_string(gate_optimizer->nonzero()) + "/" +
-                std::to_string(gate_optimizer->total());
-      std::printf("step %lld/%lld | loss %.4f | lr %.2e | grad norm %.3f%s | %.0f tok/s | ETA %s | "
-                  "mem %.2f GiB\n",
-                  static_cast<long long>(step + 1), static_cast<long long>(total_steps_),
-                  loss_value, lr, grad_norm, ranks.c_str(), tps, duration(eta).c_str(),
-                  resident_bytes() / double(1ull << 30));
-      std::fflush(stdout);
-      nlohmann::json rec = {{"step", step + 1},           {"loss", loss_value},
-                            {"lr", lr},                   {"grad_norm", grad_norm},
-                            {"tokens", tokens_seen},      {"tokens_per_s", tps},
-                            {"elapsed_s", elapsed},       {"skipped_steps", summary.skipped_steps}};
-      if (gate_optimizer) rec["gate_nonzero"] = gate_optimizer->nonzero();
-      if (!held_out_.ids.empty() && config_.eval.every > 0 &&
-          ((step + 1) % config_.eval.every == 0 || last)) {
-        EvalResult ev = evaluate_rows(model_, held_out_, o.micro_batch_size, config_.eval.max_batches);
-        rec["eval_loss"] = ev.loss;
-        rec["eval_ppl"] = ev.ppl;
-        std::printf("           held-out loss %.4f, perplexity %.2f\n", ev.loss, ev.ppl);
+      if (root) {
+        std::string ranks, comm_text;
+        if (gate_optimizer)
+          ranks = " | ranks " + std::to_string(nonzero) + "/" + std::to_string(total_gate_entries);
+        if (grid_.world_size() > 1) {
+          char buf[32];
+          std::snprintf(buf, sizeof buf, " | comm %.0f%%", 100.0 * share);
+          comm_text = buf;
+        }
+        std::printf("step %lld/%lld | loss %.4f | lr %.2e | grad norm %.3f%s | %.0f tok/s%s | "
+                    "ETA %s | mem %.2f GiB\n",
+                    static_cast<long long>(step + 1), static_cast<long long>(total_steps_),
+                    loss_value, lr, grad_norm, ranks.c_str(), tps, comm_text.c_str(),
+                    duration(eta).c_str(), resident_bytes() / double(1ull << 30));
+        if (evaluate)
+          std::printf("           held-out loss %.4f, perplexity %.2f\n", ev.loss, ev.ppl);
+        std::fflush(stdout);
+        nlohmann::json rec = {{"step", step + 1},           {"loss", loss_value},
+                              {"lr", lr},                   {"grad_norm", grad_norm},
+                              {"tokens", tokens_seen},      {"tokens_per_s", tps},
+                              {"elapsed_s", elapsed},
+                              {"skipped_steps", summary.skipped_steps}};
+        if (gate_optimizer) rec["gate_nonzero"] = nonzero;
+        if (grid_.world_size() > 1) {
+          rec["comm_share"] = share;
+          rec["comm_bytes"] = {{"tp", grid_.tp().stats().bytes},
+                               {"pp", grid_.pp().stats().bytes},
+                               {"dp", grid_.dp().stats().bytes}};
+        }
+        if (evaluate) {
+          rec["eval_loss"] = ev.loss;
+          rec["eval_ppl"] = ev.ppl;
+        }
+        metrics << rec.dump() << "\n";
+        metrics.flush();
       }
-      metrics << rec.dump() << "\n";
-      metrics.flush();
       last_log = now;
       tokens_since_log = 0;
     }
   }
   summary.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   summary.tokens_per_s = summary.seconds > 0 ? tokens_seen / summary.seconds : 0.0;
+  summary.comm = grid_.total_stats();
+  summary.comm_share = summary.seconds > 0 ? summary.comm.seconds / summary.seconds : 0.0;
   model_->eval();
   return summary;
 }

@@ -1,9 +1,12 @@
-// The single-process training loop: frozen base + trainable parameters (an adapter, or the
-// whole base in "full" mode), gradient accumulation, AdamW, warmup + decay, global gradient-norm
-// clipping, NaN/Inf steps skipped and counted, a progress line and metrics.jsonl.
+// The training loop: frozen base + trainable parameters (an adapter, or the whole base in "full"
+// mode), gradient accumulation, AdamW, warmup + decay, global gradient-norm clipping, NaN/Inf
+// steps skipped and counted, a progress line and metrics.jsonl (world rank 0 writes).
 //
 // The loss of a step is the mean next-token loss over every scored token of the global batch
-// (token-weighted over micro-batches), so splitting the batch differently gives the same loss.
+// (token-weighted over micro-batches and DP replicas), so splitting the batch differently, over
+// micro-batches or ranks, gives the same loss. On a process grid each DP replica takes its part
+// of every global batch, runs it through the 1F1B pipeline, and the gradients are completed as
+// trainer/distributed.h describes before the optimizer steps.
 #pragma once
 
 #include <cstdint>
@@ -13,6 +16,7 @@
 #include "common/config.h"
 #include "data/dataset.h"
 #include "model/llama.h"
+#include "parallel/grid.h"
 #include "trainer/eval.h"
 
 namespace spartan::trainer {
@@ -23,7 +27,9 @@ struct TrainSummary {
   double last_loss = 0;
   double tokens_per_s = 0;
   double seconds = 0;
-  int64_t trainable_parameters = 0;
+  int64_t trainable_parameters = 0;  // of the whole model
+  double comm_share = 0;             // share of step time in communication (world rank 0)
+  parallel::CommStats comm;          // world rank 0's traffic over the whole run
 };
 
 class Trainer {
@@ -31,6 +37,9 @@ class Trainer {
   // `run_dir` receives metrics.jsonl. `held_out` may be empty (no evaluation during training).
   Trainer(const Config& config, model::Llama& model, const data::Sequences& train,
           const data::Sequences& held_out, std::string run_dir);
+  // On a process grid: `model` is this rank's shard of it.
+  Trainer(const Config& config, model::Llama& model, parallel::Grid& grid,
+          const data::Sequences& train, const data::Sequences& held_out, std::string run_dir);
 
   TrainSummary run();
 
@@ -41,6 +50,8 @@ class Trainer {
  private:
   const Config& config_;
   model::Llama& model_;
+  std::unique_ptr<parallel::Grid> own_grid_;
+  parallel::Grid& grid_;
   const data::Sequences& train_;
   const data::Sequences& held_out_;
   std::string run_dir_;

@@ -1,0 +1,79 @@
+// Collective and point-to-point communication within one group of ranks (DESIGN.md §4).
+//
+// Implementations: MPI for CPU tensors (what CI runs), NCCL for CUDA tensors (built when CUDA
+// and NCCL are found), and Solo, the group of one rank, whose operations cost nothing, so code
+// written for a group runs unchanged on one process.
+//
+// Every operation is counted per communicator: calls, payload bytes and seconds spent in it.
+// Payload bytes are what this rank contributes: the tensor of all_reduce and broadcast, the
+// local input of all_gather and reduce_scatter, the tensor sent or received. The counts let
+// tests compare a step's traffic with the analytic count, and the trainer report the share of
+// step time spent communicating.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <torch/torch.h>
+
+namespace spartan::parallel {
+
+enum class ReduceOp { sum, avg, max };
+
+struct CommStats {
+  int64_t calls = 0;
+  int64_t bytes = 0;
+  double seconds = 0;
+};
+
+class Communicator {
+ public:
+  explicit Communicator(std::string name) : name_(std::move(name)) {}
+  virtual ~Communicator() = default;
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+
+  const std::string& name() const { return name_; }  // "tp", "pp", "dp", "world"
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+
+  // In place: every rank ends with op over all ranks' tensors.
+  virtual void all_reduce(torch::Tensor& t, ReduceOp op = ReduceOp::sum) = 0;
+  // Concatenation of every rank's tensor along `dim`, in rank order (equal shapes).
+  virtual torch::Tensor all_gather(const torch::Tensor& t, int64_t dim) = 0;
+  // The sum over ranks, split along `dim` into size() equal parts; this rank's part.
+  virtual torch::Tensor reduce_scatter(const torch::Tensor& t, int64_t dim) = 0;
+  virtual void broadcast(torch::Tensor& t, int root) = 0;
+  virtual void send(const torch::Tensor& t, int dst) = 0;
+  // Into `t`, which has the shape and dtype of what is sent.
+  virtual void recv(torch::Tensor& t, int src) = 0;
+  // Both at once (no deadlock when the peer does the same towards us).
+  virtual void send_recv(const torch::Tensor& out, int dst, torch::Tensor& in, int src) = 0;
+  virtual void barrier() = 0;
+
+  const CommStats& stats() const { return stats_; }
+  void reset_stats() { stats_ = {}; }
+
+ protected:
+  // Adds one call of `bytes` taking `seconds`.
+  void count(int64_t bytes, double seconds) {
+    ++stats_.calls;
+    stats_.bytes += bytes;
+    stats_.seconds += seconds;
+  }
+
+ private:
+  std::string name_;
+  CommStats stats_;
+};
+
+// The group of one rank.
+std::unique_ptr<Communicator> make_solo(const std::string& name);
+
+// Bytes of a tensor's elements.
+inline int64_t payload_bytes(const torch::Tensor& t) {
+  return t.numel() * static_cast<int64_t>(t.element_size());
+}
+
+}  // namespace spartan::parallel

@@ -1,0 +1,65 @@
+#include "parallel/grid.h"
+
+#include "common/error.h"
+#include "parallel/mpi.h"
+
+namespace spartan::parallel {
+
+std::unique_ptr<Grid> Grid::solo() {
+  std::unique_ptr<Grid> g(new Grid);
+  g->tp_ = make_solo("tp");
+  g->pp_ = make_solo("pp");
+  g->dp_ = make_solo("dp");
+  g->world_ = make_solo("world");
+  return g;
+}
+
+std::unique_ptr<Grid> Grid::create(const Layout& layout, const std::string& where) {
+  const bool mpi = launched_by_mpi() || layout.world() > 1;
+  const int world = mpi ? init_mpi() : 1;
+  if (world != layout.world())
+    throw UsageError("the layout dp x pp x tp = " + std::to_string(layout.dp) + " x " +
+                         std::to_string(layout.pp) + " x " + std::to_string(layout.tp) + " = " +
+                         std::to_string(layout.world()) + " needs " +
+                         std::to_string(layout.world()) + " ranks, the job has " +
+                         std::to_string(world),
+                     where, "start it with mpirun -np " + std::to_string(layout.world()) +
+                                " or change [parallel]");
+  if (world == 1) {
+    auto g = solo();
+    g->layout_ = layout;
+    return g;
+  }
+  std::unique_ptr<Grid> g(new Grid);
+  g->layout_ = layout;
+  g->world_ = mpi_world();
+  const int r = g->world_->rank();
+  g->rank_ = r;
+  const int tp = static_cast<int>(layout.tp), dp = static_cast<int>(layout.dp);
+  const int tp_idx = r % tp, dp_idx = (r / tp) % dp, pp_idx = r / (tp * dp);
+  g->tp_ = mpi_split("tp", pp_idx * dp + dp_idx, tp_idx);
+  g->dp_ = mpi_split("dp", pp_idx * tp + tp_idx, dp_idx);
+  g->pp_ = mpi_split("pp", dp_idx * tp + tp_idx, pp_idx);
+  return g;
+}
+
+std::string Grid::coordinates() const {
+  return "rank " + std::to_string(rank_) + " (dp " + std::to_string(dp_->rank()) + ", pp " +
+         std::to_string(pp_->rank()) + ", tp " + std::to_string(tp_->rank()) + ")";
+}
+
+void Grid::reset_stats() {
+  for (auto* c : {tp_.get(), pp_.get(), dp_.get(), world_.get()}) c->reset_stats();
+}
+
+CommStats Grid::total_stats() const {
+  CommStats s;
+  for (auto* c : {tp_.get(), pp_.get(), dp_.get(), world_.get()}) {
+    s.calls += c->stats().calls;
+    s.bytes += c->stats().bytes;
+    s.seconds += c->stats().seconds;
+  }
+  return s;
+}
+
+}  // namespace spartan::parallel

@@ -1,0 +1,228 @@
+#include "parallel/mpi.h"
+
+#include <mpi.h>
+
+#include <chrono>
+#include <climits>
+#include <cstdlib>
+
+#include "common/error.h"
+
+namespace spartan::parallel {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+void check(int rc, const char* what) {
+  if (rc == MPI_SUCCESS) return;
+  char text[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(rc, text, &len);
+  throw Error(std::string(what) + " failed: " + std::string(text, len), "MPI",
+              "check the MPI installation and that every rank runs the same command");
+}
+
+int to_int(int64_t n, const char* what) {
+  if (n > INT_MAX)
+    throw Error(std::string(what) + " of " + std::to_string(n) + " elements exceeds MPI's int "
+                "counts", "MPI", "use smaller micro-batches or more tensor parallelism");
+  return static_cast<int>(n);
+}
+
+MPI_Datatype mpi_type(torch::ScalarType t) {
+  switch (t) {
+    case torch::kFloat32: return MPI_FLOAT;
+    case torch::kFloat64: return MPI_DOUBLE;
+    case torch::kInt64: return MPI_INT64_T;
+    case torch::kInt32: return MPI_INT32_T;
+    case torch::kUInt8: return MPI_UINT8_T;
+    case torch::kBool: return MPI_C_BOOL;
+    default:
+      throw Error(std::string("MPI reduction of ") + c10::toString(t) + " tensors", "MPI",
+                  "reduce in fp32 (the trainer does)");
+  }
+}
+
+MPI_Op mpi_op(ReduceOp op) { return op == ReduceOp::max ? MPI_MAX : MPI_SUM; }
+
+// Half-precision tensors are reduced in fp32: MPI has no bf16 arithmetic.
+bool reduced_in_fp32(const torch::Tensor& t) {
+  return t.scalar_type() == torch::kBFloat16 || t.scalar_type() == torch::kFloat16;
+}
+
+void finalize_at_exit() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) MPI_Finalize();
+}
+
+class MpiCommunicator final : public Communicator {
+ public:
+  MpiCommunicator(std::string name, MPI_Comm comm) : Communicator(std::move(name)), comm_(comm) {
+    MPI_Comm_rank(comm_, &rank_);
+    MPI_Comm_size(comm_, &size_);
+  }
+  ~MpiCommunicator() override {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized && comm_ != MPI_COMM_WORLD) MPI_Comm_free(&comm_);
+  }
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+
+  void all_reduce(torch::Tensor& t, ReduceOp op) override {
+    const auto t0 = Clock::now();
+    TORCH_CHECK(t.is_contiguous() && t.device().is_cpu(), "all_reduce: contiguous CPU tensor");
+    torch::Tensor buf = reduced_in_fp32(t) ? t.to(torch::kFloat32) : t;
+    check(MPI_Allreduce(MPI_IN_PLACE, buf.data_ptr(), to_int(buf.numel(), "all_reduce"),
+                        mpi_type(buf.scalar_type()), mpi_op(op), comm_),
+          "MPI_Allreduce");
+    if (op == ReduceOp::avg) buf.div_(size_);
+    if (!buf.is_same(t)) t.copy_(buf);
+    count(payload_bytes(t), since(t0));
+  }
+
+  torch::Tensor all_gather(const torch::Tensor& t, int64_t dim) override {
+    const auto t0 = Clock::now();
+    auto in = t.contiguous();
+    std::vector<int64_t> shape{size_};
+    shape.insert(shape.end(), in.sizes().begin(), in.sizes().end());
+    auto out = torch::empty(shape, in.options());
+    const int bytes = to_int(payload_bytes(in), "all_gather");
+    check(MPI_Allgather(in.data_ptr(), bytes, MPI_BYTE, out.data_ptr(), bytes, MPI_BYTE, comm_),
+          "MPI_Allgather");
+    count(payload_bytes(in), since(t0));
+    return torch::cat(out.unbind(0), dim);
+  }
+
+  torch::Tensor reduce_scatter(const torch::Tensor& t, int64_t dim) override {
+    const auto t0 = Clock::now();
+    TORCH_CHECK(t.size(dim) % size_ == 0, "reduce_scatter: size ", t.size(dim),
+                " not divisible by ", size_);
+    auto parts = torch::stack(t.chunk(size_, dim)).contiguous();  // (size, ...)
+    if (reduced_in_fp32(parts)) parts = parts.to(torch::kFloat32);
+    auto out = torch::empty(parts.sizes().slice(1), parts.options());
+    check(MPI_Reduce_scatter_block(parts.data_ptr(), out.data_ptr(),
+                                   to_int(out.numel(), "reduce_scatter"),
+                                   mpi_type(out.scalar_type()), MPI_SUM, comm_),
+          "MPI_Reduce_scatter_block");
+    count(payload_bytes(t), since(t0));
+    return out.to(t.scalar_type());
+  }
+
+  void broadcast(torch::Tensor& t, int root) override {
+    const auto t0 = Clock::now();
+    TORCH_CHECK(t.is_contiguous(), "broadcast: contiguous tensor");
+    check(MPI_Bcast(t.data_ptr(), to_int(payload_bytes(t), "broadcast"), MPI_BYTE, root, comm_),
+          "MPI_Bcast");
+    count(payload_bytes(t), since(t0));
+  }
+
+  void send(const torch::Tensor& t, int dst) override {
+    const auto t0 = Clock::now();
+    auto c = t.contiguous();
+    check(MPI_Send(c.data_ptr(), to_int(payload_bytes(c), "send"), MPI_BYTE, dst, 0, comm_),
+          "MPI_Send");
+    count(payload_bytes(c), since(t0));
+  }
+
+  void recv(torch::Tensor& t, int src) override {
+    const auto t0 = Clock::now();
+    TORCH_CHECK(t.is_contiguous(), "recv: contiguous tensor");
+    check(MPI_Recv(t.data_ptr(), to_int(payload_bytes(t), "recv"), MPI_BYTE, src, 0, comm_,
+                   MPI_STATUS_IGNORE),
+          "MPI_Recv");
+    count(payload_bytes(t), since(t0));
+  }
+
+  void send_recv(const torch::Tensor& out, int dst, torch::Tensor& in, int src) override {
+    const auto t0 = Clock::now();
+    auto c = out.contiguous();
+    TORCH_CHECK(in.is_contiguous(), "send_recv: contiguous tensor");
+    check(MPI_Sendrecv(c.data_ptr(), to_int(payload_bytes(c), "send"), MPI_BYTE, dst, 0,
+                       in.data_ptr(), to_int(payload_bytes(in), "recv"), MPI_BYTE, src, 0,
+                       comm_, MPI_STATUS_IGNORE),
+          "MPI_Sendrecv");
+    count(payload_bytes(c) + payload_bytes(in), since(t0));
+  }
+
+  void barrier() override {
+    const auto t0 = Clock::now();
+    check(MPI_Barrier(comm_), "MPI_Barrier");
+    count(0, since(t0));
+  }
+
+ private:
+  MPI_Comm comm_;
+  int rank_ = 0, size_ = 1;
+};
+
+class SoloCommunicator final : public Communicator {
+ public:
+  using Communicator::Communicator;
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  void all_reduce(torch::Tensor&, ReduceOp) override {}
+  torch::Tensor all_gather(const torch::Tensor& t, int64_t) override { return t; }
+  torch::Tensor reduce_scatter(const torch::Tensor& t, int64_t) override { return t; }
+  void broadcast(torch::Tensor&, int) override {}
+  void send(const torch::Tensor&, int) override { alone("send"); }
+  void recv(torch::Tensor&, int) override { alone("recv"); }
+  void send_recv(const torch::Tensor&, int, torch::Tensor&, int) override { alone("send_recv"); }
+  void barrier() override {}
+
+ private:
+  [[noreturn]] void alone(const char* op) const {
+    throw Error(std::string(op) + " in a group of one rank", name(), "report this as a bug");
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_solo(const std::string& name) {
+  return std::make_unique<SoloCommunicator>(name);
+}
+
+bool launched_by_mpi() {
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"})
+    if (std::getenv(var)) return true;
+  return false;
+}
+
+bool mpi_initialized() {
+  int flag = 0;
+  MPI_Initialized(&flag);
+  return flag != 0;
+}
+
+int init_mpi() {
+  if (!mpi_initialized()) {
+    int provided = 0;
+    check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
+    std::atexit(finalize_at_exit);
+  }
+  int size = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  return size;
+}
+
+void abort_job(int code) {
+  if (mpi_initialized()) MPI_Abort(MPI_COMM_WORLD, code);
+}
+
+std::unique_ptr<Communicator> mpi_world() {
+  return std::make_unique<MpiCommunicator>("world", MPI_COMM_WORLD);
+}
+
+std::unique_ptr<Communicator> mpi_split(const std::string& name, int color, int key) {
+  MPI_Comm comm;
+  check(MPI_Comm_split(MPI_COMM_WORLD, color, key, &comm), "MPI_Comm_split");
+  return std::make_unique<MpiCommunicator>(name, comm);
+}
+
+}  // namespace spartan::parallel

@@ -1,0 +1,24 @@
+// MPI: start-up, the world, and MPI communicators for CPU tensors. mpi.h stays in the .cpp.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "parallel/communicator.h"
+
+namespace spartan::parallel {
+
+// Whether this process was started by an MPI launcher (mpirun, mpiexec, srun with PMI/PMIx).
+bool launched_by_mpi();
+// Initialises MPI once (MPI_THREAD_FUNNELED); finalised at exit. Returns the world size.
+int init_mpi();
+bool mpi_initialized();
+// Ends the whole job with `code` from any rank (MPI_Abort); a no-op without MPI.
+void abort_job(int code);
+
+// MPI_COMM_WORLD, and its split into groups: ranks with the same `color` form a group, ordered
+// by `key`.
+std::unique_ptr<Communicator> mpi_world();
+std::unique_ptr<Communicator> mpi_split(const std::string& name, int color, int key);
+
+}  // namespace spartan::parallel

@@ -1,0 +1,128 @@
+#include "trainer/distributed.h"
+
+#include <cmath>
+
+#include "adapters/adapter.h"
+#include "parallel/buckets.h"
+
+namespace spartan::trainer {
+
+using model::TpPlacement;
+
+GradientSync::GradientSync(model::Llama& model, parallel::Grid& grid,
+                           const model::NamedTensors& params)
+    : grid_(grid), params_(params) {
+  for (const auto& [name, t] : params_) {
+    placement_.push_back(model->placement(name));
+    gate_.push_back(adapters::is_sora_gate(name));
+  }
+}
+
+void GradientSync::reduce() {
+  torch::NoGradGuard no_grad;
+  const bool split = grid_.layout().tp > 1 || grid_.layout().dp > 1;
+  std::vector<torch::Tensor> partial, all, gates;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    auto& p = params_[i].second;
+    if (!p.grad().defined()) {
+      if (!split) continue;
+      p.mutable_grad() = torch::zeros_like(p);  // every rank packs the same buckets
+    }
+    if (placement_[i].kind == TpPlacement::partial) partial.push_back(p.grad());
+    all.push_back(p.grad());
+    if (gate_[i]) gates.push_back(p.grad());
+  }
+  parallel::all_reduce_buckets(partial, grid_.tp());
+  parallel::all_reduce_buckets(all, grid_.dp());
+  for (auto& g : gates) {
+    grid_.dp().broadcast(g, 0);
+    grid_.tp().broadcast(g, 0);
+  }
+}
+
+double GradientSync::clip(double max_norm) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> norms;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const auto& g = params_[i].second.grad();
+    if (!g.defined()) continue;
+    const bool counted = placement_[i].kind == TpPlacement::sharded || grid_.tp_rank() == 0;
+    if (counted) norms.push_back(g.detach().to(torch::kFloat32).norm());
+  }
+  double local = norms.empty() ? 0.0 : torch::stack(norms).norm().item<double>();
+  double total = local;
+  if (grid_.layout().tp > 1 || grid_.layout().pp > 1) {
+    auto sq = torch::tensor({local * local}, torch::kFloat64);
+    grid_.tp().all_reduce(sq);
+    grid_.pp().all_reduce(sq);
+    total = std::sqrt(sq.item<double>());
+  }
+  if (max_norm > 0) {
+    const double coef = max_norm / (total + 1e-6);
+    if (coef < 1.0)
+      for (auto& [name, p] : params_)
+        if (p.grad().defined()) p.grad().mul_(coef);
+  }
+  return total;
+}
+
+namespace {
+
+// A tensor's header: name length, rank, and up to kMaxDims sizes (zero-padded).
+constexpr int64_t kMaxDims = 8;
+
+void send_named(parallel::Communicator& c, const model::NamedTensors& ts, int dst) {
+  c.send(torch::tensor({static_cast<int64_t>(ts.size())}), dst);
+  for (const auto& [name, t] : ts) {
+    auto header = torch::zeros({2 + kMaxDims}, torch::kInt64);
+    header[0] = static_cast<int64_t>(name.size());
+    header[1] = t.dim();
+    for (int64_t d = 0; d < t.dim(); ++d) header[2 + d] = t.size(d);
+    c.send(header, dst);
+    c.send(torch::from_blob(const_cast<char*>(name.data()), {static_cast<int64_t>(name.size())},
+                            torch::kUInt8),
+           dst);
+    c.send(t.to(torch::kFloat32).contiguous(), dst);
+  }
+}
+
+void recv_named(parallel::Communicator& c, int src, model::NamedTensors& out) {
+  auto n = torch::empty({1}, torch::kInt64);
+  c.recv(n, src);
+  for (int64_t i = 0; i < n.item<int64_t>(); ++i) {
+    auto header = torch::empty({2 + kMaxDims}, torch::kInt64);
+    c.recv(header, src);
+    const int64_t* h = header.data_ptr<int64_t>();
+    std::vector<int64_t> shape(h + 2, h + 2 + h[1]);
+    auto name = torch::empty({h[0]}, torch::kUInt8);
+    c.recv(name, src);
+    auto t = torch::empty(shape, torch::kFloat32);
+    c.recv(t, src);
+    out.emplace_back(std::string(reinterpret_cast<const char*>(name.data_ptr()), h[0]), t);
+  }
+}
+
+}  // namespace
+
+model::NamedTensors gather_to_root(model::Llama& model, parallel::Grid& grid,
+                                   const model::NamedTensors& params) {
+  torch::NoGradGuard no_grad;
+  model::NamedTensors mine;
+  if (grid.dp_rank() != 0) return {};
+  for (const auto& [name, t] : params) {
+    const TpPlacement pl = model->placement(name);
+    auto full = pl.kind == TpPlacement::sharded ? grid.tp().all_gather(t.detach(), pl.dim)
+                                                : t.detach();
+    mine.emplace_back(name, full);
+  }
+  if (grid.tp_rank() != 0) return {};
+  parallel::Communicator& pp = grid.pp();
+  if (pp.rank() != 0) {
+    send_named(pp, mine, 0);
+    return {};
+  }
+  for (int s = 1; s < pp.size(); ++s) recv_named(pp, s, mine);
+  return mine;
+}
+
+}  // namespace spartan::trainer

@@ -1,0 +1,43 @@
+// What the trainer does between the backward passes and the optimizer step when the model is
+// split over ranks (DESIGN.md §4), and how trained tensors come back to one rank.
+//
+// Per optimizer step, after every micro-batch's backward:
+//   1. gradients that are partial sums per TP rank (replicated tensors fed by split ones) are
+//      summed over TP;
+//   2. every gradient is summed over DP in flat buckets (each rank's loss is already divided by
+//      the token count of the whole global batch, so the sum is the token-weighted average of
+//      the replicas, as one rank would compute it);
+//   3. SoRA gate gradients, tiny, are broadcast from DP rank 0 and then TP rank 0, so every
+//      replica of every gate is bit-for-bit the same before its proximal step;
+//   4. the global gradient norm counts a replicated tensor once (on TP rank 0), a sharded one on
+//      every rank, sums over TP and PP, and never over DP (the replicas are equal by then).
+#pragma once
+
+#include <vector>
+
+#include "model/llama.h"
+#include "parallel/grid.h"
+
+namespace spartan::trainer {
+
+class GradientSync {
+ public:
+  GradientSync(model::Llama& model, parallel::Grid& grid, const model::NamedTensors& params);
+
+  void reduce();                   // steps 1-3
+  double clip(double max_norm);    // step 4; returns the norm before clipping
+
+ private:
+  parallel::Grid& grid_;
+  model::NamedTensors params_;
+  std::vector<model::TpPlacement> placement_;
+  std::vector<bool> gate_;
+};
+
+// The full tensors of `params` (this rank's parts, named as in the model) with their global
+// names, gathered over TP and PP onto world rank 0; empty on every other rank. Collective over
+// the ranks of DP replica 0.
+model::NamedTensors gather_to_root(model::Llama& model, parallel::Grid& grid,
+                                   const model::NamedTensors& params);
+
+}  // namespace spartan::trainer

@@ -1,0 +1,32 @@
+#include "trainer/stage.h"
+
+#include <algorithm>
+
+namespace spartan::trainer {
+
+parallel::PipelineStage model_stage(model::Llama& model, const torch::Tensor& ids,
+                                    const torch::Tensor& labels, int64_t micro_batch,
+                                    LossesFn on_losses) {
+  const int64_t rows = ids.size(0), T = ids.size(1);
+  auto rows_of = [rows, micro_batch](int64_t i) {
+    return std::min(micro_batch, rows - i * micro_batch);
+  };
+  parallel::PipelineStage s;
+  s.micro_batches = (rows + micro_batch - 1) / micro_batch;
+  s.activation_dtype = model->dtype();
+  const int64_t width = model->prompt_length() + T, H = model->arch().hidden_size;
+  s.activation_shape = [rows_of, width, H](int64_t i) {
+    return std::vector<int64_t>{rows_of(i), width, H};
+  };
+  s.forward = [&model, ids, labels, micro_batch, rows_of, on_losses](
+                  int64_t i, const torch::Tensor& in) {
+    const int64_t b = rows_of(i);
+    auto h = model->has_embedding() ? model->embed(ids.narrow(0, i * micro_batch, b)) : in;
+    h = model->run_layers(h);
+    if (!model->has_head()) return h;
+    return on_losses(i, model->head_losses(h, labels.narrow(0, i * micro_batch, b)));
+  };
+  return s;
+}
+
+}  // namespace spartan::trainer
