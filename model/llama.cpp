@@ -430,6 +430,21 @@ void LlamaImpl::save(const std::string& folder, uint64_t max_shard_bytes) const 
   save_weights(folder, base_parameters(), max_shard_bytes);
 }
 
+Shard make_shard(parallel::Grid& grid, int64_t num_layers,
+                 const std::vector<int64_t>& stage_layers) {
+  const int64_t pp = grid.layout().pp, stage = grid.pp_rank();
+  std::vector<int64_t> sizes = stage_layers;
+  if (sizes.empty())
+    for (int64_t s = 0; s < pp; ++s) sizes.push_back(num_layers / pp + (s < num_layers % pp));
+  Shard shard;
+  shard.tp = &grid.tp();
+  for (int64_t s = 0; s < stage; ++s) shard.first_layer += sizes.at(s);
+  shard.end_layer = shard.first_layer + sizes.at(stage);
+  shard.embedding = grid.first_stage();
+  shard.head = grid.last_stage();
+  return shard;
+}
+
 std::pair<int64_t, int64_t> projection_shape(const LlamaArch& a, Proj p) {
   const int64_t H = a.hidden_size, q = a.num_heads * a.head_dim(),
                 kv = a.num_kv_heads * a.head_dim(), I = a.intermediate_size;

@@ -23,6 +23,7 @@
 
 #include "model/hf_config.h"
 #include "parallel/communicator.h"
+#include "parallel/grid.h"
 #include "model/hooks.h"
 #include "model/weights.h"
 
@@ -186,6 +187,12 @@ class LlamaImpl : public torch::nn::Module {
   int64_t prompt_length_ = 0;
 };
 TORCH_MODULE(Llama);
+
+// This rank's part of the model on a grid: its TP group, the layers of its pipeline stage
+// (`stage_layers`: layers per stage, empty = an even split with the remainder on the first
+// stages), the embedding on the first stage, the head on the last.
+Shard make_shard(parallel::Grid& grid, int64_t num_layers,
+                 const std::vector<int64_t>& stage_layers = {});
 
 // (out_features, in_features) of projection p in every layer of the whole model.
 std::pair<int64_t, int64_t> projection_shape(const LlamaArch& arch, Proj p);

@@ -211,6 +211,16 @@ int init_mpi() {
   return size;
 }
 
+int world_rank() {
+  if (!mpi_initialized()) return 0;
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (finalized) return 0;
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  return rank;
+}
+
 void abort_job(int code) {
   if (mpi_initialized()) MPI_Abort(MPI_COMM_WORLD, code);
 }

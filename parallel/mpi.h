@@ -13,6 +13,8 @@ bool launched_by_mpi();
 // Initialises MPI once (MPI_THREAD_FUNNELED); finalised at exit. Returns the world size.
 int init_mpi();
 bool mpi_initialized();
+// This process's rank in MPI_COMM_WORLD; 0 without MPI.
+int world_rank();
 // Ends the whole job with `code` from any rank (MPI_Abort); a no-op without MPI.
 void abort_job(int code);
 
