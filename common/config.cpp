@@ -98,8 +98,6 @@ void schema(V& v, Config& c) {
     at_least(1));
   v("parallel.dp", c.parallel.dp, "data-parallel size (replicas that split each batch)",
     at_least(1));
-  v("parallel.micro_batches", c.parallel.micro_batches,
-    "micro-batches per pipeline step (>= pp when pp > 1)", at_least(1));
   v("parallel.pp_split", c.parallel.pp_split,
     "layers per pipeline stage, one entry per stage; empty = even split", at_least(1));
   v("parallel.backend", c.parallel.backend, "communicator: auto picks NCCL for CUDA tensors",
@@ -469,11 +467,6 @@ void validate(const Config& c) {
                  "parallel.pp_split has " + std::to_string(p.pp_split.size()) +
                      " entries but parallel.pp = " + std::to_string(p.pp),
                  "give one layer count per pipeline stage, or leave it empty for an even split");
-  if (p.pp > 1 && p.micro_batches < p.pp)
-    inconsistent(c, "parallel.micro_batches",
-                 "parallel.micro_batches = " + std::to_string(p.micro_batches) +
-                     " is less than parallel.pp = " + std::to_string(p.pp),
-                 "use at least pp micro-batches so the 1F1B pipeline can fill");
   const auto& o = c.optim;
   if (o.global_batch_size % (o.micro_batch_size * p.dp) != 0)
     inconsistent(c, "optim.global_batch_size",
@@ -481,6 +474,15 @@ void validate(const Config& c) {
                      " is not a multiple of micro_batch_size x dp = " +
                      std::to_string(o.micro_batch_size) + " x " + std::to_string(p.dp),
                  "make the global batch a multiple of micro_batch_size x parallel.dp");
+  // Each DP replica's pipeline runs global / (micro_batch_size x dp) micro-batches per step.
+  const int64_t micro_batches = o.global_batch_size / (o.micro_batch_size * p.dp);
+  if (p.pp > 1 && micro_batches < p.pp)
+    inconsistent(c, "optim.global_batch_size",
+                 "optim.global_batch_size = " + std::to_string(o.global_batch_size) + " gives " +
+                     std::to_string(micro_batches) + " micro-batches per step and pipeline, "
+                     "fewer than parallel.pp = " + std::to_string(p.pp),
+                 "use global_batch_size >= pp x micro_batch_size x dp so the 1F1B pipeline "
+                 "can fill");
   for (const char* key : {"adapter.targets", "prune.targets"}) {
     const auto& t = std::string(key) == "adapter.targets" ? c.adapter.targets : c.prune.targets;
     std::set<std::string> seen(t.begin(), t.end());

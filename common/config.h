@@ -49,7 +49,6 @@ struct ParallelConfig {
   int64_t tp = 1;
   int64_t pp = 1;
   int64_t dp = 1;
-  int64_t micro_batches = 1;         // pipeline micro-batches per step (M >= pp when pp > 1)
   std::vector<int64_t> pp_split;     // layers per stage; empty = even split
   std::string backend = "auto";      // auto | mpi | nccl
 };

@@ -1,7 +1,8 @@
 // spartan train --config c.toml: fine-tune (or, with method "full", train) a model folder on
 // [data], evaluate the held-out part before and after, save the result in the run folder:
 // LoRA, SoRA (as LoRA after rank removal) and (IA)^3 as PEFT adapters, SPP merged into the base
-// (zero pattern checked), full as a model folder.
+// (zero pattern checked), full as a model folder. Under mpirun with a [parallel] layout every
+// rank loads its shard; at the end the trained tensors are gathered on rank 0, which saves.
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -11,6 +12,7 @@
 #include <torch/torch.h>
 
 #include "adapters/adapter.h"
+#include "adapters/spp.h"
 #include "checkpoints/peft.h"
 #include "common/config.h"
 #include "common/error.h"
@@ -20,6 +22,8 @@
 #include "launcher/model_shape.h"
 #include "model/llama.h"
 #include "model/tokenizer.h"
+#include "parallel/grid.h"
+#include "trainer/distributed.h"
 #include "trainer/eval.h"
 #include "trainer/trainer.h"
 
@@ -36,85 +40,24 @@ std::string tokenizer_path(const Config& c) {
   return c.model.path + "/tokenizer.model";
 }
 
-void train(const std::string& config_path, const std::vector<std::string>& overrides) {
-  Config c = load_config(config_path, overrides);
-  if (c.model.path.empty()) missing(c, "model.path", "no base model folder");
-  if (c.data.path.empty()) missing(c, "data.path", "no training data");
-  validate_against_model(c, model_shape(c));
-  const std::string& method = c.adapter.method;
-  if (method != "lora" && method != "sora" && method != "spp" && method != "ia3" &&
-      method != "prompt" && method != "full")
-    throw UsageError("adapter method '" + method + "' is not available in this build",
-                     c.where("adapter.method") + " (key 'adapter.method')",
-                     "use \"lora\", \"sora\", \"spp\", \"ia3\", \"prompt\" or \"full\"");
-  if (c.adapter.method == "sora" && c.adapter.sora.schedule != "none")
-    throw UsageError("the SoRA xi schedule is not available in this build",
-                     c.where("adapter.sora.schedule") + " (key 'adapter.sora.schedule')",
-                     "set adapter.sora.schedule = \"none\"");
-  if (c.parallel.tp * c.parallel.pp * c.parallel.dp != 1)
-    throw UsageError("parallel layouts are not available in this build",
-                     c.where("parallel.tp") + " (key 'parallel.*')",
-                     "set tp = pp = dp = 1");
-
-  const std::string run_dir = c.run.output_dir + "/" + c.run.name;
-  make_dirs(run_dir);
-  std::ofstream(run_dir + "/config.resolved.toml") << to_toml(c);
-  std::remove((run_dir + "/metrics.jsonl").c_str());  // a new run, not a resume
-
-  const torch::Dtype dtype = c.model.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32;
-  model::Llama llama = model::load_llama(c.model.path, dtype);
-  model::Tokenizer tok(tokenizer_path(c));
-  if (tok.vocab_size() > llama->arch().vocab_size)
-    throw UsageError("the tokenizer has " + std::to_string(tok.vocab_size()) +
-                         " pieces, the model's vocabulary only " +
-                         std::to_string(llama->arch().vocab_size),
-                     tok.path(), "use the tokenizer the model was trained with");
-  data::DataSplit data = data::load_data(c.data.path, c.data.format, tok, c.data.seq_len,
-                                         c.data.pack, c.data.held_out_fraction, c.run.seed);
-  torch::manual_seed(c.run.seed);
-  std::vector<torch::Tensor> zeros_before;  // SPP: the base's zero pattern, checked after merge
-  if (c.adapter.method == "spp")
-    for (int64_t l = 0; l < llama->num_layers(); ++l)
-      for (model::Proj p : adapters::parse_targets(c.adapter.targets))
-        zeros_before.push_back(llama->projection(l, p)->weight.eq(0));
-  adapters::Attached attached = adapters::attach(llama, c.adapter);
-
-  trainer::Trainer t(c, llama, data.train, data.held_out, run_dir);
-  std::printf("run          %s\n", run_dir.c_str());
-  std::printf("model        %s (%lld parameters, %s)\n", c.model.path.c_str(),
-              static_cast<long long>(llama->arch().num_parameters()), c.model.dtype.c_str());
-  std::printf("method       %s: %lld trainable parameters (%.3f%%)\n", c.adapter.method.c_str(),
-              static_cast<long long>(attached.num_trainable()),
-              100.0 * attached.num_trainable() / llama->arch().num_parameters());
-  std::printf("data         %s (%s): %lld train sequences of %lld tokens (%lld records, %lld "
-              "truncated), %lld held-out sequences\n",
-              c.data.path.c_str(), data::format_name(data.format),
-              static_cast<long long>(data.train.rows()), static_cast<long long>(c.data.seq_len),
-              static_cast<long long>(data.train.examples),
-              static_cast<long long>(data.train.truncated),
-              static_cast<long long>(data.held_out.rows()));
-  std::printf("steps        %lld (global batch %lld, micro-batch %lld)\n",
-              static_cast<long long>(t.total_steps()),
-              static_cast<long long>(c.optim.global_batch_size),
-              static_cast<long long>(c.optim.micro_batch_size));
-  std::fflush(stdout);
-
-  const bool has_held_out = data.held_out.rows() > 0;
-  trainer::EvalResult before, after;
-  if (has_held_out) before = trainer::evaluate_rows(llama, data.held_out, c.optim.micro_batch_size,
-                                                    c.eval.max_batches);
-  trainer::TrainSummary s = t.run();
-  if (has_held_out) after = trainer::evaluate_rows(llama, data.held_out, c.optim.micro_batch_size,
-                                                   c.eval.max_batches);
-
+// Saves the trained model of one process: LoRA, SoRA (as LoRA after rank removal), (IA)^3 and
+// prompt tuning as PEFT adapters, SPP merged into the base with its zero pattern checked, full as
+// a model folder. Returns the folder written.
+std::string save_result(const Config& c, model::Llama& llama, const model::Tokenizer& tok,
+                        const std::string& run_dir) {
   std::string saved;
-  if (c.adapter.method == "full") {
+  const auto& method = c.adapter.method;
+  if (method == "full") {
     saved = run_dir + "/model";
     make_dirs(saved);
     llama->save(saved);
     copy_file(tok.path(), saved + "/tokenizer.model");
-  } else if (c.adapter.method == "spp") {
+  } else if (method == "spp") {
     // SPP merges into the base: W̃ + s·W̃' keeps every zero of W̃.
+    std::vector<torch::Tensor> zeros_before;
+    for (int64_t l = 0; l < llama->num_layers(); ++l)
+      for (model::Proj p : adapters::parse_targets(c.adapter.targets))
+        zeros_before.push_back(llama->projection(l, p)->weight.eq(0));
     adapters::merge_into_base(llama, c.adapter.merge);
     int64_t i = 0, zeros = 0, total = 0;
     bool identical = true;
@@ -135,14 +78,14 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
     make_dirs(saved);
     llama->save(saved);
     copy_file(tok.path(), saved + "/tokenizer.model");
-  } else if (c.adapter.method == "ia3") {
+  } else if (method == "ia3") {
     saved = run_dir + "/adapter";
     checkpoints::save_peft_ia3(saved, llama, c.model.path);
-  } else if (c.adapter.method == "prompt") {
+  } else if (method == "prompt") {
     saved = run_dir + "/adapter";
     checkpoints::save_peft_prompt(saved, llama, c.model.path);
   } else {
-    if (c.adapter.method == "sora") {  // rank removal: a LoRA of the non-zero gates per module
+    if (method == "sora") {  // rank removal: a LoRA of the non-zero gates per module
       const int64_t total_ranks = c.adapter.r * llama->num_layers() *
                                   static_cast<int64_t>(c.adapter.targets.size());
       const int64_t kept = adapters::sora_to_lora(llama);
@@ -152,14 +95,151 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
     saved = run_dir + "/adapter";
     checkpoints::save_peft_lora(saved, llama, c.adapter, c.model.path);
   }
+  return saved;
+}
+
+// Whether every shard's SPP-merged weights keep the shard's zeros (checked on every rank).
+bool spp_shards_keep_zeros(model::Llama& llama) {
+  torch::NoGradGuard no_grad;
+  for (int64_t l = llama->first_layer(); l < llama->end_layer(); ++l)
+    for (model::Proj p : model::kAllProjections) {
+      auto& proj = llama->projection(l, p);
+      auto spp = std::dynamic_pointer_cast<adapters::SppLinear>(proj->adapter());
+      if (spp && !torch::equal(spp->merged_weight(proj->weight).eq(0), proj->weight.eq(0)))
+        return false;
+    }
+  return true;
+}
+
+void train(const std::string& config_path, const std::vector<std::string>& overrides) {
+  Config c = load_config(config_path, overrides);
+  if (c.model.path.empty()) missing(c, "model.path", "no base model folder");
+  if (c.data.path.empty()) missing(c, "data.path", "no training data");
+  validate_against_model(c, model_shape(c));
+  const std::string& method = c.adapter.method;
+  if (method != "lora" && method != "sora" && method != "spp" && method != "ia3" &&
+      method != "prompt" && method != "full")
+    throw UsageError("adapter method '" + method + "' is not available in this build",
+                     c.where("adapter.method") + " (key 'adapter.method')",
+                     "use \"lora\", \"sora\", \"spp\", \"ia3\", \"prompt\" or \"full\"");
+  if (c.adapter.method == "sora" && c.adapter.sora.schedule != "none")
+    throw UsageError("the SoRA xi schedule is not available in this build",
+                     c.where("adapter.sora.schedule") + " (key 'adapter.sora.schedule')",
+                     "set adapter.sora.schedule = \"none\"");
+  const ModelShape shape = model_shape(c);
+  if (c.parallel.backend == "nccl")
+    throw UsageError("the NCCL backend needs CUDA tensors; this build of spartan trains on CPU",
+                     c.where("parallel.backend") + " (key 'parallel.backend')",
+                     "use backend = \"mpi\" or \"auto\"");
+
+  const parallel::Layout layout{c.parallel.tp, c.parallel.pp, c.parallel.dp};
+  std::string layout_key = "parallel.dp";  // the key to point at: one the user set, if any
+  for (const char* k : {"parallel.tp", "parallel.pp", "parallel.dp"})
+    if (c.where(k).find("default") == std::string::npos) layout_key = k;
+  auto grid = parallel::Grid::create(
+      layout, c.where(layout_key) + " (keys 'parallel.tp', 'parallel.pp', 'parallel.dp')");
+  const bool root = grid->rank() == 0, distributed = grid->world_size() > 1;
+  const std::string run_dir = c.run.output_dir + "/" + c.run.name;
+  if (root) {
+    make_dirs(run_dir);
+    std::ofstream(run_dir + "/config.resolved.toml") << to_toml(c);
+    std::remove((run_dir + "/metrics.jsonl").c_str());  // a new run, not a resume
+  }
+  grid->world().barrier();
+
+  const torch::Dtype dtype = c.model.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32;
+  const model::Shard shard =
+      distributed ? model::make_shard(*grid, shape.num_layers, c.parallel.pp_split)
+                  : model::Shard{};
+  model::Llama llama = model::load_llama(c.model.path, dtype, shard);
+  if (method == "full" && c.parallel.pp > 1 && llama->arch().tie_word_embeddings)
+    throw UsageError("full fine-tuning of a model with a tied LM head cannot split it into "
+                     "pipeline stages (the embedding and the head would train apart)",
+                     c.where("parallel.pp") + " (key 'parallel.pp')",
+                     "set parallel.pp = 1 or use an adapter method");
+  model::Tokenizer tok(tokenizer_path(c));
+  if (tok.vocab_size() > llama->arch().vocab_size)
+    throw UsageError("the tokenizer has " + std::to_string(tok.vocab_size()) +
+                         " pieces, the model's vocabulary only " +
+                         std::to_string(llama->arch().vocab_size),
+                     tok.path(), "use the tokenizer the model was trained with");
+  data::DataSplit data = data::load_data(c.data.path, c.data.format, tok, c.data.seq_len,
+                                         c.data.pack, c.data.held_out_fraction, c.run.seed);
+  torch::manual_seed(c.run.seed);
+  adapters::Attached attached = adapters::attach(llama, c.adapter);
+  const int64_t trainable = trainer::entries_in_model(llama, *grid, attached.trainable);
+
+  trainer::Trainer t(c, llama, *grid, data.train, data.held_out, run_dir);
+  if (root) {
+    std::printf("run          %s\n", run_dir.c_str());
+    if (distributed)
+      std::printf("layout       %d ranks: dp %lld x pp %lld x tp %lld\n", grid->world_size(),
+                  static_cast<long long>(layout.dp), static_cast<long long>(layout.pp),
+                  static_cast<long long>(layout.tp));
+    std::printf("model        %s (%lld parameters, %s)\n", c.model.path.c_str(),
+                static_cast<long long>(llama->arch().num_parameters()), c.model.dtype.c_str());
+    std::printf("method       %s: %lld trainable parameters (%.3f%%)\n",
+                c.adapter.method.c_str(), static_cast<long long>(trainable),
+                100.0 * trainable / llama->arch().num_parameters());
+    std::printf("data         %s (%s): %lld train sequences of %lld tokens (%lld records, %lld "
+                "truncated), %lld held-out sequences\n",
+                c.data.path.c_str(), data::format_name(data.format),
+                static_cast<long long>(data.train.rows()), static_cast<long long>(c.data.seq_len),
+                static_cast<long long>(data.train.examples),
+                static_cast<long long>(data.train.truncated),
+                static_cast<long long>(data.held_out.rows()));
+    std::printf("steps        %lld (global batch %lld, micro-batch %lld)\n",
+                static_cast<long long>(t.total_steps()),
+                static_cast<long long>(c.optim.global_batch_size),
+                static_cast<long long>(c.optim.micro_batch_size));
+    std::fflush(stdout);
+  }
+
+  const bool has_held_out = data.held_out.rows() > 0;
+  trainer::EvalResult before, after;
+  if (has_held_out)
+    before = trainer::evaluate_rows(llama, data.held_out, c.optim.micro_batch_size,
+                                    c.eval.max_batches, grid.get());
+  trainer::TrainSummary s = t.run();
+  if (has_held_out)
+    after = trainer::evaluate_rows(llama, data.held_out, c.optim.micro_batch_size,
+                                   c.eval.max_batches, grid.get());
+
+  std::string saved;
+  if (!distributed) {
+    saved = save_result(c, llama, tok, run_dir);
+  } else {
+    // Every shard checks its own zeros; then rank 0 puts the trained tensors into the whole
+    // model and saves it as one process would.
+    auto ok = torch::tensor({spp_shards_keep_zeros(llama) ? 0 : 1}, torch::kInt64);
+    grid->world().all_reduce(ok);
+    if (ok.item<int64_t>() != 0)
+      throw Error("a shard's merged SPP weights lost or gained zeros", run_dir,
+                  "report this as a bug: SPP must keep the base's zero pattern");
+    model::NamedTensors trained =
+        trainer::gather_to_root(llama, *grid, adapters::trainable_parameters(llama));
+    if (root) {
+      model::Llama whole = model::load_llama(c.model.path, dtype);
+      adapters::attach(whole, c.adapter);
+      auto params = whole->named_parameters();
+      torch::NoGradGuard no_grad;
+      for (const auto& [name, tensor] : trained) params[name].copy_(tensor);
+      saved = save_result(c, whole, tok, run_dir);
+    }
+  }
+  if (!root) return;
   std::printf("\n%-28s %s\n", "", "held-out loss  perplexity");
   if (has_held_out) {
     std::printf("%-28s %13.4f  %10.2f\n", "before training", before.loss, before.ppl);
     std::printf("%-28s %13.4f  %10.2f\n", "after training", after.loss, after.ppl);
   }
-  std::printf("trained %lld steps in %.1f s (%.0f tokens/s, %lld skipped); saved %s\n",
+  std::printf("trained %lld steps in %.1f s (%.0f tokens/s, %lld skipped", 
               static_cast<long long>(s.steps), s.seconds, s.tokens_per_s,
-              static_cast<long long>(s.skipped_steps), saved.c_str());
+              static_cast<long long>(s.skipped_steps));
+  if (distributed)
+    std::printf("; %.0f%% of the time in communication, %.2f MB moved by rank 0",
+                100.0 * s.comm_share, s.comm.bytes / 1e6);
+  std::printf("); saved %s\n", saved.c_str());
 }
 
 }  // namespace
@@ -168,7 +248,8 @@ void add_train_command(CLI::App& app) {
   auto config = std::make_shared<std::string>();
   auto overrides = std::make_shared<std::vector<std::string>>();
   CLI::App* cmd = app.add_subcommand(
-      "train", "fine-tune a model folder with the configured adapter (single process)");
+      "train", "fine-tune a model folder with the configured adapter (one process, or the "
+               "[parallel] layout under mpirun)");
   cmd->add_option("--config", *config, "configuration file")->required();
   add_set_option(cmd, *overrides);
   cmd->callback([config, overrides] { train(*config, *overrides); });

@@ -4,9 +4,40 @@
 
 #include <CLI/CLI.hpp>
 
+#include <unistd.h>
+
 #include "common/error.h"
 #include "launcher/commands.h"
+#include "parallel/mpi.h"
 #include "trainer/runtime.h"
+
+namespace {
+
+// Prints the error and ends the process. Under MPI the whole job ends (MPI_Abort), so no rank
+// waits forever in a collective for one that failed. Configuration errors (exit code 2) are
+// raised alike on every rank, so only rank 0 prints them. Other errors: rank 0 prints and aborts
+// at once, the others wait a moment first, so the usual outcome is one line, and a rank that fails
+// alone still prints, with its rank.
+int fail(const std::string& message, int code) {
+  const int size = spartan::parallel::world_size(), rank = spartan::parallel::world_rank();
+  if (size > 1 && rank != 0) {
+    if (code == 2 && !spartan::parallel::mpi_initialized()) return code;
+    ::usleep(500 * 1000);
+    if (code == 2) {
+      spartan::parallel::abort_job(code);
+      return code;
+    }
+  }
+  if (size > 1)
+    std::fprintf(stderr, "spartan: error: %s (rank %d of %d)\n", message.c_str(), rank, size);
+  else
+    std::fprintf(stderr, "spartan: error: %s\n", message.c_str());
+  std::fflush(stderr);
+  if (size > 1) spartan::parallel::abort_job(code);
+  return code;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   spartan::trainer::configure_runtime();
@@ -41,12 +72,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "spartan: error: %s, command line, see `spartan --help`\n", e.what());
     return 2;
   } catch (const spartan::Error& e) {
-    std::fprintf(stderr, "spartan: error: %s\n", e.what());
-    return e.exit_code();
+    return fail(e.what(), e.exit_code());
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "spartan: error: %s, internal, please report this with the command\n",
-                 e.what());
-    return 1;
+    return fail(std::string(e.what()) + ", internal, please report this with the command", 1);
   }
   return 0;
 }

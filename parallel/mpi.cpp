@@ -211,14 +211,32 @@ int init_mpi() {
   return size;
 }
 
+namespace {
+int from_env(std::initializer_list<const char*> vars, int fallback) {
+  for (const char* v : vars)
+    if (const char* s = std::getenv(v); s && *s) return std::atoi(s);
+  return fallback;
+}
+}  // namespace
+
 int world_rank() {
-  if (!mpi_initialized()) return 0;
+  if (!mpi_initialized()) return from_env({"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"}, 0);
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (finalized) return 0;
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   return rank;
+}
+
+int world_size() {
+  if (!mpi_initialized()) return from_env({"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"}, 1);
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (finalized) return 1;
+  int size = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  return size;
 }
 
 void abort_job(int code) {

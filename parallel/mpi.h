@@ -13,8 +13,10 @@ bool launched_by_mpi();
 // Initialises MPI once (MPI_THREAD_FUNNELED); finalised at exit. Returns the world size.
 int init_mpi();
 bool mpi_initialized();
-// This process's rank in MPI_COMM_WORLD; 0 without MPI.
+// This process's rank in MPI_COMM_WORLD and the world's size; before MPI_Init (or without MPI)
+// what the launcher's environment says, else 0 and 1.
 int world_rank();
+int world_size();
 // Ends the whole job with `code` from any rank (MPI_Abort); a no-op without MPI.
 void abort_job(int code);
 

@@ -39,7 +39,7 @@ TEST(Config, ValuesAndSourcePositions) {
   Config c = parse_config(
       "[optim]\nlr = 1\nglobal_batch_size = 16\n\n[adapter]\nmethod = \"spp\"\n"
       "targets = [\"q\", \"v\"]\n[adapter.sora]\nlambda2 = 0.001\n[parallel]\npp_split = [1, 3]\n"
-      "pp = 2\nmicro_batches = 4\n",
+      "pp = 2\n",
       "c.toml");
   EXPECT_DOUBLE_EQ(c.optim.lr, 1.0);  // an integer is accepted where a float is expected
   EXPECT_EQ(c.optim.global_batch_size, 16);
@@ -132,14 +132,14 @@ TEST(ConfigErrors, InconsistentValuesNameTheKey) {
             "optim.global_batch_size = 10 is not a multiple of micro_batch_size x dp = 2 x 2, "
             "c.toml:2:21 (key 'optim.global_batch_size'), make the global batch a multiple of "
             "micro_batch_size x parallel.dp");
-  EXPECT_EQ(error_of("[parallel]\npp = 2\nmicro_batches = 4\npp_split = [4]\n"),
-            "parallel.pp_split has 1 entries but parallel.pp = 2, c.toml:4:12 (key "
+  EXPECT_EQ(error_of("[parallel]\npp = 2\npp_split = [4]\n[optim]\nglobal_batch_size = 4\n"),
+            "parallel.pp_split has 1 entries but parallel.pp = 2, c.toml:3:12 (key "
             "'parallel.pp_split'), give one layer count per pipeline stage, or leave it empty "
             "for an even split");
-  EXPECT_EQ(error_of("[parallel]\npp = 4\n"),
-            "parallel.micro_batches = 1 is less than parallel.pp = 4, c.toml (default, key not "
-            "set) (key 'parallel.micro_batches'), use at least pp micro-batches so the 1F1B "
-            "pipeline can fill");
+  EXPECT_EQ(error_of("[parallel]\npp = 4\n[optim]\nglobal_batch_size = 2\n"),
+            "optim.global_batch_size = 2 gives 2 micro-batches per step and pipeline, fewer than "
+            "parallel.pp = 4, c.toml:4:21 (key 'optim.global_batch_size'), use "
+            "global_batch_size >= pp x micro_batch_size x dp so the 1F1B pipeline can fill");
   EXPECT_EQ(error_of("[model.init]\nhidden_size = 100\nnum_heads = 8\n"),
             "model.init.hidden_size = 100 does not split into 8 heads of even size, c.toml:3:13 "
             "(key 'model.init.num_heads'), choose num_heads so that hidden_size / num_heads is an "
@@ -170,7 +170,7 @@ TEST(ConfigErrors, HeadsNotDivisibleByTensorParallelSize) {
   EXPECT_THROW(spartan::validate_against_model(bad_vocab, {32001, 32, 32, 8, "m"}), UsageError);
   Config bad_kv = parse_config("[parallel]\ntp = 16\n", "c.toml");
   EXPECT_THROW(spartan::validate_against_model(bad_kv, {32000, 32, 32, 6, "m"}), UsageError);
-  Config bad_pp = parse_config("[parallel]\npp = 4\nmicro_batches = 4\npp_split = [1, 1, 1, 1]\n",
+  Config bad_pp = parse_config("[parallel]\npp = 4\npp_split = [1, 1, 1, 1]\n[optim]\nglobal_batch_size = 4\n",
                                "c.toml");
   EXPECT_THROW(spartan::validate_against_model(bad_pp, {32000, 8, 32, 8, "m"}), UsageError);
 }

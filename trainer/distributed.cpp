@@ -66,6 +66,18 @@ double GradientSync::clip(double max_norm) {
   return total;
 }
 
+int64_t entries_in_model(model::Llama& model, parallel::Grid& grid,
+                         const model::NamedTensors& params) {
+  auto n = torch::zeros({2}, torch::kInt64);  // sharded, replicated
+  for (const auto& [name, t] : params)
+    n[model->placement(name).kind == TpPlacement::sharded ? 0 : 1] += t.numel();
+  auto sharded = n.narrow(0, 0, 1).clone();
+  grid.tp().all_reduce(sharded);
+  n[0] = sharded[0];
+  grid.pp().all_reduce(n);
+  return n.sum().item<int64_t>();
+}
+
 namespace {
 
 // A tensor's header: name length, rank, and up to kMaxDims sizes (zero-padded).

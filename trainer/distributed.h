@@ -34,6 +34,11 @@ class GradientSync {
   std::vector<bool> gate_;
 };
 
+// Number of entries of `params` (this rank's parts) in the whole model: sharded tensors summed
+// over TP, every tensor over PP stages. Collective over TP and PP.
+int64_t entries_in_model(model::Llama& model, parallel::Grid& grid,
+                         const model::NamedTensors& params);
+
 // The full tensors of `params` (this rank's parts, named as in the model) with their global
 // names, gathered over TP and PP onto world rank 0; empty on every other rank. Collective over
 // the ranks of DP replica 0.

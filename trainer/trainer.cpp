@@ -96,15 +96,14 @@ TrainSummary Trainer::run() {
   const auto& sora = config_.adapter.sora;
   std::unique_ptr<GateOptimizer> gate_optimizer;
   // Gate entries over the whole model: a stage's gates are replicated over TP and DP.
-  auto whole_model = [this](int64_t n, bool sharded_over_tp) {
+  auto whole_model = [this](int64_t n) {  // over the stages
     auto t = torch::tensor({n}, torch::kInt64);
-    if (sharded_over_tp) grid_.tp().all_reduce(t);
     grid_.pp().all_reduce(t);
     return t.item<int64_t>();
   };
   int64_t gate_entries = 0;
   for (const auto& [name, g] : gates) gate_entries += g.numel();
-  const int64_t total_gate_entries = whole_model(gate_entries, false);
+  const int64_t total_gate_entries = whole_model(gate_entries);
   if (total_gate_entries > 0) {
     gate_optimizer = std::make_unique<GateOptimizer>(gates, sora.lambda2, sora.threshold,
                                                      o.beta1, o.beta2);
@@ -118,13 +117,7 @@ TrainSummary Trainer::run() {
   GradientSync sync(model_, grid_, params);
 
   TrainSummary summary;
-  {
-    int64_t sharded = 0, replicated = 0;
-    for (const auto& [name, p] : params)
-      (model_->placement(name).kind == model::TpPlacement::sharded ? sharded : replicated) +=
-          p.numel();
-    summary.trainable_parameters = whole_model(sharded, true) + whole_model(replicated, false);
-  }
+  summary.trainable_parameters = entries_in_model(model_, grid_, params);
   std::ofstream metrics;
   if (root) {
     metrics.open(run_dir_ + "/metrics.jsonl", std::ios::app);
@@ -195,7 +188,7 @@ TrainSummary Trainer::run() {
 
     const bool last = step + 1 == total_steps_;
     if ((step + 1) % config_.run.log_every == 0 || last) {
-      int64_t nonzero = gate_optimizer ? whole_model(gate_optimizer->nonzero(), false) : 0;
+      int64_t nonzero = gate_optimizer ? whole_model(gate_optimizer->nonzero()) : 0;
       EvalResult ev;
       const bool evaluate = !held_out_.ids.empty() && config_.eval.every > 0 &&
                             ((step + 1) % config_.eval.every == 0 || last);

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# `spartan train` under mpirun: the same config on 1 rank and on a TP=2 or PP=2 grid gives the
+# same losses (metrics.jsonl) and saves the same kinds of results; a layout that does not match
+# the number of ranks ends every rank quickly with one clear error.
+set -euo pipefail
+spartan="$1"; fixtures="$2"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
+mpirun=(mpirun --oversubscribe -np 2)
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+cd "$dir"
+for i in $(seq 1 60); do
+  printf '{"instruction": "What is %d plus %d?", "input": "", "output": "It is %d."}\n' \
+    "$i" "$((i * 3))" "$((i * 4))"
+done > qa.jsonl
+cat > c.toml <<TOML
+[run]
+name = "one"
+output_dir = "$dir/runs"
+log_every = 1
+[model]
+path = "$dir/base"
+[model.init]
+vocab_size = 1000
+hidden_size = 32
+intermediate_size = 64
+num_layers = 2
+num_heads = 4
+num_kv_heads = 2
+[adapter]
+method = "lora"
+dropout = 0.0
+[data]
+path = "$dir/qa.jsonl"
+tokenizer = "$fixtures/tokenizer/tokenizer.model"
+seq_len = 32
+held_out_fraction = 0.1
+[optim]
+lr = 3e-3
+eps = 1e-2
+global_batch_size = 4
+micro_batch_size = 2
+max_steps = 3
+TOML
+"$spartan" model init --config c.toml --out base > init.log
+
+# Losses of each step, one per line.
+losses() { grep -o '"loss":[^,]*' "$1" | cut -d: -f2; }
+same_losses() {  # within 1e-5 relative
+  paste <(losses "$1") <(losses "$2") |
+    awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > 1e-5 * $2) bad = 1; n++ }
+         END { exit (bad || n != 3) }'
+}
+
+for method in lora spp sora; do
+  "$spartan" train --config c.toml --set adapter.method=$method --set run.name=$method-1 > one.log
+  for layout in "tp=2 pp=1" "tp=1 pp=2"; do
+    set -- $layout
+    name=$method-${1/=/}-${2/=/}
+    "${mpirun[@]}" "$spartan" train --config c.toml --set adapter.method=$method \
+      --set parallel.$1 --set parallel.$2 --set run.name=$name > $name.log
+    grep -q "layout       2 ranks" $name.log
+    grep -q "comm [0-9]*%" $name.log
+    same_losses runs/$method-1/metrics.jsonl runs/$name/metrics.jsonl ||
+      { echo "$name: losses differ from one rank"; paste <(losses runs/$method-1/metrics.jsonl) \
+        <(losses runs/$name/metrics.jsonl); exit 1; }
+  done
+done
+test -f runs/lora-tp2-pp1/adapter/adapter_model.safetensors
+test -f runs/spp-tp1-pp2/merged/model.safetensors
+grep -q "exported as LoRA" sora-tp2-pp1.log
+
+# A layout for 4 ranks started on 2: every rank stops, well within the timeout, with the error.
+set +e
+timeout 60 "${mpirun[@]}" "$spartan" train --config c.toml --set parallel.dp=4 \
+  --set optim.global_batch_size=8 > bad.log 2> bad.err
+rc=$?
+set -e
+[[ $rc != 0 && $rc != 124 ]] || { echo "exit code $rc"; cat bad.err; exit 1; }
+grep -q "spartan: error: the layout dp x pp x tp = 4 x 1 x 1 = 4 needs 4 ranks, the job has 2" \
+  bad.err || { cat bad.err; exit 1; }
+echo "ok"
