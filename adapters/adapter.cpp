@@ -89,6 +89,11 @@ Attached attach(model::Llama& model, const AdapterConfig& config) {
   Attached a;
   a.method = config.method;
   if (config.method == "full") {
+    // A KV head held by several TP ranks would get only part of its gradient on each.
+    for (int64_t l = model->first_layer(); l < model->end_layer(); ++l)
+      if (model->projection(l, model::Proj::k)->slice().holders > 1)
+        throw UsageError("full training with more TP ranks than KV heads", "[parallel] tp",
+                         "use tp <= num_kv_heads for method \"full\"");
     model->set_base_trainable(true);
   } else if (config.method == "prompt") {
     model->set_base_trainable(false);

@@ -39,14 +39,14 @@ parallel::Layout g_layout;
 std::unique_ptr<parallel::Grid> g_grid;
 
 // A tiny LLaMA with GQA that every layout in the tests divides: 8 heads, 4 KV heads, 4 layers.
-model::LlamaArch test_arch() {
+model::LlamaArch test_arch(int64_t kv_heads = 4) {
   model::LlamaArch a;
   a.vocab_size = 96;
   a.hidden_size = 64;
   a.intermediate_size = 96;
   a.num_layers = 4;
   a.num_heads = 8;
-  a.num_kv_heads = 4;
+  a.num_kv_heads = kv_heads;
   a.max_position_embeddings = 64;
   a.initializer_range = 0.2;
   return a;
@@ -68,15 +68,17 @@ data::Sequences test_rows(int64_t rows, int64_t L, int64_t vocab) {
 
 // The base model folder, written by rank 0: random weights, half of every projection's
 // entries (the smallest) set to zero, as a pruned model.
-std::string base_folder() {
-  static std::string folder;
-  if (!folder.empty()) return folder;
+std::string base_folder(int64_t kv_heads = 4) {
+  static std::map<int64_t, std::string> folders;
+  if (folders.count(kv_heads)) return folders[kv_heads];
   auto pid = torch::tensor({static_cast<int64_t>(::getpid())});
   g_grid->world().broadcast(pid, 0);
-  folder = "/tmp/spartan-test-parallel-" + std::to_string(pid.item<int64_t>());
+  const std::string folder = "/tmp/spartan-test-parallel-" + std::to_string(pid.item<int64_t>()) +
+                             "-kv" + std::to_string(kv_heads);
+  folders[kv_heads] = folder;
   if (g_grid->rank() == 0) {
     torch::manual_seed(11);
-    model::Llama m(test_arch(), torch::kFloat32);
+    model::Llama m(test_arch(kv_heads), torch::kFloat32);
     m->init_weights();
     torch::NoGradGuard no_grad;
     for (int64_t l = 0; l < m->num_layers(); ++l)
@@ -123,10 +125,10 @@ struct Run {
 };
 
 Run train(const Config& c, parallel::Grid& grid, const data::Sequences& rows,
-          const std::function<void(model::Llama&)>& after = nullptr) {
+          const std::function<void(model::Llama&)>& after = nullptr, int64_t kv_heads = 4) {
   model::Shard shard = grid.world_size() == 1 ? model::Shard{}
                                               : model::make_shard(grid, test_arch().num_layers);
-  model::Llama m = model::load_llama(base_folder(), torch::kFloat32, shard);
+  model::Llama m = model::load_llama(base_folder(kv_heads), torch::kFloat32, shard);
   torch::manual_seed(c.run.seed);
   adapters::attach(m, c.adapter);
   data::Sequences none;
@@ -149,18 +151,20 @@ bool everywhere(bool ok) {
 }
 
 void compare_with_reference(const std::string& method,
-                            const std::function<bool(model::Llama&)>& shard_check = nullptr) {
+                            const std::function<bool(model::Llama&)>& shard_check = nullptr,
+                            int64_t kv_heads = 4) {
   const auto rows = test_rows(32, 16, test_arch().vocab_size);
-  const Config c = test_config(method);
+  Config c = test_config(method);
+  if (kv_heads < g_layout.tp) c.adapter.targets = {"q", "o", "gate", "up", "down"};
   Run ref;
   if (g_grid->rank() == 0) {
     auto solo = parallel::Grid::solo();
-    ref = train(c, *solo, rows);
+    ref = train(c, *solo, rows, nullptr, kv_heads);
   }
   bool shard_ok = true;
   Run par = train(c, *g_grid, rows, [&](model::Llama& m) {
     if (shard_check) shard_ok = shard_check(m);
-  });
+  }, kv_heads);
   EXPECT_TRUE(everywhere(shard_ok)) << "a shard check failed on some rank";
   if (g_grid->rank() != 0) return;
 
@@ -229,6 +233,45 @@ TEST(Parallel, SppMatchesOneRankAndEveryShardKeepsItsZeros) {
 TEST(Parallel, Ia3MatchesOneRank) { compare_with_reference("ia3"); }
 
 TEST(Parallel, PromptTuningMatchesOneRank) { compare_with_reference("prompt"); }
+
+// TP larger than the number of KV heads: each rank holds the KV head its query heads use.
+TEST(Parallel, ReplicatedKvHeadsMatchOneRank) {
+  if (g_layout.tp != 4) GTEST_SKIP() << "needs tp = 4 (the model then has 2 KV heads)";
+  compare_with_reference("lora", nullptr, /*kv_heads=*/2);
+}
+
+// The communicator's operations on the whole world, against what they must give.
+TEST(Communicator, CollectivesAndPointToPoint) {
+  auto& w = g_grid->world();
+  const int r = w.rank(), n = w.size();
+  auto x = torch::full({3}, float(r + 1));
+  w.all_reduce(x);
+  EXPECT_TRUE(torch::equal(x, torch::full({3}, float(n * (n + 1) / 2))));
+  auto m = torch::full({2}, float(r));
+  w.all_reduce(m, parallel::ReduceOp::max);
+  EXPECT_EQ(m[0].item<float>(), float(n - 1));
+  auto avg = torch::full({1}, double(r));
+  w.all_reduce(avg, parallel::ReduceOp::avg);
+  EXPECT_DOUBLE_EQ(avg.item<double>(), (n - 1) / 2.0);
+  auto bf = torch::full({4}, 1.5, torch::kBFloat16);  // reduced in fp32
+  w.all_reduce(bf);
+  EXPECT_EQ(bf[0].item<float>(), 1.5f * n);
+  auto g = w.all_gather(torch::full({2, 1}, float(r)), 1);  // (2, n): column j from rank j
+  ASSERT_EQ(g.size(1), n);
+  for (int j = 0; j < n; ++j) EXPECT_EQ(g[1][j].item<float>(), float(j));
+  auto rs = w.reduce_scatter(torch::arange(2 * n, torch::kFloat32), 0);  // sum, my 2 entries
+  EXPECT_TRUE(torch::equal(rs, torch::tensor({2.0f * r * n, (2.0f * r + 1) * n})));
+  auto b = torch::full({2}, r == 0 ? 7.0f : 0.0f);
+  w.broadcast(b, 0);
+  EXPECT_EQ(b[1].item<float>(), 7.0f);
+  auto in = torch::empty({2});
+  w.send_recv(torch::full({2}, float(r)), (r + 1) % n, in, (r + n - 1) % n);  // a ring
+  EXPECT_EQ(in[0].item<float>(), float((r + n - 1) % n));
+  w.reset_stats();
+  w.all_reduce(x);
+  EXPECT_EQ(w.stats().calls, 1);
+  EXPECT_EQ(w.stats().bytes, 12);
+}
 
 // Bytes each rank moves per step, against the count from the model's shape.
 TEST(Parallel, BytesPerStepMatchTheAnalyticCount) {
