@@ -13,6 +13,7 @@
 
 #include "adapters/adapter.h"
 #include "adapters/spp.h"
+#include "checkpoints/checkpoint.h"
 #include "checkpoints/peft.h"
 #include "common/config.h"
 #include "common/error.h"
@@ -111,7 +112,21 @@ bool spp_shards_keep_zeros(model::Llama& llama) {
   return true;
 }
 
-void train(const std::string& config_path, const std::vector<std::string>& overrides) {
+// What a checkpoint must agree on with the run that resumes from it.
+nlohmann::json run_identity(const Config& c) {
+  return {{"base model", checkpoints::base_model_digest(c.model.path)},
+          {"adapter method", c.adapter.method},
+          {"adapter rank", c.adapter.r},
+          {"adapter alpha", c.adapter.alpha},
+          {"adapter targets", c.adapter.targets},
+          {"data path", c.data.path},
+          {"data seq_len", c.data.seq_len},
+          {"global batch size", c.optim.global_batch_size},
+          {"seed", c.run.seed}};
+}
+
+void train(const std::string& config_path, const std::vector<std::string>& overrides,
+           const std::string& resume_option) {
   Config c = load_config(config_path, overrides);
   if (c.model.path.empty()) missing(c, "model.path", "no base model folder");
   if (c.data.path.empty()) missing(c, "data.path", "no training data");
@@ -140,10 +155,17 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
       layout, c.where(layout_key) + " (keys 'parallel.tp', 'parallel.pp', 'parallel.dp')");
   const bool root = grid->rank() == 0, distributed = grid->world_size() > 1;
   const std::string run_dir = c.run.output_dir + "/" + c.run.name;
+  // An existing run folder with a checkpoint resumes from its newest one, unless --resume names
+  // another.
+  const std::string resume = !resume_option.empty() ? resume_option
+                                                    : checkpoints::latest(run_dir);
+  if (!resume_option.empty() && !file_exists(resume_option + "/manifest.json"))
+    throw UsageError("no checkpoint manifest in " + resume_option, "--resume",
+                     "name a checkpoint folder (runs/<name>/checkpoints/step-...)");
   if (root) {
     make_dirs(run_dir);
     std::ofstream(run_dir + "/config.resolved.toml") << to_toml(c);
-    std::remove((run_dir + "/metrics.jsonl").c_str());  // a new run, not a resume
+    if (resume.empty()) std::remove((run_dir + "/metrics.jsonl").c_str());  // a new run
   }
   grid->world().barrier();
 
@@ -170,6 +192,11 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
   const int64_t trainable = trainer::entries_in_model(llama, *grid, attached.trainable);
 
   trainer::Trainer t(c, llama, *grid, data.train, data.held_out, run_dir);
+  std::vector<model::Proj> mask_targets;
+  if (method == "lora" || method == "sora" || method == "spp" || method == "ia3")
+    mask_targets = adapters::parse_targets(c.adapter.targets);
+  t.enable_checkpoints(run_identity(c), mask_targets);
+  if (!resume.empty()) t.resume_from(resume);
   if (root) {
     std::printf("run          %s\n", run_dir.c_str());
     if (distributed)
@@ -246,13 +273,16 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
 
 void add_train_command(CLI::App& app) {
   auto config = std::make_shared<std::string>();
+  auto resume = std::make_shared<std::string>();
   auto overrides = std::make_shared<std::vector<std::string>>();
   CLI::App* cmd = app.add_subcommand(
       "train", "fine-tune a model folder with the configured adapter (one process, or the "
                "[parallel] layout under mpirun)");
   cmd->add_option("--config", *config, "configuration file")->required();
+  cmd->add_option("--resume", *resume,
+                  "checkpoint folder to continue from (default: the run's newest, if any)");
   add_set_option(cmd, *overrides);
-  cmd->callback([config, overrides] { train(*config, *overrides); });
+  cmd->callback([config, overrides, resume] { train(*config, *overrides, *resume); });
 }
 
 }  // namespace spartan::launcher

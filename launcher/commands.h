@@ -18,5 +18,6 @@ void add_train_command(CLI::App& app);   // spartan train --config FILE
 void add_eval_command(CLI::App& app);    // spartan eval --model DIR --data FILE
 void add_data_commands(CLI::App& app);   // spartan tokenizer train | spartan data dictd
 void add_prune_command(CLI::App& app);   // spartan prune --config FILE
+void add_ckpt_command(CLI::App& app);    // spartan ckpt info DIR
 
 }  // namespace spartan::launcher

@@ -31,6 +31,16 @@ void AdamW::step(double lr) {
   }
 }
 
+void AdamW::load_state(const std::vector<torch::Tensor>& exp_avg,
+                       const std::vector<torch::Tensor>& exp_avg_sq, int64_t steps) {
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    exp_avg_[i].copy_(exp_avg.at(i));
+    exp_avg_sq_[i].copy_(exp_avg_sq.at(i));
+  }
+  step_ = steps;
+}
+
 void AdamW::zero_grad() {
   for (auto& [name, p] : params_)
     if (p.grad().defined()) p.mutable_grad().zero_();

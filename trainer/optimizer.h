@@ -28,6 +28,9 @@ class AdamW {
   void step(double lr);
   void zero_grad();
   int64_t steps() const { return step_; }
+  // Restores moments and step count (from a checkpoint); shapes must match the parameters.
+  void load_state(const std::vector<torch::Tensor>& exp_avg,
+                  const std::vector<torch::Tensor>& exp_avg_sq, int64_t steps);
 
   const model::NamedTensors& params() const { return params_; }
   const std::vector<torch::Tensor>& exp_avg() const { return exp_avg_; }

@@ -27,6 +27,7 @@ class GateOptimizer {
   void step(double lr);  // AdamW (no decay, eps 1e-6), then the threshold
   void zero_grad() { adam_.zero_grad(); }
   void set_xi(double xi) { xi_ = xi; }
+  AdamW& adam() { return adam_; }
   int64_t nonzero() const;  // non-zero gate entries over all modules
   int64_t total() const;
 

@@ -3,13 +3,16 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <nlohmann/json.hpp>
 
 #include "adapters/adapter.h"
+#include "checkpoints/checkpoint.h"
 #include "common/error.h"
 #include "data/sampler.h"
 #include "trainer/optimizer.h"
@@ -69,6 +72,41 @@ Trainer::Trainer(const Config& config, model::Llama& model, parallel::Grid& grid
   total_steps_ = o.max_steps > 0 ? o.max_steps : train.rows() / o.global_batch_size * o.epochs;
 }
 
+void Trainer::enable_checkpoints(nlohmann::json identity, std::vector<model::Proj> mask_targets) {
+  checkpointing_ = true;
+  identity_ = std::move(identity);
+  mask_targets_ = std::move(mask_targets);
+}
+
+namespace {
+
+at::Generator& cpu_generator() {
+  static at::Generator g = at::detail::getDefaultCPUGenerator();
+  return g;
+}
+
+// The CPU generator's state as int64 (one entry per byte), and back.
+torch::Tensor rng_state() {
+  std::lock_guard<std::mutex> lock(cpu_generator().mutex());
+  return cpu_generator().get_state().to(torch::kInt64);
+}
+
+void set_rng_state(const torch::Tensor& s) {
+  std::lock_guard<std::mutex> lock(cpu_generator().mutex());
+  cpu_generator().set_state(s.to(torch::kUInt8));
+}
+
+// The first key whose value differs between two identity objects, or "".
+std::string first_difference(const nlohmann::json& a, const nlohmann::json& b) {
+  for (const auto& [k, v] : a.items())
+    if (!b.contains(k) || b[k] != v) return k;
+  for (const auto& [k, v] : b.items())
+    if (!a.contains(k)) return k;
+  return "";
+}
+
+}  // namespace
+
 TrainSummary Trainer::run() {
   const auto& o = config_.optim;
   const bool root = grid_.rank() == 0;
@@ -125,16 +163,102 @@ TrainSummary Trainer::run() {
       throw Error("cannot write metrics.jsonl", run_dir_, "check that the run folder is writable");
   }
 
+  // What a checkpoint holds of this rank: trained tensors, their AdamW moments, the base's zero
+  // pattern digests, this stage's RNG state (TP ranks side by side).
+  const auto masks = mask_targets_.empty()
+                         ? std::vector<checkpoints::Entry>{}
+                         : checkpoints::mask_digests(model_, grid_, mask_targets_);
+  auto optimizer_entries = [this](const model::NamedTensors& ps, AdamW& opt,
+                                  std::vector<checkpoints::Entry>& out) {
+    for (size_t i = 0; i < ps.size(); ++i) {
+      const auto pl = model_->placement(ps[i].first);
+      out.push_back({"params/" + ps[i].first, ps[i].second, pl});
+      out.push_back({"optim/" + ps[i].first + "/exp_avg", opt.exp_avg()[i], pl});
+      out.push_back({"optim/" + ps[i].first + "/exp_avg_sq", opt.exp_avg_sq()[i], pl});
+    }
+  };
+  const std::string rng_key = "rng/pp" + std::to_string(grid_.pp_rank());
+  const model::TpPlacement by_tp_rank{model::TpPlacement::sharded, 0};
+  int64_t start_step = 0, tokens_seen = 0;
+
+  if (!resume_.empty()) {
+    checkpoints::Checkpoint ck(resume_);
+    const auto& m = ck.manifest();
+    if (!identity_.is_null()) {
+      const std::string diff = first_difference(identity_, m["identity"]);
+      if (!diff.empty())
+        throw UsageError("the checkpoint was saved for another " + diff + " than this run's",
+                         resume_ + "/manifest.json",
+                         "resume with the same base model and settings, or start a new run "
+                         "(another run.name)");
+    }
+    for (const auto& e : masks)
+      if (!torch::equal(ck.local(e.key, e.placement, e.local, grid_), e.local))
+        throw UsageError("the base model's zero pattern of " + e.key.substr(6) +
+                             " differs from the checkpoint's",
+                         resume_, "resume on the pruned base the run was started with");
+    torch::NoGradGuard no_grad;
+    auto restore = [&](const model::NamedTensors& ps, AdamW& opt, const std::string& steps) {
+      std::vector<torch::Tensor> avg, avg_sq;
+      for (const auto& [name, p] : ps) {
+        const auto pl = model_->placement(name);
+        p.copy_(ck.local("params/" + name, pl, p, grid_));
+        avg.push_back(ck.local("optim/" + name + "/exp_avg", pl, p, grid_));
+        avg_sq.push_back(ck.local("optim/" + name + "/exp_avg_sq", pl, p, grid_));
+      }
+      opt.load_state(avg, avg_sq, m["state"].value(steps, int64_t(0)));
+    };
+    restore(others, optimizer, "adam_steps");
+    if (gate_optimizer) restore(gates, gate_optimizer->adam(), "gate_adam_steps");
+    const auto& st = m["state"];
+    sampler.restore({st["sampler_epoch"].get<int64_t>(), st["sampler_step"].get<int64_t>()});
+    start_step = st["step"].get<int64_t>();
+    tokens_seen = st["tokens"].get<int64_t>();
+    summary.skipped_steps = st.value("skipped_steps", int64_t(0));
+    summary.last_loss = st.value("loss", 0.0);
+    // The RNG stream continues exactly only on the layout it was saved from.
+    const auto& topo = m["topology"];
+    if (topo["tp"] == grid_.layout().tp && topo["pp"] == grid_.layout().pp && ck.has(rng_key))
+      set_rng_state(ck.local(rng_key, by_tp_rank, rng_state(), grid_));
+    if (root)
+      std::printf("resumed from %s at step %lld\n", resume_.c_str(),
+                  static_cast<long long>(start_step));
+  }
+  auto save_checkpoint = [&](int64_t steps_done, double loss) {
+    checkpoints::SaveRequest req;
+    req.run_dir = run_dir_;
+    req.step = steps_done;
+    req.keep = config_.checkpoint.keep;
+    optimizer_entries(others, optimizer, req.entries);
+    if (gate_optimizer) optimizer_entries(gates, gate_optimizer->adam(), req.entries);
+    req.entries.insert(req.entries.end(), masks.begin(), masks.end());
+    req.entries.push_back({rng_key, rng_state(), by_tp_rank});
+    const auto pos = sampler.position();
+    req.state = {{"step", steps_done},
+                 {"tokens", tokens_seen},
+                 {"sampler_epoch", pos.epoch},
+                 {"sampler_step", pos.step},
+                 {"adam_steps", optimizer.steps()},
+                 {"gate_adam_steps", gate_optimizer ? gate_optimizer->adam().steps() : 0},
+                 {"skipped_steps", summary.skipped_steps},
+                 {"loss", loss}};
+    req.identity = identity_;
+    const std::string folder = checkpoints::save(grid_, req);
+    if (root) std::printf("saved checkpoint %s\n", folder.c_str());
+    std::fflush(stdout);
+    if (root && checkpoints::fault("kill-after-save", steps_done)) std::raise(SIGKILL);
+  };
+
   model_->train();
   grid_.reset_stats();
   const auto start = Clock::now();
   auto last_log = start;
   double comm_at_log = 0;
-  int64_t tokens_seen = 0, tokens_since_log = 0, bad_in_a_row = 0;
+  int64_t tokens_since_log = 0, bad_in_a_row = 0;
   // Only one rank of a TP group and DP replica 0 adds the L1 term's gradient: the gradient sums
   // over TP and DP would count it again.
   const bool adds_l1 = grid_.tp_rank() == 0 && grid_.dp_rank() == 0 && !gates.empty();
-  for (int64_t step = 0; step < total_steps_; ++step) {
+  for (int64_t step = start_step; step < total_steps_; ++step) {
     const std::vector<int64_t> rows = sampler.next();
     auto [ids, labels] = gather(train_, rows);
     // Every scored target of the global batch counts once: loss = Σ token losses / N.
@@ -202,7 +326,7 @@ TrainSummary Trainer::run() {
       const double share = window > 0 ? (comm - comm_at_log) / window : 0.0;
       comm_at_log = comm;
       const double tps = window > 0 ? tokens_since_log / window : 0.0;
-      const double eta = elapsed / (step + 1) * (total_steps_ - step - 1);
+      const double eta = elapsed / (step + 1 - start_step) * (total_steps_ - step - 1);
       if (root) {
         std::string ranks, comm_text;
         if (gate_optimizer)
@@ -236,12 +360,15 @@ TrainSummary Trainer::run() {
           rec["eval_loss"] = ev.loss;
           rec["eval_ppl"] = ev.ppl;
         }
-        metrics << rec.dump() << "\n";
+          metrics << rec.dump() << "\n";
         metrics.flush();
       }
       last_log = now;
       tokens_since_log = 0;
     }
+    const int64_t every = config_.checkpoint.every;
+    if (checkpointing_ && ((every > 0 && (step + 1) % every == 0) || last))
+      save_checkpoint(step + 1, loss_value);
   }
   summary.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   summary.tokens_per_s = summary.seconds > 0 ? tokens_seen / summary.seconds : 0.0;

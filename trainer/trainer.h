@@ -12,6 +12,9 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "common/config.h"
 #include "data/dataset.h"
@@ -44,6 +47,13 @@ class Trainer {
   TrainSummary run();
 
   int64_t total_steps() const { return total_steps_; }
+
+  // Saves sharded checkpoints under <run_dir>/checkpoints every [checkpoint] every steps and at
+  // the end. `identity` (config and base-model digests) is stored and must match on resume;
+  // `mask_targets`: the projections whose base zero pattern is recorded and re-checked.
+  void enable_checkpoints(nlohmann::json identity, std::vector<model::Proj> mask_targets);
+  // Continues from a checkpoint folder: parameters, optimizer moments, data position, step.
+  void resume_from(std::string checkpoint_folder) { resume_ = std::move(checkpoint_folder); }
   // Called after every optimizer step (tests use it to record losses).
   std::function<void(int64_t step, double loss)> on_step;
 
@@ -56,6 +66,10 @@ class Trainer {
   const data::Sequences& held_out_;
   std::string run_dir_;
   int64_t total_steps_ = 0;
+  bool checkpointing_ = false;
+  nlohmann::json identity_;
+  std::vector<model::Proj> mask_targets_;
+  std::string resume_;
 };
 
 // Rows `idx` of a Sequences as (ids, labels) tensors of shape (n, L).

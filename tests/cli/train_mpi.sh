@@ -33,7 +33,7 @@ dropout = 0.0
 [data]
 path = "$dir/qa.jsonl"
 tokenizer = "$fixtures/tokenizer/tokenizer.model"
-seq_len = 32
+seq_len = 128
 held_out_fraction = 0.1
 [optim]
 lr = 3e-3

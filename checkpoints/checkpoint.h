@@ -1,0 +1,89 @@
+// Sharded checkpoints (DESIGN.md §5):
+//
+//   <run>/checkpoints/step-00000040/
+//     manifest.json          format version, step, topology, digests, every tensor's global
+//                            shape and which slice each shard file holds, trainer state
+//     shard-pp00-tp01.h5     this cell's tensors (written by DP rank 0 of the cell)
+//   <run>/checkpoints/latest the newest complete step's folder name
+//
+// A save is collective over the world: the cells write into step-N.tmp/ and fsync, all ranks
+// meet, rank 0 writes the manifest last, renames the folder and replaces `latest`, then drops
+// the oldest beyond `keep`. A kill at any moment leaves the previous checkpoint complete. A rank
+// that fails to write makes every rank throw (the failure is agreed by an all-reduce).
+//
+// A tensor is saved as this rank's part with its TP placement: sharded tensors as slices (one
+// per TP rank), replicated ones once. Loading assembles each global tensor from whichever
+// shards hold it and cuts the part the loading rank needs, so a checkpoint saved on one layout
+// resumes on another.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "model/llama.h"
+#include "parallel/grid.h"
+
+namespace spartan::checkpoints {
+
+constexpr int kFormatVersion = 1;
+
+// One tensor of this rank: its key ("params/<name>", "optim/<name>/exp_avg", ...), its local
+// values and how it lies over the TP group.
+struct Entry {
+  std::string key;
+  torch::Tensor local;
+  model::TpPlacement placement;
+};
+
+struct SaveRequest {
+  std::string run_dir;
+  int64_t step = 0;
+  int64_t keep = 2;
+  std::vector<Entry> entries;
+  nlohmann::json state;       // trainer state (step, tokens, sampler, schedule...), rank 0's
+  nlohmann::json identity;    // digests the resume must match (config, base model)
+};
+
+// Fault injection for tests: SPARTAN_FAULT="kill-in-save=N" makes rank 0 SIGKILL itself while
+// saving step N, after the shards are written and before the manifest; "kill-after-save=N"
+// right after step N is committed. Unset in normal use.
+bool fault(const char* kind, int64_t step);
+
+// Writes a checkpoint; returns its folder.
+std::string save(parallel::Grid& grid, const SaveRequest& request);
+
+// The folder `latest` names under <run>/checkpoints, or "" when there is none.
+std::string latest(const std::string& run_dir);
+
+class Checkpoint {
+ public:
+  explicit Checkpoint(std::string folder);  // reads and checks the manifest
+  const std::string& folder() const { return folder_; }
+  const nlohmann::json& manifest() const { return manifest_; }
+  bool has(const std::string& key) const;
+  // The global tensor of `key`, assembled from its shards (fp32, or int64 for integer data).
+  torch::Tensor global(const std::string& key) const;
+  // This rank's part of `key` for `placement`, shaped like `like`.
+  torch::Tensor local(const std::string& key, const model::TpPlacement& placement,
+                      const torch::Tensor& like, parallel::Grid& grid) const;
+  // Reads every dataset of every shard (checksums); returns the number of bytes read.
+  int64_t verify() const;
+
+ private:
+  std::string folder_;
+  nlohmann::json manifest_;
+};
+
+// A digest of each targeted base weight's zero pattern that does not depend on the layout: for
+// every output row, the wrapping sum of a hash of each zero's column index, summed over TP.
+// Entries "masks/<weight name>" (int64, one per output row), replicated.
+std::vector<Entry> mask_digests(model::Llama& model, parallel::Grid& grid,
+                                const std::vector<model::Proj>& targets);
+
+// The base folder's identity: a hash of config.json and every tensor's name, dtype and shape.
+std::string base_model_digest(const std::string& folder);
+
+}  // namespace spartan::checkpoints
