@@ -36,29 +36,45 @@ torch::Tensor low_rank_delta(const model::LinearAdapter& adapter) {
 }
 }  // namespace
 
+torch::Tensor merged_weight(const model::LinearAdapter& adapter, const torch::Tensor& W,
+                            const std::string& lora_merge) {
+  torch::NoGradGuard no_grad;
+  if (auto* spp = dynamic_cast<const SppLinear*>(&adapter)) return spp->merged_weight(W);
+  if (auto* ia3 = dynamic_cast<const Ia3Linear*>(&adapter)) return ia3->merged_weight(W);
+  if (auto delta = low_rank_delta(adapter); delta.defined()) {
+    auto merged = W.to(torch::kFloat32) + delta;
+    if (lora_merge == "masked") merged.masked_fill_(W.eq(0), 0.0);  // LoRA*
+    return merged.to(W.scalar_type());
+  }
+  throw Error("this adapter cannot be merged into the base", "merge",
+              "export it as an adapter instead");
+}
+
 void merge_into_base(model::Llama& model, const std::string& lora_merge) {
   torch::NoGradGuard no_grad;
   for (int64_t l = model->first_layer(); l < model->end_layer(); ++l)
     for (model::Proj p : model::kAllProjections) {
       auto& proj = model->projection(l, p);
       if (!proj->adapter()) continue;
-      torch::Tensor& W = proj->weight;
-      torch::Tensor merged;
-      if (auto spp = std::dynamic_pointer_cast<SppLinear>(proj->adapter())) {
-        merged = spp->merged_weight(W);
-      } else if (auto ia3 = std::dynamic_pointer_cast<Ia3Linear>(proj->adapter())) {
-        merged = ia3->merged_weight(W);
-      } else if (auto delta = low_rank_delta(*proj->adapter()); delta.defined()) {
-        merged = W.to(torch::kFloat32) + delta;
-        if (lora_merge == "masked") merged.masked_fill_(W.eq(0), 0.0);  // LoRA*
-        merged = merged.to(W.scalar_type());
-      } else {
-        throw Error("this adapter cannot be merged into the base", "merge",
-                    "export it as an adapter instead");
-      }
-      W.copy_(merged);
+      proj->weight.copy_(merged_weight(*proj->adapter(), proj->weight, lora_merge));
       proj->detach();
     }
+}
+
+std::shared_ptr<model::LinearAdapter> make_linear_adapter(const AdapterConfig& config,
+                                                          model::Proj p, int64_t out,
+                                                          int64_t in) {
+  if (config.method == "lora")
+    return std::make_shared<LoraLinear>(in, out, config.r, config.alpha, config.dropout);
+  if (config.method == "ia3")  // down_proj: rescale its input, the FFN intermediate
+    return std::make_shared<Ia3Linear>(in, out, p == model::Proj::down);
+  if (config.method == "sora")
+    return std::make_shared<SoraLinear>(in, out, config.r, config.alpha, config.dropout);
+  if (config.method == "spp")
+    return std::make_shared<SppLinear>(in, out, config.r, config.alpha, config.dropout,
+                                       config.spp.form);
+  throw UsageError("adapter method '" + config.method + "' has no projection adapter",
+                   "[adapter] method", "use lora, sora, spp or ia3");
 }
 
 int64_t sora_to_lora(model::Llama& model) {
@@ -109,16 +125,7 @@ Attached attach(model::Llama& model, const AdapterConfig& config) {
     for (int64_t l = 0; l < model->num_layers(); ++l)
       for (model::Proj p : parse_targets(config.targets)) {
         const auto [out, in] = model::projection_shape(model->arch(), p);
-        std::shared_ptr<model::LinearAdapter> adapter;
-        if (config.method == "lora")
-          adapter = std::make_shared<LoraLinear>(in, out, config.r, config.alpha, config.dropout);
-        else if (config.method == "ia3")  // down_proj: rescale its input, the FFN intermediate
-          adapter = std::make_shared<Ia3Linear>(in, out, p == model::Proj::down);
-        else if (config.method == "sora")
-          adapter = std::make_shared<SoraLinear>(in, out, config.r, config.alpha, config.dropout);
-        else
-          adapter = std::make_shared<SppLinear>(in, out, config.r, config.alpha, config.dropout,
-                                                config.spp.form);
+        auto adapter = make_linear_adapter(config, p, out, in);
         if (l < model->first_layer() || l >= model->end_layer()) continue;
         auto& proj = model->projection(l, p);
         adapter->shard(proj->slice());

@@ -25,6 +25,16 @@ struct Attached {
 // current torch seed) and freezes or unfreezes the base as the method needs.
 Attached attach(model::Llama& model, const AdapterConfig& config);
 
+// A fresh adapter of the configured method for projection p of shape (out, in), at full size.
+std::shared_ptr<model::LinearAdapter> make_linear_adapter(const AdapterConfig& config,
+                                                          model::Proj p, int64_t out,
+                                                          int64_t in);
+
+// The weight W with `adapter` folded in by its method's rule (see merge_into_base); an adapter
+// that cannot be merged is an Error.
+torch::Tensor merged_weight(const model::LinearAdapter& adapter, const torch::Tensor& W,
+                            const std::string& lora_merge);
+
 // Folds every attached adapter into its projection's weight and detaches it: SPP as W̃ + s·W̃'
 // (zeros stay zeros), (IA)^3 as W ⊙ l (zeros stay zeros), LoRA and SoRA as W + Δ, or with
 // lora_merge "masked" re-masked with the base's zero pattern (the SPP paper's LoRA*).

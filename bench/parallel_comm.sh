@@ -26,9 +26,9 @@ printf "%-8s %10s %12s %16s %16s %8s\n" layout "tok/s" "comm share" "bytes/step"
 one() {  # name, group, analytic bytes per step, then --set overrides
   local name=$1 group=$2 analytic=$3; shift 3
   local np=2
-  [[ $name == 1 ]] && np=1
+  [[ $name == one ]] && np=1
   mpirun --oversubscribe -np $np "$spartan" train "${common[@]}" --set run.name=$name "$@" \
-    > "$out/$name.log" 2>&1 || { tail -5 "$out/$name.log"; exit 1; }
+    > "$out/$name.log" 2>&1 || { grep "error" "$out/$name.log"; exit 1; }
   local last; last=$(tail -n 1 "$out/$name/metrics.jsonl")
   local tps share bytes
   tps=$(grep -o '"tokens_per_s":[0-9.e+-]*' <<< "$last" | cut -d: -f2)
@@ -36,7 +36,7 @@ one() {  # name, group, analytic bytes per step, then --set overrides
   bytes=$(grep -o "\"$group\":[0-9]*" <<< "$last" | cut -d: -f2 || echo 0)
   awk -v n="$name" -v t="$tps" -v s="${share:-0}" -v by="${bytes:-0}" -v st="$steps" \
       -v a="$analytic" 'BEGIN { printf "%-8s %10.0f %11.1f%% %16.0f %16.0f %8.4f\n",
-                                n, t, 100 * s, by / st, a, a > 0 ? by / st / a : 0 }'
+                                n, t, 100 * s, by / st, a, (a > 0 ? by / st / a : 0) }'
 }
 M=$((G / b)); act=$((b * T * H * 4))
 # TP: forward all-reduces (embedding, o and down per layer), the vocab-parallel loss (3 vectors of
@@ -46,7 +46,7 @@ tp=$(( M * (act * (1 + 2 * L) + 3 * b * (T - 1) * 4 + act * 2 * L) + 7 * r * H *
 # PP: each micro-batch's activation forward and its gradient back; loss and norm (8 bytes each).
 pp=$(( 2 * act * M + 16 ))
 # DP: all LoRA gradients in buckets, the token count and the loss (8 bytes each).
-one 1 tp 0
+one one tp 0
 one tp2 tp "$tp" --set parallel.tp=2
 one pp2 pp "$pp" --set parallel.pp=2
 params=$(grep -m1 "^method" "$out/tp2.log" | grep -o '[0-9]* trainable' | cut -d' ' -f1)

@@ -19,5 +19,6 @@ void add_eval_command(CLI::App& app);    // spartan eval --model DIR --data FILE
 void add_data_commands(CLI::App& app);   // spartan tokenizer train | spartan data dictd
 void add_prune_command(CLI::App& app);   // spartan prune --config FILE
 void add_ckpt_command(CLI::App& app);    // spartan ckpt info DIR
+void add_merge_command(CLI::App& app);   // spartan merge --run DIR --out DIR
 
 }  // namespace spartan::launcher

@@ -52,6 +52,7 @@ int main(int argc, char** argv) {
   spartan::launcher::add_prune_command(app);
   spartan::launcher::add_data_commands(app);
   spartan::launcher::add_ckpt_command(app);
+  spartan::launcher::add_merge_command(app);
   try {
     if (argc > 1 && argv[1][0] != '-') {
       try {

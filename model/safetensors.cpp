@@ -203,7 +203,8 @@ const TensorInfo& SafetensorsFile::at(const std::string& name) const {
 }
 
 void write_safetensors(const std::string& path, const std::vector<TensorView>& tensors,
-                       const std::map<std::string, std::string>& metadata) {
+                       const std::map<std::string, std::string>& metadata,
+                       const std::function<const void*(size_t)>& produce) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
@@ -246,7 +247,8 @@ void write_safetensors(const std::string& path, const std::vector<TensorView>& t
   for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(n >> (8 * i));
   write_all(len, 8);
   write_all(text.data(), text.size());
-  for (size_t i = 0; i < tensors.size(); ++i) write_all(tensors[i].data, sizes[i]);
+  for (size_t i = 0; i < tensors.size(); ++i)
+    write_all(produce ? produce(i) : tensors[i].data, sizes[i]);
   if (::fsync(fd) != 0 || ::close(fd) != 0) {
     ::unlink(tmp.c_str());
     throw Error("cannot flush file", tmp, "check free disk space");

@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -74,7 +75,10 @@ struct TensorView {
 
 // Writes `path` atomically (temporary file, fsync, rename). Tensors are laid out in the given
 // order; the header is padded with spaces to a multiple of 8 bytes so data stays aligned.
+// With `produce`, tensor i's bytes come from produce(i) when the writer reaches it (valid until
+// the next call), so a file can be written one tensor at a time; `data` is then unused.
 void write_safetensors(const std::string& path, const std::vector<TensorView>& tensors,
-                       const std::map<std::string, std::string>& metadata = {});
+                       const std::map<std::string, std::string>& metadata = {},
+                       const std::function<const void*(size_t)>& produce = nullptr);
 
 }  // namespace spartan::model

@@ -98,6 +98,22 @@ for saved in tp pp; do
       fail "${saved^^}=2 -> 1: losses"; }
 done
 
+# Offline merge. SoRA: adapted and merged logits agree; SPP on a 2:4 base trained on TP=2:
+# every zero kept (merge refuses otherwise), the merged folder is still 2:4.
+"$spartan" merge --run runs/straight-1 --out merged-sora > m.log
+grep -q "SoRA ranks kept" m.log || fail "merge: SoRA ranks"
+awk '/max \|logit\| difference/ { if ($NF + 0 > 1e-4) exit 1; found = 1 } END { exit !found }' \
+  m.log || { cat m.log; fail "merge: logits differ"; }
+test -f merged-sora/model.safetensors -a -f merged-sora/config.json -a -f merged-sora/tokenizer.model
+"$spartan" prune --config c.toml --set prune.method=magnitude --set prune.pattern=2:4 \
+  --set prune.out="$dir/pruned" --set prune.calib_samples=4 > /dev/null
+"${mpi2[@]}" "$spartan" train --config c.toml --set parallel.tp=2 --set adapter.method=spp \
+  --set model.path="$dir/pruned" --set run.name=spp > /dev/null
+"$spartan" merge --run runs/spp --out merged-spp > m.log
+awk '/^model.layers/ { if ($2 != $3 || $2 < 0.5) bad = 1; n++ } END { exit bad || n != 14 }' m.log \
+  || { cat m.log; fail "merge: SPP zeros"; }
+"$spartan" model info merged-spp | grep -q "2:4" || fail "merged SPP folder is not 2:4"
+
 # ckpt info reads everything back.
 "$spartan" ckpt info runs/straight-1 > info.log
 grep -q "checksums verified" info.log || fail "ckpt info"

@@ -1,0 +1,174 @@
+#include "checkpoints/merge.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "adapters/adapter.h"
+#include "adapters/sora.h"
+#include "checkpoints/checkpoint.h"
+#include "common/config.h"
+#include "common/error.h"
+#include "common/files.h"
+#include "model/hf_config.h"
+#include "model/llama.h"
+#include "model/weights.h"
+
+namespace spartan::checkpoints {
+namespace {
+
+int64_t resident() {
+  std::ifstream in("/proc/self/statm");
+  int64_t pages = 0, res = 0;
+  in >> pages >> res;
+  return res * static_cast<int64_t>(::sysconf(_SC_PAGESIZE));
+}
+
+// The (layer, projection) a base tensor name is the weight of, if it is one of `targets`.
+bool target_of(const std::string& name, int64_t layers, const std::vector<model::Proj>& targets,
+               int64_t* layer, model::Proj* proj) {
+  if (name.compare(0, 13, "model.layers.") != 0) return false;
+  const int64_t l = std::stoll(name.substr(13));
+  if (l < 0 || l >= layers) return false;
+  for (model::Proj p : targets)
+    if (name == model::projection_name(l, p) + ".weight") {
+      *layer = l;
+      *proj = p;
+      return true;
+    }
+  return false;
+}
+
+// The adapter of one projection with its trained tensors from the checkpoint.
+std::shared_ptr<model::LinearAdapter> load_adapter(const Checkpoint& ck, const Config& c,
+                                                   const model::LlamaArch& arch, int64_t l,
+                                                   model::Proj p) {
+  const auto [out, in] = model::projection_shape(arch, p);
+  auto adapter = adapters::make_linear_adapter(c.adapter, p, out, in);
+  torch::NoGradGuard no_grad;
+  for (auto& np : adapter->named_parameters())
+    np.value().copy_(ck.global("params/" + model::projection_name(l, p) + ".adapter." + np.key()));
+  return adapter;
+}
+
+}  // namespace
+
+MergeReport merge_run(const std::string& run_dir, int64_t step, const std::string& out,
+                      bool check_logits) {
+  MergeReport report;
+  if (step >= 0) {
+    char name[32];
+    std::snprintf(name, sizeof name, "step-%08lld", static_cast<long long>(step));
+    report.checkpoint = run_dir + "/checkpoints/" + name;
+  } else {
+    report.checkpoint = latest(run_dir);
+    if (report.checkpoint.empty())
+      throw UsageError("the run has no checkpoint", run_dir + "/checkpoints",
+                       "train with [checkpoint] settings first, or name another --run");
+  }
+  Checkpoint ck(report.checkpoint);
+  const Config c = load_config(run_dir + "/config.resolved.toml");
+  const std::string& method = c.adapter.method;
+  report.method = method;
+  report.step = ck.manifest()["step"].get<int64_t>();
+  report.out = out;
+  if (method == "prompt")
+    throw UsageError("prompt tuning adds virtual tokens and cannot be merged into weights",
+                     run_dir, "use the PEFT adapter that spartan train saved under adapter/");
+  const std::string saved_digest = ck.manifest()["identity"].value("base model", "");
+  if (!saved_digest.empty() && saved_digest != base_model_digest(c.model.path))
+    throw UsageError("the base model folder is not the one the run trained on", c.model.path,
+                     "restore the base model of the run (its config and tensors changed)");
+
+  const model::LlamaArch arch = model::read_hf_config(c.model.path);
+  model::WeightStore store(c.model.path);
+  const std::vector<model::Proj> targets =
+      method == "full" ? std::vector<model::Proj>{} : adapters::parse_targets(c.adapter.targets);
+  make_dirs(out);
+  report.start_resident_bytes = resident();
+
+  // Output files as the base's, tensor for tensor: names, dtypes and shapes do not change.
+  const std::map<std::string, std::string> meta = {{"format", "pt"}};
+  nlohmann::ordered_json index;
+  index["metadata"] = {{"total_size", 0}};
+  index["weight_map"] = nlohmann::ordered_json::object();
+  uint64_t total = 0;
+  const auto& files = store.files();
+  for (size_t f = 0; f < files.size(); ++f) {
+    const std::string file = std::filesystem::path(files[f]->path()).filename().string();
+    std::vector<model::TensorView> views;
+    for (const auto& info : files[f]->tensors()) {
+      views.push_back({info.name, info.dtype, info.shape, nullptr});
+      index["weight_map"][info.name] = file;
+      total += info.nbytes();
+      report.largest_tensor_bytes =
+          std::max<int64_t>(report.largest_tensor_bytes, static_cast<int64_t>(info.nbytes()));
+    }
+    torch::Tensor current;  // alive until the writer asks for the next tensor
+    model::write_safetensors(out + "/" + file, views, meta, [&](size_t i) -> const void* {
+      const auto& v = views[i];
+      const torch::Dtype dtype = model::to_torch(v.dtype);
+      torch::Tensor w;
+      int64_t l = 0;
+      model::Proj p{};
+      if (method == "full") {
+        w = ck.global("params/" + v.name).to(dtype);
+      } else if (target_of(v.name, arch.num_layers, targets, &l, &p)) {
+        const auto base = store.load(v.name, dtype);
+        auto adapter = load_adapter(ck, c, arch, l, p);
+        w = adapters::merged_weight(*adapter, base, c.adapter.merge);
+        MergedTensor m;
+        m.name = v.name;
+        m.zeros_before = base.eq(0).to(torch::kFloat64).mean().item<double>();
+        m.zeros_after = w.eq(0).to(torch::kFloat64).mean().item<double>();
+        if (auto sora = std::dynamic_pointer_cast<adapters::SoraLinear>(adapter)) {
+          m.ranks_kept = sora->nonzero_ranks();
+          m.ranks = sora->gate.numel();
+        }
+        if (method == "spp" && !torch::equal(w.eq(0), base.eq(0)))
+          throw Error("the merged SPP weight " + v.name + " lost or gained zeros", out,
+                      "report this as a bug: SPP must keep the base's zero pattern");
+        report.merged.push_back(m);
+      } else {
+        w = store.load(v.name, dtype);
+      }
+      current = w.contiguous();
+      report.peak_resident_bytes = std::max(report.peak_resident_bytes, resident());
+      return current.data_ptr();
+    });
+  }
+  index["metadata"]["total_size"] = total;
+  if (files.size() > 1) {
+    std::ofstream idx(out + "/model.safetensors.index.json");
+    idx << index.dump(2) << "\n";
+  }
+  model::write_hf_config(out, arch);
+  const std::string tok = !c.data.tokenizer.empty() ? c.data.tokenizer
+                                                    : c.model.path + "/tokenizer.model";
+  if (file_exists(tok)) copy_file(tok, out + "/tokenizer.model");
+
+  if (check_logits) {
+    // The adapted model (base + adapter from the checkpoint) against the merged folder.
+    const torch::Dtype dtype = torch::kFloat32;
+    model::Llama merged = model::load_llama(out, dtype);
+    model::Llama adapted = model::load_llama(c.model.path, dtype);
+    if (method != "full") {
+      adapters::attach(adapted, c.adapter);
+      torch::NoGradGuard no_grad;
+      auto params = adapted->named_parameters();
+      for (const auto& np : adapters::trainable_parameters(adapted))
+        params[np.first].copy_(ck.global("params/" + np.first));
+    }
+    merged->eval();
+    adapted->eval();
+    torch::NoGradGuard no_grad;
+    auto ids = torch::arange(0, 64, torch::kInt64).remainder(arch.vocab_size).view({2, 32});
+    report.max_logit_diff =
+        (merged->forward(ids) - adapted->forward(ids)).abs().max().item<double>();
+  }
+  return report;
+}
+
+}  // namespace spartan::checkpoints

@@ -1,0 +1,36 @@
+// The offline merge (DESIGN.md §5): checkpoint shards + the base model folder -> a Hugging Face
+// model folder with the adapter folded into the weights. One process, no MPI. It streams: each
+// output file is written tensor by tensor as the base tensor is read and merged, so the peak
+// memory is about two of the largest tensors, whatever the model's size.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace spartan::checkpoints {
+
+struct MergedTensor {
+  std::string name;
+  double zeros_before = 0, zeros_after = 0;  // fractions
+  int64_t ranks_kept = -1, ranks = -1;        // SoRA
+};
+
+struct MergeReport {
+  std::string checkpoint, out;
+  std::string method;
+  int64_t step = 0;
+  std::vector<MergedTensor> merged;
+  double max_logit_diff = -1;  // adapted vs merged on a sample; < 0 when not measured
+  int64_t peak_resident_bytes = 0;   // while streaming
+  int64_t start_resident_bytes = 0;  // before the first tensor (libtorch, mapped files)
+  int64_t largest_tensor_bytes = 0;
+};
+
+// `run_dir` holds config.resolved.toml and checkpoints/; step < 0 means `latest`. With
+// `check_logits` the adapted and the merged model are compared on a sample (both held in memory:
+// for models that fit).
+MergeReport merge_run(const std::string& run_dir, int64_t step, const std::string& out,
+                      bool check_logits);
+
+}  // namespace spartan::checkpoints
