@@ -95,6 +95,8 @@ std::string save(parallel::Grid& grid, const SaveRequest& req) {
       fs::create_directories(root);
       fs::remove_all(tmp);
       fs::create_directories(tmp);
+    } catch (const Error& e) {
+      error = e.problem() + " (" + e.where() + ")";
     } catch (const std::exception& e) {
       error = e.what();
     }
@@ -128,6 +130,8 @@ std::string save(parallel::Grid& grid, const SaveRequest& req) {
       }
       file.close_and_sync();
       write_atomically((tmp / (cell + ".json")).string(), index.dump());
+    } catch (const Error& e) {
+      error = e.problem() + " (" + e.where() + ")";
     } catch (const std::exception& e) {
       error = e.what();
     }
@@ -169,6 +173,8 @@ std::string save(parallel::Grid& grid, const SaveRequest& req) {
       }
       std::sort(steps.begin(), steps.end());
       for (size_t i = 0; i + req.keep < steps.size(); ++i) fs::remove_all(steps[i]);
+    } catch (const Error& e) {
+      error = e.problem() + " (" + e.where() + ")";
     } catch (const std::exception& e) {
       error = e.what();
     }

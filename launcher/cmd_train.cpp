@@ -260,7 +260,7 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
     std::printf("%-28s %13.4f  %10.2f\n", "before training", before.loss, before.ppl);
     std::printf("%-28s %13.4f  %10.2f\n", "after training", after.loss, after.ppl);
   }
-  std::printf("trained %lld steps in %.1f s (%.0f tokens/s, %lld skipped", 
+  std::printf("trained to step %lld in %.1f s (%.0f tokens/s, %lld skipped",
               static_cast<long long>(s.steps), s.seconds, s.tokens_per_s,
               static_cast<long long>(s.skipped_steps));
   if (distributed)

@@ -1,5 +1,6 @@
 // spartan: fine-tune pruned LLaMA-family models with sparsity-preserving adapters.
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 
 #include <CLI/CLI.hpp>
@@ -34,7 +35,10 @@ int fail(const std::string& message, int code) {
     std::fprintf(stderr, "spartan: error: %s\n", message.c_str());
   std::fflush(stderr);
   if (size > 1) spartan::parallel::abort_job(code);
-  return code;
+  // No exit handlers after an error: a library left in a failed state (HDF5 after a write that
+  // hit a full disk) must not get to flush again on the way out.
+  std::fflush(stdout);
+  std::_Exit(code);
 }
 
 }  // namespace

@@ -249,6 +249,7 @@ TrainSummary Trainer::run() {
     if (root && checkpoints::fault("kill-after-save", steps_done)) std::raise(SIGKILL);
   };
 
+  const int64_t tokens_at_start = tokens_seen;
   model_->train();
   grid_.reset_stats();
   const auto start = Clock::now();
@@ -371,7 +372,8 @@ TrainSummary Trainer::run() {
       save_checkpoint(step + 1, loss_value);
   }
   summary.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  summary.tokens_per_s = summary.seconds > 0 ? tokens_seen / summary.seconds : 0.0;
+  summary.tokens_per_s =
+      summary.seconds > 0 ? (tokens_seen - tokens_at_start) / summary.seconds : 0.0;
   summary.comm = grid_.total_stats();
   summary.comm_share = summary.seconds > 0 ? summary.comm.seconds / summary.seconds : 0.0;
   model_->eval();

@@ -49,6 +49,14 @@ TOML
 
 losses() { grep -o '"loss":[^,]*' "$1" | cut -d: -f2 | tail -n "${2:-100}"; }
 fail() { echo "FAIL: $*"; exit 1; }
+expect_error() {  # pattern, then the command
+  local pattern=$1; shift
+  local rc=0
+  "$@" > e.log 2>&1 || rc=$?
+  (( rc != 0 )) || fail "no error from: $*"
+  (( rc < 128 )) || { cat e.log; fail "crashed (exit $rc): $*"; }
+  grep -q "$pattern" e.log || { cat e.log; fail "expected '$pattern'"; }
+}
 
 # Runs the command with rank 0 SIGKILLing itself at a point of the run (SPARTAN_FAULT): right
 # after checkpoint 3 is committed, or in the middle of saving checkpoint 6 (shards written, no
@@ -98,6 +106,14 @@ for saved in tp pp; do
       fail "${saved^^}=2 -> 1: losses"; }
 done
 
+# And the other way: saved on 1 rank, resumed on TP=2 x DP=2 (4 ranks).
+name=moved-1-to-4
+killed kill-after-save=3 k.log "$spartan" train --config c.toml --set run.name=$name
+mpirun --oversubscribe -np 4 "$spartan" train --config c.toml --set parallel.tp=2 \
+  --set parallel.dp=2 --set run.name=$name > x.log
+grep -q "at step 3" x.log || fail "1 -> TP=2 x DP=2: no resume"
+close runs/straight-1/metrics.jsonl runs/$name/metrics.jsonl || fail "1 -> TP=2 x DP=2: losses"
+
 # Offline merge. SoRA: adapted and merged logits agree; SPP on a 2:4 base trained on TP=2:
 # every zero kept (merge refuses otherwise), the merged folder is still 2:4.
 "$spartan" merge --run runs/straight-1 --out merged-sora > m.log
@@ -114,17 +130,30 @@ awk '/^model.layers/ { if ($2 != $3 || $2 < 0.5) bad = 1; n++ } END { exit bad |
   || { cat m.log; fail "merge: SPP zeros"; }
 "$spartan" model info merged-spp | grep -q "2:4" || fail "merged SPP folder is not 2:4"
 
+# Resuming on a base with another zero pattern (same names and shapes) is refused.
+killed kill-after-save=3 k.log "$spartan" train --config c.toml --set adapter.method=spp \
+  --set model.path="$dir/pruned" --set run.name=spp-moved
+"$spartan" prune --config c.toml --set prune.method=magnitude --set prune.pattern=4:8 \
+  --set prune.out="$dir/pruned" --set prune.calib_samples=4 > /dev/null
+expect_error "the base model's zero pattern of model.layers.0.self_attn.q_proj.weight differs" \
+  "$spartan" train --config c.toml --set adapter.method=spp --set model.path="$dir/pruned" \
+  --set run.name=spp-moved
+
+# A save that fails (file size limit: the write gets EFBIG) stops the run with a clear error
+# and leaves the previous checkpoint the newest complete one.
+killed kill-after-save=3 k.log "$spartan" train --config c.toml --set run.name=full-disk
+expect_error "saving the checkpoint failed: cannot .*step-00000006.tmp/shard-pp00-tp00.h5" \
+  bash -c "trap '' XFSZ; ulimit -f 64; exec \"$spartan\" train --config c.toml \
+    --set run.name=full-disk"
+[[ $(cat runs/full-disk/checkpoints/latest) == step-00000003 ]] || fail "failed save: latest"
+"$spartan" ckpt info runs/full-disk > /dev/null || fail "failed save: step 3 damaged"
+
 # ckpt info reads everything back.
 "$spartan" ckpt info runs/straight-1 > info.log
 grep -q "checksums verified" info.log || fail "ckpt info"
 grep -q "topology     dp 1 x pp 1 x tp 1" info.log || fail "ckpt info topology"
 
 # Damage: one byte of a shard, a deleted shard, an edited manifest; each names the file.
-expect_error() {  # pattern, then the command
-  local pattern=$1; shift
-  if "$@" > e.log 2>&1; then fail "no error from: $*"; fi
-  grep -q "$pattern" e.log || { cat e.log; fail "expected '$pattern'"; }
-}
 ck=runs/straight-1/checkpoints/step-00000008
 cp -r $ck bad1
 size=$(stat -c %s bad1/shard-pp00-tp00.h5)
