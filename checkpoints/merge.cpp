@@ -9,6 +9,7 @@
 #include "adapters/adapter.h"
 #include "adapters/sora.h"
 #include "checkpoints/checkpoint.h"
+#include "checkpoints/peft.h"
 #include "common/config.h"
 #include "common/error.h"
 #include "common/files.h"
@@ -96,6 +97,7 @@ MergeReport merge_run(const std::string& run_dir, int64_t step, const std::strin
   index["weight_map"] = nlohmann::ordered_json::object();
   uint64_t total = 0;
   const auto& files = store.files();
+  std::vector<PeftModule> exported;  // the compact adapter, where PEFT has the method
   for (size_t f = 0; f < files.size(); ++f) {
     const std::string file = std::filesystem::path(files[f]->path()).filename().string();
     std::vector<model::TensorView> views;
@@ -119,6 +121,10 @@ MergeReport merge_run(const std::string& run_dir, int64_t step, const std::strin
         const auto base = store.load(v.name, dtype);
         auto adapter = load_adapter(ck, c, arch, l, p);
         w = adapters::merged_weight(*adapter, base, c.adapter.merge);
+        if (auto sora = std::dynamic_pointer_cast<adapters::SoraLinear>(adapter))
+          exported.push_back({l, p, sora->to_lora()});  // zero-gated ranks dropped
+        else if (method != "spp")
+          exported.push_back({l, p, adapter});
         MergedTensor m;
         m.name = v.name;
         m.zeros_before = base.eq(0).to(torch::kFloat64).mean().item<double>();
@@ -148,6 +154,14 @@ MergeReport merge_run(const std::string& run_dir, int64_t step, const std::strin
   const std::string tok = !c.data.tokenizer.empty() ? c.data.tokenizer
                                                     : c.model.path + "/tokenizer.model";
   if (file_exists(tok)) copy_file(tok, out + "/tokenizer.model");
+
+  if (method == "lora" || method == "sora") {
+    report.adapter = out + "/adapter";
+    write_peft_lora(report.adapter, exported, c.adapter, c.model.path);
+  } else if (method == "ia3") {
+    report.adapter = out + "/adapter";
+    write_peft_ia3(report.adapter, exported, c.model.path);
+  }
 
   if (check_logits) {
     // The adapted model (base + adapter from the checkpoint) against the merged folder.

@@ -18,6 +18,7 @@ struct MergedTensor {
 
 struct MergeReport {
   std::string checkpoint, out;
+  std::string adapter;  // the compact adapter in PEFT's layout, where PEFT has the method
   std::string method;
   int64_t step = 0;
   std::vector<MergedTensor> merged;

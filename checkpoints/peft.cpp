@@ -39,8 +39,26 @@ void write_adapter_config(const std::string& folder, const nlohmann::ordered_jso
 
 }  // namespace
 
+std::vector<PeftModule> attached_modules(model::Llama& m) {
+  std::vector<PeftModule> out;
+  for (int64_t l = m->first_layer(); l < m->end_layer(); ++l)
+    for (model::Proj p : model::kAllProjections)
+      if (auto adapter = m->projection(l, p)->adapter()) out.push_back({l, p, adapter});
+  return out;
+}
+
 void save_peft_lora(const std::string& folder, model::Llama& m, const AdapterConfig& config,
                     const std::string& base_model_path) {
+  write_peft_lora(folder, attached_modules(m), config, base_model_path);
+}
+
+void save_peft_ia3(const std::string& folder, model::Llama& m,
+                   const std::string& base_model_path) {
+  write_peft_ia3(folder, attached_modules(m), base_model_path);
+}
+
+void write_peft_lora(const std::string& folder, const std::vector<PeftModule>& modules,
+                     const AdapterConfig& config, const std::string& base_model_path) {
   make_dirs(folder);
   model::NamedTensors tensors;
   std::set<std::string> targets;
@@ -48,24 +66,21 @@ void save_peft_lora(const std::string& folder, model::Llama& m, const AdapterCon
   // in PEFT's rank_pattern / alpha_pattern under their full module names.
   nlohmann::ordered_json rank_pattern = nlohmann::ordered_json::object();
   nlohmann::ordered_json alpha_pattern = nlohmann::ordered_json::object();
-  for (int64_t l = 0; l < m->num_layers(); ++l)
-    for (model::Proj p : model::kAllProjections) {
-      auto adapter = m->projection(l, p)->adapter();
-      if (!adapter) continue;
-      auto lora = std::dynamic_pointer_cast<adapters::LoraLinear>(adapter);
-      if (!lora)
-        throw Error("projection " + model::projection_name(l, p) + " has a non-LoRA adapter", folder,
-                    "PEFT export of this method is not available");
-      const std::string base = kPrefix + model::projection_name(l, p);
-      tensors.emplace_back(base + ".lora_A.weight", lora->lora_A.detach());
-      tensors.emplace_back(base + ".lora_B.weight", lora->lora_B.detach());
-      targets.insert(std::string(model::proj_name(p)) + "_proj");
-      const int64_t r = lora->lora_A.size(0);
-      const double alpha = lora->scale * r;
-      if (r != config.r) rank_pattern[model::projection_name(l, p)] = r;
-      if (std::abs(alpha - config.alpha) > 1e-9 * std::abs(config.alpha))
-        alpha_pattern[model::projection_name(l, p)] = alpha;
-    }
+  for (const auto& [l, p, adapter] : modules) {
+    auto lora = std::dynamic_pointer_cast<adapters::LoraLinear>(adapter);
+    if (!lora)
+      throw Error("projection " + model::projection_name(l, p) + " has a non-LoRA adapter", folder,
+                  "PEFT export of this method is not available");
+    const std::string base = kPrefix + model::projection_name(l, p);
+    tensors.emplace_back(base + ".lora_A.weight", lora->lora_A.detach());
+    tensors.emplace_back(base + ".lora_B.weight", lora->lora_B.detach());
+    targets.insert(std::string(model::proj_name(p)) + "_proj");
+    const int64_t r = lora->lora_A.size(0);
+    const double alpha = lora->scale * r;
+    if (r != config.r) rank_pattern[model::projection_name(l, p)] = r;
+    if (std::abs(alpha - config.alpha) > 1e-9 * std::abs(config.alpha))
+      alpha_pattern[model::projection_name(l, p)] = alpha;
+  }
   if (tensors.empty())
     throw Error("the model has no LoRA modules to export", folder, "attach LoRA first");
   model::save_safetensors(folder + "/adapter_model.safetensors", tensors, {{"format", "pt"}});
@@ -169,19 +184,19 @@ AdapterConfig load_peft_lora(const std::string& folder, model::Llama& m) {
   return cfg;
 }
 
-void save_peft_ia3(const std::string& folder, model::Llama& m, const std::string& base_model_path) {
+void write_peft_ia3(const std::string& folder, const std::vector<PeftModule>& modules,
+                    const std::string& base_model_path) {
   make_dirs(folder);
   model::NamedTensors tensors;
   std::set<std::string> targets, feedforward;
-  for (int64_t l = 0; l < m->num_layers(); ++l)
-    for (model::Proj p : model::kAllProjections) {
-      auto ia3 = std::dynamic_pointer_cast<adapters::Ia3Linear>(m->projection(l, p)->adapter());
-      if (!ia3) continue;
-      tensors.emplace_back(kPrefix + model::projection_name(l, p) + ".ia3_l", ia3->ia3_l.detach());
-      const std::string name = std::string(model::proj_name(p)) + "_proj";
-      targets.insert(name);
-      if (ia3->feedforward) feedforward.insert(name);
-    }
+  for (const auto& [l, p, adapter] : modules) {
+    auto ia3 = std::dynamic_pointer_cast<adapters::Ia3Linear>(adapter);
+    if (!ia3) continue;
+    tensors.emplace_back(kPrefix + model::projection_name(l, p) + ".ia3_l", ia3->ia3_l.detach());
+    const std::string name = std::string(model::proj_name(p)) + "_proj";
+    targets.insert(name);
+    if (ia3->feedforward) feedforward.insert(name);
+  }
   if (tensors.empty())
     throw Error("the model has no (IA)^3 modules to export", folder, "attach (IA)^3 first");
   model::save_safetensors(folder + "/adapter_model.safetensors", tensors, {{"format", "pt"}});

@@ -9,6 +9,18 @@
 
 namespace spartan::checkpoints {
 
+// One projection's adapter, for export without a model around it (the offline merge).
+struct PeftModule {
+  int64_t layer;
+  model::Proj proj;
+  std::shared_ptr<model::LinearAdapter> adapter;
+};
+// LoRA modules (SoRA converted with to_lora() first) and (IA)^3 modules in PEFT's layout.
+void write_peft_lora(const std::string& folder, const std::vector<PeftModule>& modules,
+                     const AdapterConfig& config, const std::string& base_model_path);
+void write_peft_ia3(const std::string& folder, const std::vector<PeftModule>& modules,
+                    const std::string& base_model_path);
+
 // Writes the model's attached LoRA modules (every projection that has one must be LoRA).
 // Modules of another rank or alpha than `config` (SoRA after rank removal) go into PEFT's
 // rank_pattern and alpha_pattern.

@@ -25,6 +25,8 @@ void merge(const std::string& run, int64_t step, const std::string& out, bool ch
       std::printf("\n");
     }
   }
+  if (!r.adapter.empty())
+    std::printf("\nthe adapter alone, in PEFT's layout: %s\n", r.adapter.c_str());
   if (r.max_logit_diff >= 0)
     std::printf("\nmax |logit| difference, adapted vs merged model on a sample: %.3g\n",
                 r.max_logit_diff);

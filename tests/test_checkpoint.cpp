@@ -75,4 +75,8 @@ TEST(MergeGolden, MergedLoraFolderGivesPeftLogits) {
   // x·(W + ΔW) rounds differently from x·W + x·ΔW: 1e-5 of the largest logit.
   const double tol = 1e-5 * peft.abs().max().item<double>();
   EXPECT_LE((merged->forward(ids) - peft).abs().max().item<double>(), tol);
+  // The compact adapter the merge exports loads back (PEFT layout) and gives PEFT's logits.
+  auto again = model::load_llama(kBase, torch::kFloat32);
+  checkpoints::load_peft_lora(report.adapter, again);
+  EXPECT_LE((again->forward(ids) - peft).abs().max().item<double>(), 1e-5);
 }

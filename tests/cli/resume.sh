@@ -121,6 +121,7 @@ grep -q "SoRA ranks kept" m.log || fail "merge: SoRA ranks"
 awk '/max \|logit\| difference/ { if ($NF + 0 > 1e-4) exit 1; found = 1 } END { exit !found }' \
   m.log || { cat m.log; fail "merge: logits differ"; }
 test -f merged-sora/model.safetensors -a -f merged-sora/config.json -a -f merged-sora/tokenizer.model
+grep -q "\"rank_pattern\"" merged-sora/adapter/adapter_config.json || fail "merge: no PEFT adapter"
 "$spartan" prune --config c.toml --set prune.method=magnitude --set prune.pattern=2:4 \
   --set prune.out="$dir/pruned" --set prune.calib_samples=4 > /dev/null
 "${mpi2[@]}" "$spartan" train --config c.toml --set parallel.tp=2 --set adapter.method=spp \
