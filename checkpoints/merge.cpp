@@ -57,7 +57,7 @@ std::shared_ptr<model::LinearAdapter> load_adapter(const Checkpoint& ck, const C
 }  // namespace
 
 MergeReport merge_run(const std::string& run_dir, int64_t step, const std::string& out,
-                      bool check_logits) {
+                      bool check_logits, uint64_t max_shard_bytes) {
   MergeReport report;
   if (step >= 0) {
     char name[32];
@@ -98,16 +98,28 @@ MergeReport merge_run(const std::string& run_dir, int64_t step, const std::strin
   uint64_t total = 0;
   const auto& files = store.files();
   std::vector<PeftModule> exported;  // the compact adapter, where PEFT has the method
-  for (size_t f = 0; f < files.size(); ++f) {
-    const std::string file = std::filesystem::path(files[f]->path()).filename().string();
-    std::vector<model::TensorView> views;
-    for (const auto& info : files[f]->tensors()) {
-      views.push_back({info.name, info.dtype, info.shape, nullptr});
-      index["weight_map"][info.name] = file;
+  // Output files of at most max_shard_bytes, tensors in the base's order (HF's layout: one
+  // model.safetensors, or model-0000k-of-0000n.safetensors with an index).
+  std::vector<std::vector<model::TensorView>> groups(1);
+  uint64_t in_group = 0;
+  for (const auto& file : files)
+    for (const auto& info : file->tensors()) {
+      if (in_group > 0 && in_group + info.nbytes() > max_shard_bytes) {
+        groups.emplace_back();
+        in_group = 0;
+      }
+      groups.back().push_back({info.name, info.dtype, info.shape, nullptr});
+      in_group += info.nbytes();
       total += info.nbytes();
       report.largest_tensor_bytes =
           std::max<int64_t>(report.largest_tensor_bytes, static_cast<int64_t>(info.nbytes()));
     }
+  for (size_t f = 0; f < groups.size(); ++f) {
+    char name[64];
+    std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", f + 1, groups.size());
+    const std::string file = groups.size() == 1 ? "model.safetensors" : name;
+    const auto& views = groups[f];
+    for (const auto& v : views) index["weight_map"][v.name] = file;
     torch::Tensor current;  // alive until the writer asks for the next tensor
     model::write_safetensors(out + "/" + file, views, meta, [&](size_t i) -> const void* {
       const auto& v = views[i];
@@ -146,9 +158,14 @@ MergeReport merge_run(const std::string& run_dir, int64_t step, const std::strin
     });
   }
   index["metadata"]["total_size"] = total;
-  if (files.size() > 1) {
+  if (groups.size() > 1) {
+    std::remove((out + "/model.safetensors").c_str());  // from an earlier merge into `out`
     std::ofstream idx(out + "/model.safetensors.index.json");
     idx << index.dump(2) << "\n";
+    if (!idx)
+      throw Error("cannot write model.safetensors.index.json", out, "check free disk space");
+  } else {
+    std::remove((out + "/model.safetensors.index.json").c_str());
   }
   model::write_hf_config(out, arch);
   const std::string tok = !c.data.tokenizer.empty() ? c.data.tokenizer

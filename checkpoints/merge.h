@@ -31,7 +31,8 @@ struct MergeReport {
 // `run_dir` holds config.resolved.toml and checkpoints/; step < 0 means `latest`. With
 // `check_logits` the adapted and the merged model are compared on a sample (both held in memory:
 // for models that fit).
+// Output files hold at most `max_shard_bytes` each (HF's 5 GB by default).
 MergeReport merge_run(const std::string& run_dir, int64_t step, const std::string& out,
-                      bool check_logits);
+                      bool check_logits, uint64_t max_shard_bytes = 5ull << 30);
 
 }  // namespace spartan::checkpoints

@@ -233,8 +233,10 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
                                    c.eval.max_batches, grid.get());
 
   std::string saved;
+  model::Llama final_model{nullptr};  // the whole trained model, on rank 0
   if (!distributed) {
     saved = save_result(c, llama, tok, run_dir);
+    final_model = llama;
   } else {
     // Every shard checks its own zeros; then rank 0 puts the trained tensors into the whole
     // model and saves it as one process would.
@@ -252,13 +254,31 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
       torch::NoGradGuard no_grad;
       for (const auto& [name, tensor] : trained) params[name].copy_(tensor);
       saved = save_result(c, whole, tok, run_dir);
+      final_model = whole;
     }
   }
   if (!root) return;
+  // LoRA* (the SPP paper's baseline): the LoRA merged, then the base's zeros imposed again.
+  const bool lora_star = (method == "lora" || method == "sora") && c.adapter.merge == "masked";
+  trainer::EvalResult masked;
+  if (lora_star) {
+    adapters::merge_into_base(final_model, "masked");
+    const std::string folder = run_dir + "/merged";
+    make_dirs(folder);
+    final_model->save(folder);
+    copy_file(tok.path(), folder + "/tokenizer.model");
+    if (has_held_out)
+      masked = trainer::evaluate_rows(final_model, data.held_out, c.optim.micro_batch_size,
+                                      c.eval.max_batches);
+    saved += " and " + folder;
+  }
   std::printf("\n%-28s %s\n", "", "held-out loss  perplexity");
   if (has_held_out) {
     std::printf("%-28s %13.4f  %10.2f\n", "before training", before.loss, before.ppl);
     std::printf("%-28s %13.4f  %10.2f\n", "after training", after.loss, after.ppl);
+    if (lora_star)
+      std::printf("%-28s %13.4f  %10.2f\n", "merged, zeros re-imposed", masked.loss,
+                  masked.ppl);
   }
   std::printf("trained to step %lld in %.1f s (%.0f tokens/s, %lld skipped",
               static_cast<long long>(s.steps), s.seconds, s.tokens_per_s,

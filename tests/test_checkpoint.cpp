@@ -65,7 +65,10 @@ TEST(MergeGolden, MergedLoraFolderGivesPeftLogits) {
   auto grid = parallel::Grid::solo();
   checkpoints::save(*grid, req);
 
-  const auto report = checkpoints::merge_run(run, -1, run + "/merged", true);
+  // Output files of at most 64 KB: the fixture's 420 KB become several files with an index.
+  const auto report = checkpoints::merge_run(run, -1, run + "/merged", true, 64 << 10);
+  EXPECT_TRUE(file_exists(run + "/merged/model.safetensors.index.json"));
+  EXPECT_FALSE(file_exists(run + "/merged/model.safetensors"));
   EXPECT_EQ(report.step, 1);
   EXPECT_EQ(report.merged.size(), 10u);  // 5 projections x 2 layers in the fixture
   EXPECT_LE(report.max_logit_diff, 1e-4);
