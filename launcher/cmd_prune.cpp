@@ -14,6 +14,7 @@
 #include "data/dataset.h"
 #include "data/sampler.h"
 #include "launcher/commands.h"
+#include "parallel/mpi.h"
 #include "launcher/model_shape.h"
 #include "model/hf_config.h"
 #include "model/tokenizer.h"
@@ -68,15 +69,22 @@ void prune(const std::string& config_path, const std::vector<std::string>& overr
     held.resize(c.eval.max_batches * o.batch);
   auto [eval_ids, eval_labels] = trainer::gather(data.held_out, held);
 
-  std::printf("pruning %s -> %s: %s, %s, calibration %lld x %lld tokens of %s\n",
-              c.model.path.c_str(), out.c_str(), o.method.c_str(),
-              o.pattern.nm() ? o.pattern.str().c_str()
-                             : ("unstructured " + std::to_string(o.sparsity)).c_str(),
-              static_cast<long long>(calib.size(0)), static_cast<long long>(L),
-              c.data.path.c_str());
+  // Under mpirun the layers are split over the ranks; rank 0 writes and reports.
+  std::unique_ptr<parallel::Communicator> world;
+  if (parallel::launched_by_mpi() && parallel::init_mpi() > 1) world = parallel::mpi_world();
+  const bool root = !world || world->rank() == 0;
+  if (root) {
+    std::printf("pruning %s -> %s: %s, %s, calibration %lld x %lld tokens of %s\n",
+                c.model.path.c_str(), out.c_str(), o.method.c_str(),
+                o.pattern.nm() ? o.pattern.str().c_str()
+                               : ("unstructured " + std::to_string(o.sparsity)).c_str(),
+                static_cast<long long>(calib.size(0)), static_cast<long long>(L),
+                c.data.path.c_str());
+  }
   std::fflush(stdout);
   prune::PruneReport report = prune::prune_folder(c.model.path, out, o, calib, eval_ids,
-                                                  eval_labels);
+                                                  eval_labels, world.get());
+  if (!root) return;
   std::ofstream(out + "/prune_report.json") << report.to_json().dump(2) << "\n";
   std::printf("\n%s", report.table().c_str());
   std::printf("report: %s/prune_report.json (%.1f s)\n", out.c_str(), report.seconds);

@@ -65,9 +65,51 @@ std::string basename(const std::string& path) {
 
 }  // namespace
 
+namespace {
+
+// Activations from one rank to the next: (N, T, H) with its dtype, sent as a header + data.
+void send_activations(parallel::Communicator& c, const torch::Tensor& h, int dst) {
+  c.send(torch::tensor({h.size(0), h.size(1), h.size(2),
+                        static_cast<int64_t>(h.scalar_type())}),
+         dst);
+  c.send(h.contiguous(), dst);
+}
+
+torch::Tensor recv_activations(parallel::Communicator& c, int src) {
+  auto header = torch::empty({4}, torch::kInt64);
+  c.recv(header, src);
+  const int64_t* d = header.data_ptr<int64_t>();
+  auto h = torch::empty({d[0], d[1], d[2]}, static_cast<torch::ScalarType>(d[3]));
+  c.recv(h, src);
+  return h;
+}
+
+// A string from every rank onto rank 0 (in rank order); empty elsewhere.
+std::vector<std::string> gather_strings(parallel::Communicator& c, const std::string& mine) {
+  if (c.rank() != 0) {
+    c.send(torch::tensor({static_cast<int64_t>(mine.size())}), 0);
+    c.send(torch::from_blob(const_cast<char*>(mine.data()), {static_cast<int64_t>(mine.size())},
+                            torch::kUInt8),
+           0);
+    return {};
+  }
+  std::vector<std::string> all{mine};
+  for (int r = 1; r < c.size(); ++r) {
+    auto n = torch::empty({1}, torch::kInt64);
+    c.recv(n, r);
+    auto bytes = torch::empty({n.item<int64_t>()}, torch::kUInt8);
+    c.recv(bytes, r);
+    all.emplace_back(reinterpret_cast<const char*>(bytes.data_ptr()), bytes.numel());
+  }
+  return all;
+}
+
+}  // namespace
+
 PruneReport prune_folder(const std::string& in_folder, const std::string& out_folder,
                          const PruneOptions& o, const torch::Tensor& calib_ids,
-                         const torch::Tensor& eval_ids, const torch::Tensor& eval_labels) {
+                         const torch::Tensor& eval_ids, const torch::Tensor& eval_labels,
+                         parallel::Communicator* ranks) {
   torch::NoGradGuard no_grad;
   const auto start = std::chrono::steady_clock::now();
   if (in_folder == out_folder)
@@ -76,21 +118,29 @@ PruneReport prune_folder(const std::string& in_folder, const std::string& out_fo
   const model::LlamaArch arch = model::read_hf_config(in_folder);
   model::WeightStore store(in_folder);
   const std::string tmp = out_folder + "/.prune-layers";
-  make_dirs(tmp);
+  const int rank = ranks ? ranks->rank() : 0, size = ranks ? ranks->size() : 1;
+  if (rank == 0) make_dirs(tmp);
+  if (ranks) ranks->barrier();
+  // This rank's layers [first, end): an even split, the remainder on the first ranks.
+  const int64_t per = arch.num_layers / size, extra = arch.num_layers % size;
+  const int64_t first = rank * per + std::min<int64_t>(rank, extra);
+  const int64_t end = first + per + (rank < extra ? 1 : 0);
 
   PruneReport report;
   report.options = o;
   report.calibration_sequences = calib_ids.size(0);
   report.calibration_tokens = calib_ids.numel();
   const bool evaluate = eval_ids.defined() && eval_ids.numel() > 0;
-  if (evaluate) report.loss_before = layerwise_loss(store, arch, eval_ids, eval_labels, o.batch);
+  if (evaluate && rank == 0)
+    report.loss_before = layerwise_loss(store, arch, eval_ids, eval_labels, o.batch);
 
   const bool needs_stats = o.method != "magnitude";
   const bool hessian = o.method == "sparsegpt";
-  auto h = embed(store, calib_ids);  // (N, T, H)
+  // (N, T, H): the embeddings on rank 0, what the previous rank's layers made elsewhere
+  auto h = rank == 0 ? embed(store, calib_ids) : recv_activations(*ranks, rank - 1);
   int64_t zeros = 0, total = 0;
   std::vector<std::string> layer_files;
-  for (int64_t l = 0; l < arch.num_layers; ++l) {
+  for (int64_t l = first; l < end; ++l) {
     auto layer = load_layer(store, arch, l);
     std::map<std::string, std::shared_ptr<InputStats>> stats;
     if (needs_stats) {
@@ -133,6 +183,30 @@ PruneReport prune_folder(const std::string& in_folder, const std::string& out_fo
                 static_cast<long long>(arch.num_layers));
     std::fflush(stdout);
   }
+  if (rank + 1 < size) send_activations(*ranks, h, rank + 1);
+  if (ranks) {
+    // Every rank's results onto rank 0, which writes the folder from every rank's layer files.
+    nlohmann::json mine = {{"zeros", zeros}, {"total", total}, {"tensors", nlohmann::json::array()}};
+    for (const auto& t : report.tensors)
+      mine["tensors"].push_back({t.name, t.sparsity, t.pattern_ok});
+    const auto all = gather_strings(*ranks, mine.dump());
+    if (rank != 0) {
+      ranks->barrier();  // until rank 0 has read the layer files
+      return report;
+    }
+    report.tensors.clear();
+    zeros = total = 0;
+    for (const auto& text : all) {
+      const auto j = nlohmann::json::parse(text);
+      zeros += j["zeros"].get<int64_t>();
+      total += j["total"].get<int64_t>();
+      for (const auto& t : j["tensors"])
+        report.tensors.push_back({t[0].get<std::string>(), t[1].get<double>(), t[2].get<bool>()});
+    }
+    layer_files.clear();
+    for (int64_t l = 0; l < arch.num_layers; ++l)
+      layer_files.push_back(tmp + "/layer-" + std::to_string(l) + ".safetensors");
+  }
   report.target_sparsity = total ? static_cast<double>(zeros) / total : 0.0;
 
   // The output folder: the input's files with the pruned tensors in place.
@@ -159,6 +233,7 @@ PruneReport prune_folder(const std::string& in_folder, const std::string& out_fo
   layers.clear();
   for (const auto& f : layer_files) std::remove(f.c_str());
   ::rmdir(tmp.c_str());
+  if (ranks) ranks->barrier();
 
   if (evaluate) {
     model::WeightStore out(out_folder);

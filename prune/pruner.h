@@ -14,6 +14,7 @@
 #include <torch/torch.h>
 
 #include "model/hooks.h"
+#include "parallel/communicator.h"
 #include "prune/masks.h"
 
 namespace spartan::prune {
@@ -49,9 +50,15 @@ struct PruneReport {
 // Prunes in_folder into out_folder (created; must differ) with calibration token rows
 // calib_ids (N, T). When eval_ids/eval_labels are defined, the held-out loss is measured
 // layer by layer before and after.
+//
+// With a communicator of several ranks (every rank calls this), the layers are split evenly
+// over the ranks in order: rank r waits for the calibration activations from rank r-1, prunes
+// its layers, sends the activations on; rank 0 then writes the output folder and the report
+// (returned on rank 0). The result is the same as on one process, byte for byte.
 PruneReport prune_folder(const std::string& in_folder, const std::string& out_folder,
                          const PruneOptions& options, const torch::Tensor& calib_ids,
                          const torch::Tensor& eval_ids = {},
-                         const torch::Tensor& eval_labels = {});
+                         const torch::Tensor& eval_labels = {},
+                         parallel::Communicator* ranks = nullptr);
 
 }  // namespace spartan::prune

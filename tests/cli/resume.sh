@@ -124,6 +124,12 @@ test -f merged-sora/model.safetensors -a -f merged-sora/config.json -a -f merged
 grep -q "\"rank_pattern\"" merged-sora/adapter/adapter_config.json || fail "merge: no PEFT adapter"
 "$spartan" prune --config c.toml --set prune.method=magnitude --set prune.pattern=2:4 \
   --set prune.out="$dir/pruned" --set prune.calib_samples=4 > /dev/null
+# Pruning split over 2 ranks (a layer each, activations passed on) writes the same bytes.
+for np in 1 2; do
+  mpirun --oversubscribe -np $np "$spartan" prune --config c.toml --set prune.method=wanda \
+    --set prune.out="$dir/wanda-$np" --set prune.calib_samples=4 > /dev/null
+done
+cmp wanda-1/model.safetensors wanda-2/model.safetensors || fail "prune on 2 ranks differs"
 "${mpi2[@]}" "$spartan" train --config c.toml --set parallel.tp=2 --set adapter.method=spp \
   --set model.path="$dir/pruned" --set run.name=spp > /dev/null
 "$spartan" merge --run runs/spp --out merged-spp > m.log
