@@ -49,7 +49,8 @@ struct SaveRequest {
 
 // Fault injection for tests: SPARTAN_FAULT="kill-in-save=N" makes rank 0 SIGKILL itself while
 // saving step N, after the shards are written and before the manifest; "kill-after-save=N"
-// right after step N is committed. Unset in normal use.
+// right after step N is committed; "throw-rankR=N" makes world rank R throw after step N (the
+// trainer's check). Unset in normal use.
 bool fault(const char* kind, int64_t step);
 
 // Writes a checkpoint; returns its folder.

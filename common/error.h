@@ -36,6 +36,15 @@ class Error : public std::runtime_error {
   int exit_code_;
 };
 
+// A run stopped on request (SIGTERM, SIGUSR1, SIGINT) after saving a checkpoint: not a failure;
+// exit code 75 (EX_TEMPFAIL: run the same command again to continue).
+class Stopped : public Error {
+ public:
+  static constexpr int kExitCode = 75;
+  Stopped(std::string what, std::string where, std::string todo)
+      : Error(std::move(what), std::move(where), std::move(todo), kExitCode) {}
+};
+
 // A mistake in the command line or the configuration: exit code 2.
 class UsageError : public Error {
  public:

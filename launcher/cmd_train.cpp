@@ -21,6 +21,7 @@
 #include "launcher/commands.h"
 #include "common/files.h"
 #include "launcher/model_shape.h"
+#include "launcher/signals.h"
 #include "model/llama.h"
 #include "model/tokenizer.h"
 #include "parallel/grid.h"
@@ -196,6 +197,8 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
   if (method == "lora" || method == "sora" || method == "spp" || method == "ia3")
     mask_targets = adapters::parse_targets(c.adapter.targets);
   t.enable_checkpoints(run_identity(c), mask_targets);
+  install_stop_signals();
+  t.stop_signal = pending_stop_signal;
   if (!resume.empty()) t.resume_from(resume);
   if (root) {
     std::printf("run          %s\n", run_dir.c_str());

@@ -77,6 +77,10 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     std::fprintf(stderr, "spartan: error: %s, command line, see `spartan --help`\n", e.what());
     return 2;
+  } catch (const spartan::Stopped& e) {
+    // Every rank stops together after the checkpoint: an orderly exit, no abort.
+    if (spartan::parallel::world_rank() == 0) std::fprintf(stderr, "spartan: %s\n", e.what());
+    return e.exit_code();
   } catch (const spartan::Error& e) {
     return fail(e.what(), e.exit_code());
   } catch (const std::exception& e) {

@@ -310,6 +310,9 @@ TrainSummary Trainer::run() {
     tokens_since_log += step_tokens;
     summary.steps = step + 1;
     if (on_step) on_step(step, loss_value);
+    if (checkpoints::fault(("throw-rank" + std::to_string(grid_.rank())).c_str(), step + 1))
+      throw Error("injected failure (SPARTAN_FAULT) at step " + std::to_string(step + 1),
+                  grid_.coordinates(), "unset SPARTAN_FAULT");
 
     const bool last = step + 1 == total_steps_;
     if ((step + 1) % config_.run.log_every == 0 || last) {
@@ -368,8 +371,18 @@ TrainSummary Trainer::run() {
       tokens_since_log = 0;
     }
     const int64_t every = config_.checkpoint.every;
-    if (checkpointing_ && ((every > 0 && (step + 1) % every == 0) || last))
-      save_checkpoint(step + 1, loss_value);
+    const bool save = checkpointing_ && ((every > 0 && (step + 1) % every == 0) || last);
+    if (save) save_checkpoint(step + 1, loss_value);
+    if (stop_signal && !last) {
+      auto sig = torch::tensor({static_cast<int64_t>(stop_signal())});
+      grid_.world().all_reduce(sig, parallel::ReduceOp::max);
+      if (sig.item<int64_t>() != 0) {
+        if (checkpointing_ && !save) save_checkpoint(step + 1, loss_value);
+        throw Stopped("stopped by signal " + std::to_string(sig.item<int64_t>()) + " after step " +
+                          std::to_string(step + 1) + (checkpointing_ ? ", checkpoint saved" : ""),
+                      run_dir_, "run the same command again to continue from there");
+      }
+    }
   }
   summary.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   summary.tokens_per_s =

@@ -56,6 +56,9 @@ class Trainer {
   void resume_from(std::string checkpoint_folder) { resume_ = std::move(checkpoint_folder); }
   // Called after every optimizer step (tests use it to record losses).
   std::function<void(int64_t step, double loss)> on_step;
+  // The signal asking this rank to stop (0: none), polled after every step. The ranks agree on it
+  // with one small all-reduce; then a checkpoint is saved and run() throws spartan::Stopped.
+  std::function<int()> stop_signal;
 
  private:
   const Config& config_;

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Stopping on request and failing ranks, through the executable:
+#  - SIGTERM to a 1-rank run, and to one rank of a TP=2 run: every rank stops at the next step
+#    boundary after a checkpoint, exit code 75; the same command resumes and ends with the same
+#    losses as a run that was never stopped;
+#  - a rank that throws: every rank exits within seconds, nonzero, with the rank's error.
+set -euo pipefail
+spartan="$1"; fixtures="$2"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
+dir=$(mktemp -d)
+trap 'pkill -f "output_dir=$dir" 2>/dev/null || true; rm -rf "$dir"' EXIT
+cd "$dir"
+for i in $(seq 1 80); do
+  printf '{"instruction": "What is %d plus %d?", "input": "", "output": "It is %d."}\n' \
+    "$i" "$((i * 3))" "$((i * 4))"
+done > qa.jsonl
+cat > c.toml <<TOML
+[run]
+output_dir = "$dir/runs"
+log_every = 1
+[model]
+path = "$dir/base"
+[model.init]
+vocab_size = 1000
+hidden_size = 32
+intermediate_size = 64
+num_layers = 2
+num_heads = 4
+num_kv_heads = 2
+[adapter]
+method = "lora"
+dropout = 0.0
+[data]
+path = "$dir/qa.jsonl"
+tokenizer = "$fixtures/tokenizer/tokenizer.model"
+seq_len = 128
+held_out_fraction = 0.1
+[optim]
+global_batch_size = 4
+micro_batch_size = 2
+max_steps = 120
+TOML
+"$spartan" model init --config c.toml --out base > /dev/null
+fail() { echo "FAIL: $*"; exit 1; }
+losses() { grep -o '"loss":[^,]*' "$1" | cut -d: -f2 | tail -n 5; }
+
+for layout in 1 tp2; do
+  launch=("$spartan"); sets=(--set run.name=stopped-$layout --set "run.output_dir=$dir/runs")
+  [[ $layout == tp2 ]] && launch=(mpirun --oversubscribe -np 2 "$spartan") &&
+    sets+=(--set parallel.tp=2)
+  "${launch[@]}" train --config c.toml "${sets[@]/stopped/straight}" > straight.log
+  "${launch[@]}" train --config c.toml "${sets[@]}" > s.log 2> s.err &
+  job=$!
+  for _ in $(seq 1 300); do grep -q "step 5/" s.log 2>/dev/null && break; sleep 0.1; done
+  # SIGTERM to one rank only (the newest spartan process of this run).
+  kill -TERM "$(pgrep -n -f "spartan train.*run.name=stopped-$layout")"
+  rc=0; wait $job || rc=$?
+  [[ $rc == 75 ]] || { cat s.err; fail "$layout: exit code $rc, expected 75"; }
+  grep -q "spartan: stopped by signal 15 after step" s.err || fail "$layout: no stop message"
+  ! pgrep -f "run.name=stopped-$layout" > /dev/null || fail "$layout: a rank is still running"
+  step=$(cat runs/stopped-$layout/checkpoints/latest)
+  "${launch[@]}" train --config c.toml "${sets[@]}" > r.log
+  grep -q "resumed from .*$step" r.log || fail "$layout: no resume from $step"
+  diff <(losses runs/straight-$layout/metrics.jsonl) <(losses runs/stopped-$layout/metrics.jsonl) \
+    || fail "$layout: final losses differ from the run that was never stopped"
+done
+
+# A rank that throws: the whole job ends quickly with that rank's error.
+start=$SECONDS
+rc=0
+SPARTAN_FAULT=throw-rank1=3 timeout 60 mpirun --oversubscribe -np 2 "$spartan" train \
+  --config c.toml --set parallel.tp=2 --set run.name=thrown > t.log 2> t.err || rc=$?
+(( rc != 0 && rc != 124 )) || fail "a throwing rank: exit code $rc"
+(( SECONDS - start < 30 )) || fail "a throwing rank: took $((SECONDS - start)) s"
+grep -q "spartan: error: injected failure (SPARTAN_FAULT) at step 3, rank 1 (dp 0, pp 0, tp 1)" \
+  t.err || { cat t.err; fail "a throwing rank: no error line"; }
+echo ok
