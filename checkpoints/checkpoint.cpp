@@ -210,6 +210,14 @@ Checkpoint::Checkpoint(std::string folder) : folder_(std::move(folder)) {
                 path, "the checkpoint is damaged or from another version");
 }
 
+Checkpoint::~Checkpoint() = default;
+
+H5File& Checkpoint::file(const std::string& name) const {
+  auto& f = files_[name];
+  if (!f) f = std::make_unique<H5File>(folder_ + "/" + name, "r");
+  return *f;
+}
+
 bool Checkpoint::has(const std::string& key) const { return manifest_["tensors"].contains(key); }
 
 torch::Tensor Checkpoint::global(const std::string& key) const {
@@ -222,21 +230,21 @@ torch::Tensor Checkpoint::global(const std::string& key) const {
     const bool integer = t["dtype"] == "int64";
     auto out = torch::zeros(shape, integer ? torch::kInt64 : torch::kFloat32);
     for (const auto& s : t["shards"]) {
-      const std::string file = folder_ + "/" + s["file"].get<std::string>();
-      H5File f(file, "r");
+      const H5File& f = file(s["file"].get<std::string>());
+      const std::string& path = f.path();
       const H5Dataset d = f.info("/" + key);
       auto part = torch::empty(d.shape, out.options());
       f.read("/" + key, part.data_ptr());
       const int64_t dim = s["dim"];
       if (dim < 0) {
         if (part.sizes() != out.sizes())
-          throw Error("tensor '" + key + "' has another shape than the manifest says", file,
+          throw Error("tensor '" + key + "' has another shape than the manifest says", path,
                       "the checkpoint is damaged: resume from another one");
         out.copy_(part);
       } else {
         const int64_t b = s["begin"], e = s["end"];
         if (e - b != part.size(dim) || e > out.size(dim))
-          throw Error("the slice of '" + key + "' does not match the manifest", file,
+          throw Error("the slice of '" + key + "' does not match the manifest", path,
                       "the checkpoint is damaged: resume from another one");
         out.narrow(dim, b, e - b).copy_(part);
       }

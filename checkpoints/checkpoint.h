@@ -18,6 +18,8 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -28,6 +30,7 @@
 
 namespace spartan::checkpoints {
 
+class H5File;
 constexpr int kFormatVersion = 1;
 
 // One tensor of this rank: its key ("params/<name>", "optim/<name>/exp_avg", ...), its local
@@ -62,6 +65,7 @@ std::string latest(const std::string& run_dir);
 class Checkpoint {
  public:
   explicit Checkpoint(std::string folder);  // reads and checks the manifest
+  ~Checkpoint();
   const std::string& folder() const { return folder_; }
   const nlohmann::json& manifest() const { return manifest_; }
   bool has(const std::string& key) const;
@@ -74,8 +78,12 @@ class Checkpoint {
   int64_t verify() const;
 
  private:
+  // Each shard file is opened once, on first use, and stays open while the checkpoint is read.
+  H5File& file(const std::string& name) const;
+
   std::string folder_;
   nlohmann::json manifest_;
+  mutable std::map<std::string, std::unique_ptr<H5File>> files_;
 };
 
 // A digest of each targeted base weight's zero pattern that does not depend on the layout: for

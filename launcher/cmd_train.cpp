@@ -42,6 +42,19 @@ std::string tokenizer_path(const Config& c) {
   return c.model.path + "/tokenizer.model";
 }
 
+// Whether every SPP adapter's merged weight keeps exactly the zeros of its projection's weight.
+bool spp_keeps_zeros(model::Llama& llama) {
+  torch::NoGradGuard no_grad;
+  for (int64_t l = llama->first_layer(); l < llama->end_layer(); ++l)
+    for (model::Proj p : model::kAllProjections) {
+      auto& proj = llama->projection(l, p);
+      auto spp = std::dynamic_pointer_cast<adapters::SppLinear>(proj->adapter());
+      if (spp && !torch::equal(spp->merged_weight(proj->weight).eq(0), proj->weight.eq(0)))
+        return false;
+    }
+  return true;
+}
+
 // Saves the trained model of one process: LoRA, SoRA (as LoRA after rank removal), (IA)^3 and
 // prompt tuning as PEFT adapters, SPP merged into the base with its zero pattern checked, full as
 // a model folder. Returns the folder written.
@@ -56,23 +69,17 @@ std::string save_result(const Config& c, model::Llama& llama, const model::Token
     copy_file(tok.path(), saved + "/tokenizer.model");
   } else if (method == "spp") {
     // SPP merges into the base: W̃ + s·W̃' keeps every zero of W̃.
-    std::vector<torch::Tensor> zeros_before;
-    for (int64_t l = 0; l < llama->num_layers(); ++l)
-      for (model::Proj p : adapters::parse_targets(c.adapter.targets))
-        zeros_before.push_back(llama->projection(l, p)->weight.eq(0));
-    adapters::merge_into_base(llama, c.adapter.merge);
-    int64_t i = 0, zeros = 0, total = 0;
-    bool identical = true;
-    for (int64_t l = 0; l < llama->num_layers(); ++l)
-      for (model::Proj p : adapters::parse_targets(c.adapter.targets)) {
-        auto now = llama->projection(l, p)->weight.eq(0);
-        identical = identical && torch::equal(now, zeros_before[i++]);
-        zeros += now.sum().item<int64_t>();
-        total += now.numel();
-      }
-    if (!identical)
+    if (!spp_keeps_zeros(llama))
       throw Error("the merged SPP weights lost or gained zeros", run_dir,
                   "report this as a bug: SPP must keep the base's zero pattern");
+    adapters::merge_into_base(llama, c.adapter.merge);
+    int64_t zeros = 0, total = 0;
+    for (int64_t l = 0; l < llama->num_layers(); ++l)
+      for (model::Proj p : adapters::parse_targets(c.adapter.targets)) {
+        const auto& w = llama->projection(l, p)->weight;
+        zeros += w.eq(0).sum().item<int64_t>();
+        total += w.numel();
+      }
     std::printf("merged SPP into the base: %.4f of the targeted weights are zero, the same "
                 "positions as before training\n",
                 total ? double(zeros) / total : 0.0);
@@ -98,19 +105,6 @@ std::string save_result(const Config& c, model::Llama& llama, const model::Token
     checkpoints::save_peft_lora(saved, llama, c.adapter, c.model.path);
   }
   return saved;
-}
-
-// Whether every shard's SPP-merged weights keep the shard's zeros (checked on every rank).
-bool spp_shards_keep_zeros(model::Llama& llama) {
-  torch::NoGradGuard no_grad;
-  for (int64_t l = llama->first_layer(); l < llama->end_layer(); ++l)
-    for (model::Proj p : model::kAllProjections) {
-      auto& proj = llama->projection(l, p);
-      auto spp = std::dynamic_pointer_cast<adapters::SppLinear>(proj->adapter());
-      if (spp && !torch::equal(spp->merged_weight(proj->weight).eq(0), proj->weight.eq(0)))
-        return false;
-    }
-  return true;
 }
 
 // What a checkpoint must agree on with the run that resumes from it.
@@ -241,13 +235,8 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
     saved = save_result(c, llama, tok, run_dir);
     final_model = llama;
   } else {
-    // Every shard checks its own zeros; then rank 0 puts the trained tensors into the whole
-    // model and saves it as one process would.
-    auto ok = torch::tensor({spp_shards_keep_zeros(llama) ? 0 : 1}, torch::kInt64);
-    grid->world().all_reduce(ok);
-    if (ok.item<int64_t>() != 0)
-      throw Error("a shard's merged SPP weights lost or gained zeros", run_dir,
-                  "report this as a bug: SPP must keep the base's zero pattern");
+    // Rank 0 puts the trained tensors into the whole model and saves it as one process would
+    // (SPP's zero check included).
     model::NamedTensors trained =
         trainer::gather_to_root(llama, *grid, adapters::trainable_parameters(llama));
     if (root) {

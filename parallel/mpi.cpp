@@ -217,23 +217,26 @@ int from_env(std::initializer_list<const char*> vars, int fallback) {
     if (const char* s = std::getenv(v); s && *s) return std::atoi(s);
   return fallback;
 }
+
+// Whether MPI calls are allowed now: initialised and not yet finalised.
+bool mpi_usable() {
+  int finalized = 0;
+  if (!mpi_initialized()) return false;
+  MPI_Finalized(&finalized);
+  return !finalized;
+}
+
 }  // namespace
 
 int world_rank() {
-  if (!mpi_initialized()) return from_env({"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"}, 0);
-  int finalized = 0;
-  MPI_Finalized(&finalized);
-  if (finalized) return 0;
+  if (!mpi_usable()) return from_env({"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"}, 0);
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   return rank;
 }
 
 int world_size() {
-  if (!mpi_initialized()) return from_env({"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"}, 1);
-  int finalized = 0;
-  MPI_Finalized(&finalized);
-  if (finalized) return 1;
+  if (!mpi_usable()) return from_env({"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"}, 1);
   int size = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   return size;

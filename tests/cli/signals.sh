@@ -6,35 +6,20 @@
 #  - a rank that throws: every rank exits within seconds, nonzero, with the rank's error.
 set -euo pipefail
 spartan="$1"; fixtures="$2"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
-dir=$(mktemp -d)
+cli_workdir
 trap 'pkill -f "output_dir=$dir" 2>/dev/null || true; rm -rf "$dir"' EXIT
-cd "$dir"
-for i in $(seq 1 80); do
-  printf '{"instruction": "What is %d plus %d?", "input": "", "output": "It is %d."}\n' \
-    "$i" "$((i * 3))" "$((i * 4))"
-done > qa.jsonl
+qa_jsonl 80 > qa.jsonl
 cat > c.toml <<TOML
 [run]
 output_dir = "$dir/runs"
 log_every = 1
-[model]
-path = "$dir/base"
-[model.init]
-vocab_size = 1000
-hidden_size = 32
-intermediate_size = 64
-num_layers = 2
-num_heads = 4
-num_kv_heads = 2
+$(tiny_model_toml)
 [adapter]
 method = "lora"
 dropout = 0.0
-[data]
-path = "$dir/qa.jsonl"
-tokenizer = "$fixtures/tokenizer/tokenizer.model"
-seq_len = 128
-held_out_fraction = 0.1
+$(qa_data_toml 128)
 [optim]
 global_batch_size = 4
 micro_batch_size = 2

@@ -3,30 +3,18 @@
 # evaluate with and without the adapter; plus the errors a user meets first.
 set -euo pipefail
 spartan="$1"; fixtures="$2"
-dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
-cd "$dir"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cli_workdir
 for i in $(seq 1 120); do
   echo "line $i: the quick brown fox $((i * 7)) jumps over the lazy dog and runs $((i % 9)) miles"
 done > text.txt
-for i in $(seq 1 60); do
-  printf '{"instruction": "What is %d plus %d?", "input": "", "output": "It is %d."}\n' \
-    "$i" "$((i * 3))" "$((i * 4))"
-done > qa.jsonl
+qa_jsonl 60 > qa.jsonl
 cat > base.toml <<TOML
 [run]
 name = "full"
 output_dir = "$dir/runs"
 log_every = 2
-[model]
-path = "$dir/base"
-[model.init]
-vocab_size = 1000
-hidden_size = 32
-intermediate_size = 64
-num_layers = 2
-num_heads = 4
-num_kv_heads = 2
+$(tiny_model_toml)
 [adapter]
 method = "full"
 [data]

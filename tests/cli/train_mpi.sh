@@ -4,37 +4,21 @@
 # the number of ranks ends every rank quickly with one clear error.
 set -euo pipefail
 spartan="$1"; fixtures="$2"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
 mpirun=(mpirun --oversubscribe -np 2)
-dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
-cd "$dir"
-for i in $(seq 1 60); do
-  printf '{"instruction": "What is %d plus %d?", "input": "", "output": "It is %d."}\n' \
-    "$i" "$((i * 3))" "$((i * 4))"
-done > qa.jsonl
+cli_workdir
+qa_jsonl 60 > qa.jsonl
 cat > c.toml <<TOML
 [run]
 name = "one"
 output_dir = "$dir/runs"
 log_every = 1
-[model]
-path = "$dir/base"
-[model.init]
-vocab_size = 1000
-hidden_size = 32
-intermediate_size = 64
-num_layers = 2
-num_heads = 4
-num_kv_heads = 2
+$(tiny_model_toml)
 [adapter]
 method = "lora"
 dropout = 0.0
-[data]
-path = "$dir/qa.jsonl"
-tokenizer = "$fixtures/tokenizer/tokenizer.model"
-seq_len = 128
-held_out_fraction = 0.1
+$(qa_data_toml 128)
 [optim]
 lr = 3e-3
 eps = 1e-2
