@@ -102,6 +102,9 @@ void schema(V& v, Config& c) {
     "layers per pipeline stage, one entry per stage; empty = even split", at_least(1));
   v("parallel.backend", c.parallel.backend, "communicator: auto picks NCCL for CUDA tensors",
     one_of({"auto", "mpi", "nccl"}));
+  v("parallel.timeout_s", c.parallel.timeout_s,
+    "seconds a rank may wait in one collective before the job ends with an error (a rank that "
+    "died or hangs); 0 = wait forever", at_least(0));
 
   v.section("adapter", "the trainable method on top of the frozen base");
   v("adapter.method", c.adapter.method, "PEFT method (full = all base weights trainable)",

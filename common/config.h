@@ -51,6 +51,7 @@ struct ParallelConfig {
   int64_t dp = 1;
   std::vector<int64_t> pp_split;     // layers per stage; empty = even split
   std::string backend = "auto";      // auto | mpi | nccl
+  double timeout_s = 1800;           // longest wait in one collective; 0 = no limit
 };
 
 struct SoraConfig {

@@ -25,6 +25,7 @@
 #include "model/llama.h"
 #include "model/tokenizer.h"
 #include "parallel/grid.h"
+#include "parallel/mpi.h"
 #include "trainer/distributed.h"
 #include "trainer/eval.h"
 #include "trainer/trainer.h"
@@ -149,6 +150,7 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
   auto grid = parallel::Grid::create(
       layout, c.where(layout_key) + " (keys 'parallel.tp', 'parallel.pp', 'parallel.dp')");
   const bool root = grid->rank() == 0, distributed = grid->world_size() > 1;
+  if (distributed) parallel::set_collective_timeout(c.parallel.timeout_s);
   const std::string run_dir = c.run.output_dir + "/" + c.run.name;
   // An existing run folder with a checkpoint resumes from its newest one, unless --resume names
   // another.

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "common/error.h"
+#include "launcher/cluster.h"
 #include "launcher/commands.h"
 #include "parallel/mpi.h"
 #include "trainer/runtime.h"
@@ -44,6 +45,11 @@ int fail(const std::string& message, int code) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  try {
+    spartan::launcher::bind_gpu_to_local_rank();  // before anything can initialise CUDA
+  } catch (const spartan::Error& e) {
+    return fail(e.what(), e.exit_code());
+  }
   spartan::trainer::configure_runtime();
   CLI::App app{"spartan: fine-tune pruned LLaMA-family models with sparsity-preserving adapters",
                "spartan"};
@@ -57,6 +63,8 @@ int main(int argc, char** argv) {
   spartan::launcher::add_data_commands(app);
   spartan::launcher::add_ckpt_command(app);
   spartan::launcher::add_merge_command(app);
+  spartan::launcher::add_launch_command(app);
+  spartan::launcher::add_slurm_command(app);
   try {
     if (argc > 1 && argv[1][0] != '-') {
       try {

@@ -4,7 +4,11 @@
 
 #include <chrono>
 #include <climits>
+#include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
+#include <mutex>
+#include <thread>
 
 #include "common/error.h"
 
@@ -54,6 +58,77 @@ bool reduced_in_fp32(const torch::Tensor& t) {
   return t.scalar_type() == torch::kBFloat16 || t.scalar_type() == torch::kFloat16;
 }
 
+// Turns a collective that never returns (a rank died without taking the job down, or hangs) into
+// an error. Each MPI operation registers itself on entry and leaves on exit; a thread of its own
+// checks once a second whether the current one has run longer than the limit and then ends the
+// job. One operation at a time: the trainer calls MPI from one thread (MPI_THREAD_FUNNELED).
+class Watchdog {
+ public:
+  static Watchdog& instance() {
+    static auto* w = new Watchdog;  // never destroyed: its thread outlives static destructors
+    return *w;
+  }
+
+  void set_limit(double seconds) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    limit_ = seconds;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+    MPI_Comm_size(MPI_COMM_WORLD, &size_);
+    if (limit_ > 0 && !thread_.joinable()) {
+      thread_ = std::thread([this] { watch(); });
+      thread_.detach();
+    }
+  }
+  void enter(const std::string& group, const char* op) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    busy_ = true;
+    since_ = Clock::now();
+    group_ = &group;
+    op_ = op;
+  }
+  void leave() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    busy_ = false;
+  }
+
+ private:
+  void watch() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+      wake_.wait_for(lock, std::chrono::seconds(1));
+      if (!busy_ || limit_ <= 0 || since(since_) < limit_) continue;
+      std::fprintf(stderr,
+                   "spartan: error: rank %d of %d waited %.0f s in %s over the '%s' group without "
+                   "progress (another rank failed or hangs), parallel.timeout_s, look for another "
+                   "rank's error above; raise parallel.timeout_s if a step legitimately takes "
+                   "longer\n",
+                   rank_, size_, since(since_), op_, group_->c_str());
+      std::fflush(stderr);
+      MPI_Abort(MPI_COMM_WORLD, 1);
+      std::_Exit(1);
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::thread thread_;
+  double limit_ = 0;
+  int rank_ = 0, size_ = 1;
+  bool busy_ = false;
+  Clock::time_point since_;
+  const std::string* group_ = nullptr;
+  const char* op_ = "";
+};
+
+// Registers one MPI operation with the watchdog for its lifetime.
+class Watched {
+ public:
+  Watched(const std::string& group, const char* op) { Watchdog::instance().enter(group, op); }
+  ~Watched() { Watchdog::instance().leave(); }
+  Watched(const Watched&) = delete;
+  Watched& operator=(const Watched&) = delete;
+};
+
 void finalize_at_exit() {
   int finalized = 0;
   MPI_Finalized(&finalized);
@@ -77,6 +152,7 @@ class MpiCommunicator final : public Communicator {
 
   void all_reduce(torch::Tensor& t, ReduceOp op) override {
     const auto t0 = Clock::now();
+    Watched watched(name(), "all_reduce");
     TORCH_CHECK(t.is_contiguous() && t.device().is_cpu(), "all_reduce: contiguous CPU tensor");
     torch::Tensor buf = reduced_in_fp32(t) ? t.to(torch::kFloat32) : t;
     check(MPI_Allreduce(MPI_IN_PLACE, buf.data_ptr(), to_int(buf.numel(), "all_reduce"),
@@ -89,6 +165,7 @@ class MpiCommunicator final : public Communicator {
 
   torch::Tensor all_gather(const torch::Tensor& t, int64_t dim) override {
     const auto t0 = Clock::now();
+    Watched watched(name(), "all_gather");
     auto in = t.contiguous();
     std::vector<int64_t> shape{size_};
     shape.insert(shape.end(), in.sizes().begin(), in.sizes().end());
@@ -102,6 +179,7 @@ class MpiCommunicator final : public Communicator {
 
   torch::Tensor reduce_scatter(const torch::Tensor& t, int64_t dim) override {
     const auto t0 = Clock::now();
+    Watched watched(name(), "reduce_scatter");
     TORCH_CHECK(t.size(dim) % size_ == 0, "reduce_scatter: size ", t.size(dim),
                 " not divisible by ", size_);
     auto parts = torch::stack(t.chunk(size_, dim)).contiguous();  // (size, ...)
@@ -117,6 +195,7 @@ class MpiCommunicator final : public Communicator {
 
   void broadcast(torch::Tensor& t, int root) override {
     const auto t0 = Clock::now();
+    Watched watched(name(), "broadcast");
     TORCH_CHECK(t.is_contiguous(), "broadcast: contiguous tensor");
     check(MPI_Bcast(t.data_ptr(), to_int(payload_bytes(t), "broadcast"), MPI_BYTE, root, comm_),
           "MPI_Bcast");
@@ -125,6 +204,7 @@ class MpiCommunicator final : public Communicator {
 
   void send(const torch::Tensor& t, int dst) override {
     const auto t0 = Clock::now();
+    Watched watched(name(), "send");
     auto c = t.contiguous();
     check(MPI_Send(c.data_ptr(), to_int(payload_bytes(c), "send"), MPI_BYTE, dst, 0, comm_),
           "MPI_Send");
@@ -133,6 +213,7 @@ class MpiCommunicator final : public Communicator {
 
   void recv(torch::Tensor& t, int src) override {
     const auto t0 = Clock::now();
+    Watched watched(name(), "recv");
     TORCH_CHECK(t.is_contiguous(), "recv: contiguous tensor");
     check(MPI_Recv(t.data_ptr(), to_int(payload_bytes(t), "recv"), MPI_BYTE, src, 0, comm_,
                    MPI_STATUS_IGNORE),
@@ -142,6 +223,7 @@ class MpiCommunicator final : public Communicator {
 
   void send_recv(const torch::Tensor& out, int dst, torch::Tensor& in, int src) override {
     const auto t0 = Clock::now();
+    Watched watched(name(), "send_recv");
     auto c = out.contiguous();
     TORCH_CHECK(in.is_contiguous(), "send_recv: contiguous tensor");
     check(MPI_Sendrecv(c.data_ptr(), to_int(payload_bytes(c), "send"), MPI_BYTE, dst, 0,
@@ -153,6 +235,7 @@ class MpiCommunicator final : public Communicator {
 
   void barrier() override {
     const auto t0 = Clock::now();
+    Watched watched(name(), "barrier");
     check(MPI_Barrier(comm_), "MPI_Barrier");
     count(0, since(t0));
   }
@@ -240,6 +323,10 @@ int world_size() {
   int size = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   return size;
+}
+
+void set_collective_timeout(double seconds) {
+  if (mpi_usable()) Watchdog::instance().set_limit(seconds);
 }
 
 void abort_job(int code) {

@@ -17,6 +17,9 @@ bool mpi_initialized();
 // what the launcher's environment says, else 0 and 1.
 int world_rank();
 int world_size();
+// A limit on how long one MPI operation may take: past it, the rank prints an error naming the
+// operation and its group and ends the job (MPI_Abort). 0 = no limit (the default).
+void set_collective_timeout(double seconds);
 // Ends the whole job with `code` from any rank (MPI_Abort); a no-op without MPI.
 void abort_job(int code);
 

@@ -3,10 +3,11 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <csignal>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <thread>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <nlohmann/json.hpp>
@@ -315,6 +316,10 @@ TrainSummary Trainer::run() {
     if (checkpoints::fault(("throw-rank" + std::to_string(grid_.rank())).c_str(), step + 1))
       throw Error("injected failure (SPARTAN_FAULT) at step " + std::to_string(step + 1),
                   grid_.coordinates(), "unset SPARTAN_FAULT");
+    // A rank that hangs without failing (for the collective timeout's test): it stops calling
+    // into MPI, its peers wait in their next collective.
+    if (checkpoints::fault(("hang-rank" + std::to_string(grid_.rank())).c_str(), step + 1))
+      for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
 
     const bool last = step + 1 == total_steps_;
     if ((step + 1) % config_.run.log_every == 0 || last) {

@@ -3,7 +3,9 @@
 #  - SIGTERM to a 1-rank run, and to one rank of a TP=2 run: every rank stops at the next step
 #    boundary after a checkpoint, exit code 75; the same command resumes and ends with the same
 #    losses as a run that was never stopped;
-#  - a rank that throws: every rank exits within seconds, nonzero, with the rank's error.
+#  - a rank that throws: every rank exits within seconds, nonzero, with the rank's error;
+#  - a rank that hangs: its peer gives up after parallel.timeout_s with an error naming the
+#    collective, and the job ends.
 set -euo pipefail
 spartan="$1"; fixtures="$2"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -59,4 +61,17 @@ SPARTAN_FAULT=throw-rank1=3 timeout 60 mpirun --oversubscribe -np 2 "$spartan" t
 (( SECONDS - start < 30 )) || fail "a throwing rank: took $((SECONDS - start)) s"
 grep -q "spartan: error: injected failure (SPARTAN_FAULT) at step 3, rank 1 (dp 0, pp 0, tp 1)" \
   t.err || { cat t.err; fail "a throwing rank: no error line"; }
+
+# A rank that hangs (stops calling MPI): the other one times out in its next collective.
+start=$SECONDS
+rc=0
+SPARTAN_FAULT=hang-rank1=3 timeout 120 mpirun --oversubscribe -np 2 "$spartan" train \
+  --config c.toml --set parallel.tp=2 --set parallel.timeout_s=3 --set run.name=hung \
+  > h.log 2> h.err || rc=$?
+(( rc != 0 && rc != 124 )) || { cat h.err; fail "a hanging rank: exit code $rc"; }
+(( SECONDS - start < 60 )) || fail "a hanging rank: took $((SECONDS - start)) s"
+grep -Eq "spartan: error: rank 0 of 2 waited [0-9]+ s in [a-z_]+ over the '[a-z]+' group \
+without progress \(another rank failed or hangs\), parallel.timeout_s" h.err ||
+  { cat h.err; fail "a hanging rank: no timeout error"; }
+! pgrep -f "run.name=hung" > /dev/null || fail "a hanging rank: a rank is still running"
 echo ok

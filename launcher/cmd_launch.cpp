@@ -1,0 +1,186 @@
+// spartan launch: start `spartan train` on the configured layout with mpirun (or print the command).
+// spartan slurm: write the sbatch script that does the same under Slurm, with requeue.
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/config.h"
+#include "common/error.h"
+#include "launcher/cluster.h"
+#include "launcher/commands.h"
+#include "launcher/model_shape.h"
+
+extern char** environ;
+
+namespace spartan::launcher {
+namespace {
+
+namespace fs = std::filesystem;
+
+// The configuration given as the positional argument or with --config.
+std::string config_argument(const std::string& positional, const std::string& option) {
+  if (!positional.empty() && !option.empty() && positional != option)
+    throw UsageError("two configurations (" + positional + " and " + option + ")",
+                     "command line", "give one");
+  const std::string& path = positional.empty() ? option : positional;
+  if (path.empty())
+    throw UsageError("no configuration", "command line", "name a configuration file");
+  return path;
+}
+
+TrainCommand train_command(const std::string& config, const std::vector<std::string>& overrides) {
+  std::error_code ec;
+  const fs::path self = fs::read_symlink("/proc/self/exe", ec);
+  return {ec ? std::string("spartan") : self.string(), fs::absolute(config).lexically_normal(),
+          overrides};
+}
+
+// Errors for inputs that are missing here; shape checks once the model is there.
+void check_inputs(const Config& c) {
+  const auto missing = missing_inputs(c);
+  if (!missing.empty())
+    throw UsageError(missing.front().what, missing.front().where,
+                     "fix the path (relative paths are taken from the current folder)");
+  validate_against_model(c, model_shape(c));
+}
+
+// A command that only writes a command may be run where the files are not: notes, not errors.
+void note_missing_inputs(const Config& c) {
+  for (const auto& m : missing_inputs(c))
+    std::cerr << "spartan: note: " << m.what << ", " << m.where << "\n";
+}
+
+struct LaunchOptions {
+  std::string config_positional, config;
+  std::string hosts, hostfile;
+  int64_t gpus_per_node = -1, threads_per_rank = 1;
+  bool oversubscribe = false, dry_run = false;
+  std::vector<std::string> overrides;
+};
+
+void launch(const LaunchOptions& o) {
+  const std::string path = config_argument(o.config_positional, o.config);
+  const Config c = load_config(path, o.overrides);
+  LaunchRequest r;
+  r.train = train_command(path, o.overrides);
+  if (!o.hosts.empty()) r.hosts = parse_host_list(o.hosts, "--hosts");
+  if (!o.hostfile.empty()) {
+    r.hosts = read_hostfile(o.hostfile);
+    r.hostfile = fs::absolute(o.hostfile).lexically_normal();
+  }
+  r.gpus_per_node = o.gpus_per_node;
+  r.threads_per_rank = o.threads_per_rank;
+  r.oversubscribe = o.oversubscribe;
+  for (char** e = environ; *e; ++e) r.environment.emplace_back(*e);
+  const LaunchPlan plan = plan_launch(c, r);
+
+  if (o.dry_run) {
+    // The files may live on the cluster only: say what is missing here, print the command.
+    note_missing_inputs(c);
+    std::cout << shell_join(plan.argv) << "\n";
+    return;
+  }
+  check_inputs(c);
+  std::cout << shell_join(plan.argv) << std::endl;
+  std::vector<char*> argv;
+  for (const auto& a : plan.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  ::execvp(argv[0], argv.data());
+  throw Error(std::string("cannot start mpirun: ") + std::strerror(errno), "PATH",
+              "install Open MPI (openmpi-bin) or put its mpirun on PATH");
+}
+
+struct SlurmOptions {
+  std::string config_positional, config, out;
+  SlurmRequest request;
+  std::vector<std::string> overrides;
+};
+
+void write_slurm(SlurmOptions& o) {
+  const std::string path = config_argument(o.config_positional, o.config);
+  const Config c = load_config(path, o.overrides);
+  SlurmRequest& r = o.request;
+  r.train = train_command(path, o.overrides);
+  r.workdir = fs::current_path().string();
+  const std::string script = sbatch_script(c, r);
+  note_missing_inputs(c);
+  if (o.out.empty()) {
+    std::cout << script;
+    return;
+  }
+  std::ofstream(o.out) << script;
+  if (!std::ifstream(o.out))
+    throw Error("cannot write the sbatch script", o.out, "check the folder exists and is writable");
+  fs::permissions(o.out, fs::perms::owner_exec | fs::perms::group_exec, fs::perm_options::add);
+  std::cout << "wrote " << o.out << ": submit it with `sbatch " << o.out << "`\n";
+}
+
+CLI::Option* add_config_options(CLI::App* cmd, std::string& positional, std::string& option) {
+  cmd->add_option("config", positional, "configuration file")->type_name("FILE");
+  return cmd->add_option("--config", option, "configuration file (same as the positional)")
+      ->type_name("FILE");
+}
+
+}  // namespace
+
+void add_launch_command(CLI::App& app) {
+  auto o = std::make_shared<LaunchOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "launch", "run `spartan train` on the configured layout with mpirun: DP x PP x TP ranks, "
+                "TP groups inside a node, one GPU per rank");
+  add_config_options(cmd, o->config_positional, o->config);
+  auto* hosts = cmd->add_option("--hosts", o->hosts, "nodes and ranks per node, e.g. h1:8,h2:8")
+                    ->type_name("LIST");
+  cmd->add_option("--hostfile", o->hostfile, "Open MPI hostfile (host slots=N per line)")
+      ->type_name("FILE")
+      ->excludes(hosts);
+  cmd->add_option("--gpus-per-node", o->gpus_per_node,
+                  "GPUs of each node (default: this machine's; 0 = CPU ranks)");
+  cmd->add_option("--threads-per-rank", o->threads_per_rank, "cores (OpenMP threads) per rank")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_flag("--oversubscribe", o->oversubscribe,
+                "allow more ranks than cores (no core binding; for tests and laptops)");
+  cmd->add_flag("--dry-run", o->dry_run, "print the mpirun command instead of running it");
+  add_set_option(cmd, o->overrides);
+  cmd->callback([o] { launch(*o); });
+}
+
+void add_slurm_command(CLI::App& app) {
+  auto o = std::make_shared<SlurmOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "slurm", "write an sbatch script for the configured layout: srun (PMIx) or mpirun, USR1 "
+               "before the time limit, checkpoint and requeue");
+  add_config_options(cmd, o->config_positional, o->config);
+  SlurmRequest& r = o->request;
+  cmd->add_option("--nodes", r.nodes, "nodes to ask for")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--gpus-per-node", r.gpus_per_node, "GPUs per node (0 = CPU ranks)")
+      ->check(CLI::NonNegativeNumber)
+      ->required();
+  cmd->add_option("--threads-per-rank", r.threads_per_rank, "cores per rank (--cpus-per-task)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--partition", r.partition, "Slurm partition");
+  cmd->add_option("--account", r.account, "Slurm account");
+  cmd->add_option("--time", r.time, "time limit, e.g. 2-00:00:00");
+  cmd->add_option("--launcher", r.launcher, "srun (--mpi=pmix) or mpirun inside the allocation")
+      ->check(CLI::IsMember({"srun", "mpirun"}))
+      ->capture_default_str();
+  cmd->add_option("--signal-before", r.signal_seconds,
+                  "seconds before the time limit at which the ranks get USR1")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--out", o->out, "write the script here (default: print it)")->type_name("FILE");
+  add_set_option(cmd, o->overrides);
+  cmd->callback([o] { write_slurm(*o); });
+}
+
+}  // namespace spartan::launcher
