@@ -1,5 +1,6 @@
 #include "adapters/adapter.h"
 
+#include "adapters/block.h"
 #include "adapters/ia3.h"
 #include "adapters/lora.h"
 #include "adapters/prompt.h"
@@ -101,6 +102,50 @@ model::NamedTensors trainable_parameters(const model::Llama& model) {
   return out;
 }
 
+bool is_block_method(const std::string& method) {
+  return method == "houlsby" || method == "compacter" || method == "tiny_attention";
+}
+
+namespace {
+// Houlsby and Compacter after attention and FFN, tiny-attention beside attention; built for
+// every layer in the same order on every rank (same initial values on every layout).
+void attach_blocks(model::Llama& model, const AdapterConfig& c) {
+  const int64_t H = model->arch().hidden_size, m = c.bottleneck.size;
+  std::shared_ptr<PhmRule> rule;
+  if (c.method == "compacter") {
+    const int64_t n = c.compacter.n;
+    if (H % n != 0 || m % n != 0)
+      throw UsageError("adapter.compacter.n = " + std::to_string(n) + " does not divide the "
+                       "hidden size " + std::to_string(H) + " and the bottleneck " +
+                       std::to_string(m), "[adapter.compacter] n",
+                       "choose n dividing both");
+    if (model->is_sharded() && (model->first_layer() != 0 || model->end_layer() !=
+                                                                   model->num_layers()))
+      throw UsageError("Compacter shares its A_i over every layer, so it cannot be split into "
+                       "pipeline stages", "[parallel] pp", "use pp = 1 with Compacter");
+    rule = std::make_shared<PhmRule>(n);
+  }
+  for (int64_t l = 0; l < model->num_layers(); ++l) {
+    std::shared_ptr<model::BlockAdapter> after_attention, after_mlp;
+    if (c.method == "houlsby") {
+      after_attention = std::make_shared<HoulsbyAdapter>(H, m);
+      after_mlp = std::make_shared<HoulsbyAdapter>(H, m);
+    } else if (c.method == "compacter") {
+      after_attention = std::make_shared<CompacterAdapter>(H, m, c.compacter.n,
+                                                           c.compacter.rank, rule, l == 0);
+      after_mlp = std::make_shared<CompacterAdapter>(H, m, c.compacter.n, c.compacter.rank,
+                                                     rule, false);
+    } else {
+      after_attention = std::make_shared<TinyAttentionAdapter>(H, c.tiny_attention.heads,
+                                                               c.tiny_attention.head_dim);
+    }
+    if (l < model->first_layer() || l >= model->end_layer()) continue;
+    model->layer(l)->attach_after_attention(after_attention);
+    model->layer(l)->attach_after_mlp(after_mlp);
+  }
+}
+}  // namespace
+
 Attached attach(model::Llama& model, const AdapterConfig& config) {
   Attached a;
   a.method = config.method;
@@ -131,9 +176,14 @@ Attached attach(model::Llama& model, const AdapterConfig& config) {
         adapter->shard(proj->slice());
         proj->attach(adapter);
       }
+  } else if (is_block_method(config.method)) {
+    model->set_base_trainable(false);
+    attach_blocks(model, config);
   } else {
     throw UsageError("adapter method '" + config.method + "' is not available in this build",
-                     "[adapter] method", "use lora, sora, spp, ia3, prompt or full");
+                     "[adapter] method",
+                     "use lora, sora, spp, ia3, houlsby, compacter, tiny_attention, prompt or "
+                     "full");
   }
   a.trainable = trainable_parameters(model);
   return a;

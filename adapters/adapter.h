@@ -1,8 +1,9 @@
 // Attaching the configured method to a model, and what it trains.
 //
-// Methods behind this interface today: "lora", "sora", "spp", "ia3", "prompt" and "full" (every base weight trainable,
-// no adapter: the demo pretrains its tiny base this way). Others of the PEFT-Ref catalogue
-// are rejected with a clear error until they exist.
+// Methods: "lora", "sora", "spp", "ia3" (linear projections), "houlsby", "compacter",
+// "tiny_attention" (after blocks), "prompt" (input embeddings) and "full" (every base weight
+// trainable, no adapter: the demo pretrains its tiny base this way). Prefix tuning is rejected
+// with a clear error until it exists.
 #pragma once
 
 #include <string>
@@ -48,6 +49,9 @@ bool is_sora_gate(const std::string& name);
 
 // The trainable parameters of a model as it stands (requires_grad), in registration order.
 model::NamedTensors trainable_parameters(const model::Llama& model);
+
+// Houlsby, Compacter and tiny-attention: adapters at the block hooks, not mergeable.
+bool is_block_method(const std::string& method);
 
 std::vector<model::Proj> parse_targets(const std::vector<std::string>& names);
 

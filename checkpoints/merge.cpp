@@ -78,6 +78,9 @@ MergeReport merge_run(const std::string& run_dir, int64_t step, const std::strin
   if (method == "prompt")
     throw UsageError("prompt tuning adds virtual tokens and cannot be merged into weights",
                      run_dir, "use the PEFT adapter that spartan train saved under adapter/");
+  if (adapters::is_block_method(method))
+    throw UsageError(method + " adds modules after the blocks and cannot be merged into weights",
+                     run_dir, "use the adapter that spartan train saved under adapter/");
   const std::string saved_digest = ck.manifest()["identity"].value("base model", "");
   if (!saved_digest.empty() && saved_digest != base_model_digest(c.model.path))
     throw UsageError("the base model folder is not the one the run trained on", c.model.path,

@@ -311,8 +311,53 @@ AdapterConfig load_peft_prompt(const std::string& folder, model::Llama& m) {
   return cfg;
 }
 
+void save_block_adapter(const std::string& folder, model::Llama& m, const AdapterConfig& config,
+                        const std::string& base_model_path) {
+  make_dirs(folder);
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  for (const auto& [name, t] : adapters::trainable_parameters(m))
+    tensors.emplace_back(name, t.detach());
+  model::save_safetensors(folder + "/adapter_model.safetensors", tensors, {{"format", "pt"}});
+  nlohmann::ordered_json j;
+  j["peft_type"] = "SPARTAN_BLOCK";
+  j["method"] = config.method;
+  j["base_model_name_or_path"] = base_model_path;
+  j["bottleneck"] = config.bottleneck.size;
+  j["compacter_n"] = config.compacter.n;
+  j["compacter_rank"] = config.compacter.rank;
+  j["tiny_attention_heads"] = config.tiny_attention.heads;
+  j["tiny_attention_head_dim"] = config.tiny_attention.head_dim;
+  write_adapter_config(folder, j);
+}
+
+AdapterConfig load_block_adapter(const std::string& folder, model::Llama& m) {
+  const nlohmann::json j = read_adapter_config(folder);
+  AdapterConfig cfg;
+  cfg.method = j.value("method", "");
+  if (!adapters::is_block_method(cfg.method))
+    throw Error("unknown block adapter method '" + cfg.method + "'",
+                folder + "/adapter_config.json", "re-export the adapter with spartan train");
+  cfg.bottleneck.size = j.value("bottleneck", cfg.bottleneck.size);
+  cfg.compacter.n = j.value("compacter_n", cfg.compacter.n);
+  cfg.compacter.rank = j.value("compacter_rank", cfg.compacter.rank);
+  cfg.tiny_attention.heads = j.value("tiny_attention_heads", cfg.tiny_attention.heads);
+  cfg.tiny_attention.head_dim = j.value("tiny_attention_head_dim", cfg.tiny_attention.head_dim);
+  adapters::attach(m, cfg);
+  model::SafetensorsFile file(folder + "/adapter_model.safetensors");
+  torch::NoGradGuard no_grad;
+  for (auto& [name, t] : adapters::trainable_parameters(m)) {
+    auto saved = model::read_tensor(file, name, torch::kFloat32);
+    if (!saved.sizes().equals(t.sizes()))
+      throw Error("tensor " + name + " has the wrong shape for this base model", file.path(),
+                  "use the adapter with the base model it was trained on");
+    t.copy_(saved);
+  }
+  return cfg;
+}
+
 AdapterConfig load_peft_adapter(const std::string& folder, model::Llama& m) {
   const std::string type = read_adapter_config(folder).value("peft_type", "");
+  if (type == "SPARTAN_BLOCK") return load_block_adapter(folder, m);
   if (type == "IA3") return load_peft_ia3(folder, m);
   if (type == "PROMPT_TUNING") return load_peft_prompt(folder, m);
   return load_peft_lora(folder, m);  // LORA, or a clear error naming the type

@@ -43,7 +43,15 @@ void save_peft_prompt(const std::string& folder, model::Llama& model,
                       const std::string& base_model_path);
 AdapterConfig load_peft_prompt(const std::string& folder, model::Llama& model);
 
-// Reads adapter_config.json's peft_type and loads a LoRA, (IA)^3 or prompt-tuning folder.
+// Houlsby, Compacter and tiny-attention, which PEFT does not have, in the same folder layout:
+// adapter_config.json (peft_type "SPARTAN_BLOCK", the method and its sizes) and every trained
+// tensor under its Spartan name in adapter_model.safetensors. Spartan reads it back (eval).
+void save_block_adapter(const std::string& folder, model::Llama& model,
+                        const AdapterConfig& config, const std::string& base_model_path);
+AdapterConfig load_block_adapter(const std::string& folder, model::Llama& model);
+
+// Reads adapter_config.json's peft_type and loads a LoRA, (IA)^3, prompt-tuning or Spartan
+// block-adapter folder.
 AdapterConfig load_peft_adapter(const std::string& folder, model::Llama& model);
 
 }  // namespace spartan::checkpoints

@@ -144,6 +144,22 @@ void schema(V& v, Config& c) {
   v("adapter.prompt.num_virtual_tokens", c.adapter.prompt.num_virtual_tokens,
     "learned vectors in front of every sequence", at_least(1));
 
+  v.section("adapter.bottleneck", "Houlsby adapter and Compacter (after attention and FFN)");
+  v("adapter.bottleneck.size", c.adapter.bottleneck.size, "width m of the bottleneck",
+    at_least(1));
+
+  v.section("adapter.compacter", "Compacter (Mahabadi et al. 2021): PHM layers");
+  v("adapter.compacter.n", c.adapter.compacter.n,
+    "Kronecker factors per PHM layer (A_i: n x n, shared by every layer)", at_least(1));
+  v("adapter.compacter.rank", c.adapter.compacter.rank, "rank of each factor B_i = s_i t_i",
+    at_least(1));
+
+  v.section("adapter.tiny_attention", "tiny-attention adapter (Zhao et al. 2022)");
+  v("adapter.tiny_attention.heads", c.adapter.tiny_attention.heads, "attention heads",
+    at_least(1));
+  v("adapter.tiny_attention.head_dim", c.adapter.tiny_attention.head_dim,
+    "dimension of each head", at_least(1));
+
   v.section("data", "training data");
   v("data.path", c.data.path, "Alpaca JSON/JSONL, {\"text\": ...} JSONL or plain text", any());
   v("data.format", c.data.format, "file format; auto guesses from the content",

@@ -72,6 +72,21 @@ struct SppConfig {
   std::string form = "effective";    // effective | blocked
 };
 
+// Houlsby adapters and Compacter: a bottleneck after the attention and the FFN block.
+struct BottleneckConfig {
+  int64_t size = 16;                 // m: the bottleneck's width
+};
+
+struct CompacterConfig {
+  int64_t n = 4;                     // Kronecker factors; divides hidden size and bottleneck
+  int64_t rank = 1;                  // rank of each B_i = s_i t_i
+};
+
+struct TinyAttentionConfig {
+  int64_t heads = 8;
+  int64_t head_dim = 1;
+};
+
 struct AdapterConfig {
   std::string method = "lora";
   std::vector<std::string> targets = {"q", "k", "v", "o", "gate", "up", "down"};
@@ -82,6 +97,9 @@ struct AdapterConfig {
   SoraConfig sora;
   SppConfig spp;
   PromptConfig prompt;
+  BottleneckConfig bottleneck;
+  CompacterConfig compacter;
+  TinyAttentionConfig tiny_attention;
 };
 
 struct DataConfig {

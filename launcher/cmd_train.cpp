@@ -94,6 +94,9 @@ std::string save_result(const Config& c, model::Llama& llama, const model::Token
   } else if (method == "prompt") {
     saved = run_dir + "/adapter";
     checkpoints::save_peft_prompt(saved, llama, c.model.path);
+  } else if (adapters::is_block_method(method)) {
+    saved = run_dir + "/adapter";
+    checkpoints::save_block_adapter(saved, llama, c.adapter, c.model.path);
   } else {
     if (method == "sora") {  // rank removal: a LoRA of the non-zero gates per module
       const int64_t total_ranks = c.adapter.r * llama->num_layers() *
@@ -128,11 +131,11 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
   if (c.data.path.empty()) missing(c, "data.path", "no training data");
   validate_against_model(c, model_shape(c));
   const std::string& method = c.adapter.method;
-  if (method != "lora" && method != "sora" && method != "spp" && method != "ia3" &&
-      method != "prompt" && method != "full")
-    throw UsageError("adapter method '" + method + "' is not available in this build",
+  if (method == "prefix")
+    throw UsageError("adapter method 'prefix' is not available in this build",
                      c.where("adapter.method") + " (key 'adapter.method')",
-                     "use \"lora\", \"sora\", \"spp\", \"ia3\", \"prompt\" or \"full\"");
+                     "use lora, sora, spp, ia3, houlsby, compacter, tiny_attention, prompt or "
+                     "full");
   if (c.adapter.method == "sora" && c.adapter.sora.schedule != "none")
     throw UsageError("the SoRA xi schedule is not available in this build",
                      c.where("adapter.sora.schedule") + " (key 'adapter.sora.schedule')",

@@ -104,6 +104,11 @@ Config test_config(const std::string& method) {
   c.adapter.targets = {"q", "k", "v", "o", "gate", "up", "down"};
   if (method == "ia3") c.adapter.targets = {"k", "v", "down"};  // PEFT's LLaMA default
   c.adapter.prompt.num_virtual_tokens = 4;
+  c.adapter.bottleneck.size = 8;
+  c.adapter.compacter.n = 4;
+  c.adapter.compacter.rank = 2;
+  c.adapter.tiny_attention.heads = 2;
+  c.adapter.tiny_attention.head_dim = 2;
   c.adapter.sora.lambda2 = 0.02;  // large enough that some gates reach zero in 3 steps
   c.optim.lr = 1e-2;
   c.optim.weight_decay = 0.01;
@@ -233,6 +238,16 @@ TEST(Parallel, SppMatchesOneRankAndEveryShardKeepsItsZeros) {
 TEST(Parallel, Ia3MatchesOneRank) { compare_with_reference("ia3"); }
 
 TEST(Parallel, PromptTuningMatchesOneRank) { compare_with_reference("prompt"); }
+
+TEST(Parallel, HoulsbyMatchesOneRank) { compare_with_reference("houlsby"); }
+
+TEST(Parallel, TinyAttentionMatchesOneRank) { compare_with_reference("tiny_attention"); }
+
+// Compacter's A_i are shared by every layer, so it runs on one pipeline stage only.
+TEST(Parallel, CompacterMatchesOneRank) {
+  if (g_layout.pp > 1) GTEST_SKIP() << "Compacter refuses pipeline stages";
+  compare_with_reference("compacter");
+}
 
 // TP larger than the number of KV heads: each rank holds the KV head its query heads use.
 TEST(Parallel, ReplicatedKvHeadsMatchOneRank) {

@@ -1,0 +1,86 @@
+#include "adapters/block.h"
+
+#include <cmath>
+#include <limits>
+
+namespace spartan::adapters {
+
+HoulsbyAdapter::HoulsbyAdapter(int64_t hidden, int64_t bottleneck) {
+  down_weight = register_parameter("down_weight", torch::randn({bottleneck, hidden}) * 0.01);
+  down_bias = register_parameter("down_bias", torch::zeros({bottleneck}));
+  up_weight = register_parameter("up_weight", torch::zeros({hidden, bottleneck}));
+  up_bias = register_parameter("up_bias", torch::zeros({hidden}));
+}
+
+torch::Tensor HoulsbyAdapter::forward(const torch::Tensor&, const torch::Tensor& a) {
+  const auto x = a.to(up_bias.scalar_type());
+  const auto f = torch::linear(torch::relu(torch::linear(x, down_weight, down_bias)), up_weight,
+                               up_bias);
+  return a + f.to(a.scalar_type());
+}
+
+PhmRule::PhmRule(int64_t n) { A = register_parameter("A", torch::randn({n, n, n}) * 0.01); }
+
+torch::Tensor PhmWeights::weight(const torch::Tensor& A) const {
+  const auto B = torch::bmm(s, t);  // (n, in/n, out/n)
+  const int64_t n = A.size(0);
+  // kron(A_i, B_i)[j·P + p, k·Q + q] = A_i[j, k]·B_i[p, q], summed over i.
+  return torch::einsum("ijk,ipq->jpkq", {A, B}).reshape({n * B.size(1), n * B.size(2)});
+}
+
+namespace {
+PhmWeights phm_layer(torch::nn::Module& owner, const std::string& name, int64_t in, int64_t out,
+                     int64_t n, int64_t rank, bool zero) {
+  PhmWeights w;
+  auto s = torch::empty({n, in / n, rank}), t = torch::empty({n, rank, out / n});
+  for (int64_t i = 0; i < n; ++i) {
+    torch::nn::init::xavier_normal_(s[i]);
+    torch::nn::init::xavier_normal_(t[i]);
+  }
+  if (zero) t.zero_();
+  w.s = owner.register_parameter(name + "_s", s);
+  w.t = owner.register_parameter(name + "_t", t);
+  w.b = owner.register_parameter(name + "_bias", torch::zeros({out}));
+  return w;
+}
+}  // namespace
+
+CompacterAdapter::CompacterAdapter(int64_t hidden, int64_t bottleneck, int64_t n, int64_t rank,
+                                   std::shared_ptr<PhmRule> rule_, bool owns_rule)
+    : rule(std::move(rule_)) {
+  TORCH_CHECK(hidden % n == 0 && bottleneck % n == 0, "Compacter: n must divide both sizes");
+  torch::NoGradGuard no_grad;
+  down = phm_layer(*this, "down", hidden, bottleneck, n, rank, false);
+  up = phm_layer(*this, "up", bottleneck, hidden, n, rank, true);
+  if (owns_rule) register_module("phm_rule", rule);
+}
+
+torch::Tensor CompacterAdapter::forward(const torch::Tensor&, const torch::Tensor& a) {
+  const auto x = a.to(up.b.scalar_type());
+  const auto d = torch::gelu(torch::matmul(x, down.weight(rule->A)) + down.b);
+  const auto f = torch::matmul(d, up.weight(rule->A)) + up.b;
+  return a + f.to(a.scalar_type());
+}
+
+TinyAttentionAdapter::TinyAttentionAdapter(int64_t hidden, int64_t heads_, int64_t head_dim_)
+    : heads(heads_), head_dim(head_dim_) {
+  qkv_weight = register_parameter("qkv_weight",
+                                  torch::randn({3 * heads * head_dim, hidden}) * 0.02);
+  o_weight = register_parameter("o_weight", torch::zeros({hidden, heads * head_dim}));
+}
+
+torch::Tensor TinyAttentionAdapter::forward(const torch::Tensor& h, const torch::Tensor& a) {
+  const int64_t B = h.size(0), T = h.size(1);
+  const auto qkv = torch::linear(h.to(qkv_weight.scalar_type()), qkv_weight)
+                       .view({B, T, 3, heads, head_dim})
+                       .permute({2, 0, 3, 1, 4});  // (3, B, heads, T, d)
+  auto scores = torch::matmul(qkv[0], qkv[1].transpose(2, 3)) /
+                std::sqrt(static_cast<double>(head_dim));
+  const auto future = torch::ones({T, T}, torch::dtype(torch::kBool).device(h.device())).triu(1);
+  scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
+  const auto out = torch::matmul(torch::softmax(scores, -1), qkv[2]);  // (B, heads, T, d)
+  const auto f = torch::linear(out.transpose(1, 2).reshape({B, T, heads * head_dim}), o_weight);
+  return a + f.to(a.scalar_type());
+}
+
+}  // namespace spartan::adapters
