@@ -20,6 +20,7 @@ void add_data_commands(CLI::App& app);   // spartan tokenizer train | spartan da
 void add_prune_command(CLI::App& app);   // spartan prune --config FILE
 void add_ckpt_command(CLI::App& app);    // spartan ckpt info DIR
 void add_merge_command(CLI::App& app);   // spartan merge --run DIR --out DIR
+void add_adapters_command(CLI::App& app);  // spartan adapters --config FILE
 void add_launch_command(CLI::App& app);  // spartan launch FILE [--hosts ...] [--dry-run]
 void add_slurm_command(CLI::App& app);   // spartan slurm FILE --nodes N --gpus-per-node G
 

@@ -63,6 +63,7 @@ int main(int argc, char** argv) {
   spartan::launcher::add_data_commands(app);
   spartan::launcher::add_ckpt_command(app);
   spartan::launcher::add_merge_command(app);
+  spartan::launcher::add_adapters_command(app);
   spartan::launcher::add_launch_command(app);
   spartan::launcher::add_slurm_command(app);
   try {
