@@ -3,6 +3,7 @@
 #include "adapters/block.h"
 #include "adapters/ia3.h"
 #include "adapters/lora.h"
+#include "adapters/prefix.h"
 #include "adapters/prompt.h"
 #include "adapters/sora.h"
 #include "adapters/spp.h"
@@ -176,14 +177,28 @@ Attached attach(model::Llama& model, const AdapterConfig& config) {
         adapter->shard(proj->slice());
         proj->attach(adapter);
       }
+  } else if (config.method == "prefix") {
+    model->set_base_trainable(false);
+    const auto& arch = model->arch();
+    if (model->first_layer() != 0 || model->end_layer() != model->num_layers())
+      throw UsageError("prefix tuning's encoder feeds every layer, so it cannot be split into "
+                       "pipeline stages", "[parallel] pp", "use pp = 1 with prefix tuning");
+    if (model->projection(0, model::Proj::k)->slice().holders > 1)
+      throw UsageError("prefix tuning with more TP ranks than KV heads", "[parallel] tp",
+                       "use tp <= num_kv_heads for method \"prefix\"");
+    const int64_t kv_dim = arch.num_kv_heads * arch.head_dim();
+    const auto& p = config.prefix;
+    model->attach_kv(std::make_shared<PrefixEncoder>(
+        p.num_virtual_tokens, kv_dim, arch.num_layers,
+        p.encoder_hidden_size > 0 ? p.encoder_hidden_size : kv_dim, p.projection));
   } else if (is_block_method(config.method)) {
     model->set_base_trainable(false);
     attach_blocks(model, config);
   } else {
     throw UsageError("adapter method '" + config.method + "' is not available in this build",
                      "[adapter] method",
-                     "use lora, sora, spp, ia3, houlsby, compacter, tiny_attention, prompt or "
-                     "full");
+                     "use lora, sora, spp, ia3, houlsby, compacter, tiny_attention, prompt, "
+                     "prefix or full");
   }
   a.trainable = trainable_parameters(model);
   return a;

@@ -1,9 +1,9 @@
 // Attaching the configured method to a model, and what it trains.
 //
 // Methods: "lora", "sora", "spp", "ia3" (linear projections), "houlsby", "compacter",
-// "tiny_attention" (after blocks), "prompt" (input embeddings) and "full" (every base weight
-// trainable, no adapter: the demo pretrains its tiny base this way). Prefix tuning is rejected
-// with a clear error until it exists.
+// "tiny_attention" (after blocks), "prompt" (input embeddings), "prefix" (every layer's keys
+// and values) and "full" (every base weight trainable, no adapter: the demo pretrains its tiny
+// base this way).
 #pragma once
 
 #include <string>

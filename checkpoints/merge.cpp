@@ -75,8 +75,8 @@ MergeReport merge_run(const std::string& run_dir, int64_t step, const std::strin
   report.method = method;
   report.step = ck.manifest()["step"].get<int64_t>();
   report.out = out;
-  if (method == "prompt")
-    throw UsageError("prompt tuning adds virtual tokens and cannot be merged into weights",
+  if (method == "prompt" || method == "prefix")
+    throw UsageError(method + " tuning adds virtual tokens and cannot be merged into weights",
                      run_dir, "use the PEFT adapter that spartan train saved under adapter/");
   if (adapters::is_block_method(method))
     throw UsageError(method + " adds modules after the blocks and cannot be merged into weights",

@@ -8,6 +8,7 @@
 
 #include "adapters/adapter.h"
 #include "adapters/ia3.h"
+#include "adapters/prefix.h"
 #include "adapters/prompt.h"
 #include "adapters/lora.h"
 #include "common/error.h"
@@ -311,6 +312,64 @@ AdapterConfig load_peft_prompt(const std::string& folder, model::Llama& m) {
   return cfg;
 }
 
+void save_peft_prefix(const std::string& folder, model::Llama& m,
+                      const std::string& base_model_path) {
+  auto prefix = std::dynamic_pointer_cast<adapters::PrefixEncoder>(m->kv_adapter());
+  if (!prefix)
+    throw Error("the model has no prefix encoder to export", folder, "attach prefix tuning first");
+  make_dirs(folder);
+  torch::NoGradGuard no_grad;
+  model::save_safetensors(folder + "/adapter_model.safetensors",
+                          {{"prompt_embeddings", prefix->past_key_values().contiguous()}},
+                          {{"format", "pt"}});
+  const auto& a = m->arch();
+  nlohmann::ordered_json j;
+  j["peft_type"] = "PREFIX_TUNING";
+  j["task_type"] = "CAUSAL_LM";
+  j["base_model_name_or_path"] = base_model_path;
+  j["num_virtual_tokens"] = prefix->num_virtual_tokens();
+  j["token_dim"] = prefix->kv_dim;
+  j["num_attention_heads"] = a.num_kv_heads;
+  j["num_layers"] = a.num_layers;
+  j["num_transformer_submodules"] = 1;
+  j["encoder_hidden_size"] = prefix->transform ? prefix->transform->ptr<torch::nn::LinearImpl>(0)
+                                                     ->options.out_features()
+                                               : prefix->kv_dim;
+  j["prefix_projection"] = static_cast<bool>(prefix->transform);
+  j["inference_mode"] = true;
+  write_adapter_config(folder, j);
+}
+
+AdapterConfig load_peft_prefix(const std::string& folder, model::Llama& m) {
+  const nlohmann::json j = read_adapter_config(folder);
+  const std::string path = folder + "/adapter_config.json";
+  const auto& a = m->arch();
+  const int64_t kv_dim = a.num_kv_heads * a.head_dim();
+  if (j.value("num_transformer_submodules", 1) != 1 || j.value("num_layers", 0) != a.num_layers ||
+      j.value("token_dim", 0) != kv_dim || j.value("num_attention_heads", 0) != a.num_kv_heads)
+    throw Error("prefix does not fit this model (num_layers, token_dim = n_kv_heads x head_dim "
+                "and num_attention_heads = n_kv_heads expected)", path,
+                "use the adapter with the base model it was trained on");
+  model::SafetensorsFile file(folder + "/adapter_model.safetensors");
+  auto t = model::read_tensor(file, "prompt_embeddings", torch::kFloat32);
+  if (t.dim() != 2 || t.size(1) != a.num_layers * 2 * kv_dim)
+    throw Error("prompt_embeddings has the wrong shape for this base model", file.path(),
+                "use the adapter with the base model it was trained on");
+  auto prefix = std::make_shared<adapters::PrefixEncoder>(t.size(0), kv_dim, a.num_layers, 0,
+                                                          false);
+  {
+    torch::NoGradGuard no_grad;
+    prefix->embedding->weight.copy_(t);
+  }
+  m->set_base_trainable(false);
+  m->attach_kv(prefix);
+  AdapterConfig cfg;
+  cfg.method = "prefix";
+  cfg.prefix.num_virtual_tokens = t.size(0);
+  cfg.prefix.projection = false;
+  return cfg;
+}
+
 void save_block_adapter(const std::string& folder, model::Llama& m, const AdapterConfig& config,
                         const std::string& base_model_path) {
   make_dirs(folder);
@@ -358,6 +417,7 @@ AdapterConfig load_block_adapter(const std::string& folder, model::Llama& m) {
 AdapterConfig load_peft_adapter(const std::string& folder, model::Llama& m) {
   const std::string type = read_adapter_config(folder).value("peft_type", "");
   if (type == "SPARTAN_BLOCK") return load_block_adapter(folder, m);
+  if (type == "PREFIX_TUNING") return load_peft_prefix(folder, m);
   if (type == "IA3") return load_peft_ia3(folder, m);
   if (type == "PROMPT_TUNING") return load_peft_prompt(folder, m);
   return load_peft_lora(folder, m);  // LORA, or a clear error naming the type

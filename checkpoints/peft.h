@@ -43,6 +43,13 @@ void save_peft_prompt(const std::string& folder, model::Llama& model,
                       const std::string& base_model_path);
 AdapterConfig load_peft_prompt(const std::string& folder, model::Llama& model);
 
+// Prefix tuning in PEFT's layout (peft_type PREFIX_TUNING, inference form: prompt_embeddings
+// (P, L·2·E) is the reparameterisation MLP's output; token_dim E = n_kv_heads·head_dim and
+// num_attention_heads = n_kv_heads, which LLaMA's grouped-query attention needs).
+void save_peft_prefix(const std::string& folder, model::Llama& model,
+                      const std::string& base_model_path);
+AdapterConfig load_peft_prefix(const std::string& folder, model::Llama& model);
+
 // Houlsby, Compacter and tiny-attention, which PEFT does not have, in the same folder layout:
 // adapter_config.json (peft_type "SPARTAN_BLOCK", the method and its sizes) and every trained
 // tensor under its Spartan name in adapter_model.safetensors. Spartan reads it back (eval).

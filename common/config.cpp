@@ -144,6 +144,14 @@ void schema(V& v, Config& c) {
   v("adapter.prompt.num_virtual_tokens", c.adapter.prompt.num_virtual_tokens,
     "learned vectors in front of every sequence", at_least(1));
 
+  v.section("adapter.prefix", "prefix tuning (Li & Liang 2021)");
+  v("adapter.prefix.num_virtual_tokens", c.adapter.prefix.num_virtual_tokens,
+    "key/value vectors in front of every layer's", at_least(1));
+  v("adapter.prefix.projection", c.adapter.prefix.projection,
+    "train through the reparameterisation MLP (dropped at save)", any());
+  v("adapter.prefix.encoder_hidden_size", c.adapter.prefix.encoder_hidden_size,
+    "width of that MLP; 0 = n_kv_heads x head_dim", at_least(0));
+
   v.section("adapter.bottleneck", "Houlsby adapter and Compacter (after attention and FFN)");
   v("adapter.bottleneck.size", c.adapter.bottleneck.size, "width m of the bottleneck",
     at_least(1));

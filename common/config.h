@@ -68,6 +68,12 @@ struct PromptConfig {
   int64_t num_virtual_tokens = 20;
 };
 
+struct PrefixConfig {
+  int64_t num_virtual_tokens = 20;
+  bool projection = true;            // train through the reparameterisation MLP
+  int64_t encoder_hidden_size = 0;   // the MLP's width; 0 = n_kv_heads x head_dim
+};
+
 struct SppConfig {
   std::string form = "effective";    // effective | blocked
 };
@@ -97,6 +103,7 @@ struct AdapterConfig {
   SoraConfig sora;
   SppConfig spp;
   PromptConfig prompt;
+  PrefixConfig prefix;
   BottleneckConfig bottleneck;
   CompacterConfig compacter;
   TinyAttentionConfig tiny_attention;

@@ -12,6 +12,7 @@
 
 #include "adapters/adapter.h"
 #include "adapters/block.h"
+#include "adapters/prefix.h"
 #include "adapters/prompt.h"
 #include "common/config.h"
 #include "common/files.h"
@@ -51,6 +52,8 @@ const Properties kProperties[] = {
      "direct addition", "attention layer"},
     {"prompt", "none (vectors)", "none", "addition", "none", "parallel", "concatenation",
      "input embeddings"},
+    {"prefix", "dense MLP (training only)", "MLP shared", "addition", "none", "parallel",
+     "concatenation", "keys, values"},
 };
 
 int64_t count(const torch::nn::Module& m) {
@@ -138,6 +141,21 @@ std::vector<Row> count_methods(const Config& c, const model::LlamaArch& a) {
   prompt.formula = "P·H";
   prompt.insertions = 1;
   rows.push_back(prompt);
+
+  // Prefix tuning: one encoder for every layer; in training with its MLP (the saved form is
+  // P·L·2E).
+  const int64_t P = c.adapter.prefix.num_virtual_tokens, E = a.num_kv_heads * a.head_dim();
+  const int64_t h = c.adapter.prefix.encoder_hidden_size > 0 ? c.adapter.prefix.encoder_hidden_size
+                                                             : E;
+  Row prefix("prefix");
+  prefix.shared = count(adapters::PrefixEncoder(P, E, L, h, c.adapter.prefix.projection));
+  prefix.formula_value = c.adapter.prefix.projection
+                             ? P * E + E * h + h + h * 2 * L * E + 2 * L * E
+                             : P * 2 * L * E;
+  prefix.formula = c.adapter.prefix.projection ? "PE + (E + 1)h + (h + 1)·2LE, E = n_kv·d_head"
+                                               : "P·2LE, E = n_kv·d_head";
+  prefix.insertions = L;
+  rows.push_back(prefix);
   return rows;
 }
 

@@ -94,6 +94,9 @@ std::string save_result(const Config& c, model::Llama& llama, const model::Token
   } else if (method == "prompt") {
     saved = run_dir + "/adapter";
     checkpoints::save_peft_prompt(saved, llama, c.model.path);
+  } else if (method == "prefix") {
+    saved = run_dir + "/adapter";
+    checkpoints::save_peft_prefix(saved, llama, c.model.path);
   } else if (adapters::is_block_method(method)) {
     saved = run_dir + "/adapter";
     checkpoints::save_block_adapter(saved, llama, c.adapter, c.model.path);
@@ -131,11 +134,6 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
   if (c.data.path.empty()) missing(c, "data.path", "no training data");
   validate_against_model(c, model_shape(c));
   const std::string& method = c.adapter.method;
-  if (method == "prefix")
-    throw UsageError("adapter method 'prefix' is not available in this build",
-                     c.where("adapter.method") + " (key 'adapter.method')",
-                     "use lora, sora, spp, ia3, houlsby, compacter, tiny_attention, prompt or "
-                     "full");
   if (c.adapter.method == "sora" && c.adapter.sora.schedule != "none")
     throw UsageError("the SoRA xi schedule is not available in this build",
                      c.where("adapter.sora.schedule") + " (key 'adapter.sora.schedule')",

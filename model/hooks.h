@@ -7,6 +7,7 @@
 //   a linear projection               LinearAdapter       LoRA, SoRA, SPP, (IA)^3
 //   after the attention / FFN block   BlockAdapter        Houlsby, Compacter, tiny-attention
 //   the input embeddings              EmbeddingAdapter    prompt tuning
+//   every layer's keys and values     KvAdapter           prefix tuning
 #pragma once
 
 #include <string>
@@ -84,6 +85,16 @@ class EmbeddingAdapter : public torch::nn::Module {
   virtual int64_t num_virtual_tokens() const = 0;
   virtual torch::Tensor forward(const torch::Tensor& embeds)  // (B, T, H)
       = 0;                                                    // -> (B, P + T, H)
+};
+
+// Keys and values put in front of every layer's own (prefix tuning): each query also attends to
+// them. forward() returns every layer's at once, (num_layers, 2, P, n_kv_heads·head_dim) with
+// keys then values, keys not rotated; the model takes each layer's, and under TP its heads. The
+// real tokens' rotary positions start at P, as after P cached tokens.
+class KvAdapter : public torch::nn::Module {
+ public:
+  virtual int64_t num_virtual_tokens() const = 0;
+  virtual torch::Tensor forward() = 0;
 };
 
 }  // namespace spartan::model

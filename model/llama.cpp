@@ -141,7 +141,8 @@ AttentionImpl::AttentionImpl(const LlamaArch& a, torch::Dtype dtype, parallel::C
   o_proj = register_module("o_proj", Projection(a.num_heads * head_dim, h, dtype, o, tp));
 }
 
-torch::Tensor AttentionImpl::forward(const torch::Tensor& input, const Rotary& rope) {
+torch::Tensor AttentionImpl::forward(const torch::Tensor& input, const Rotary& rope,
+                                     const torch::Tensor& prefix) {
   // Column-parallel q, k, v share one input: one all-reduce of its gradient.
   const auto x = tp ? parallel::copy_to_group(input, *tp) : input;
   const int64_t B = x.size(0), T = x.size(1);
@@ -150,15 +151,25 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& input, const Rotary& r
   auto v = v_proj(x).view({B, T, num_kv_heads, head_dim}).transpose(1, 2);  // (B, nkv, T, hd)
   q = q * rope.cos + rotate_half(q) * rope.sin;
   k = k * rope.cos + rotate_half(k) * rope.sin;
+  const int64_t P = prefix.defined() ? prefix.size(1) : 0, S = P + T;  // keys per query row
+  if (P > 0) {  // prefix tuning: (2, P, n_kv·hd) in front of the keys and values
+    auto heads = [&](const torch::Tensor& t) {
+      return t.to(k.scalar_type()).view({P, num_kv_heads, head_dim}).transpose(0, 1)
+          .unsqueeze(0).expand({B, num_kv_heads, P, head_dim});
+    };
+    k = torch::cat({heads(prefix[0]), k}, 2);
+    v = torch::cat({heads(prefix[1]), v}, 2);
+  }
   if (num_kv_heads != num_heads) {  // grouped-query attention: repeat each KV head
     const int64_t rep = num_heads / num_kv_heads;
-    k = k.unsqueeze(2).expand({B, num_kv_heads, rep, T, head_dim}).reshape({B, num_heads, T,
+    k = k.unsqueeze(2).expand({B, num_kv_heads, rep, S, head_dim}).reshape({B, num_heads, S,
                                                                             head_dim});
-    v = v.unsqueeze(2).expand({B, num_kv_heads, rep, T, head_dim}).reshape({B, num_heads, T,
+    v = v.unsqueeze(2).expand({B, num_kv_heads, rep, S, head_dim}).reshape({B, num_heads, S,
                                                                             head_dim});
   }
   auto scores = torch::matmul(q, k.transpose(2, 3)) / std::sqrt(static_cast<double>(head_dim));
-  auto future = torch::ones({T, T}, torch::dtype(torch::kBool).device(x.device())).triu(1);
+  // Query t sees every prefix position and the sequence up to t.
+  auto future = torch::ones({T, S}, torch::dtype(torch::kBool).device(x.device())).triu(1 + P);
   scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());  // (B, nh, T, T)
   auto probs = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
   auto out = torch::matmul(probs, v);                                           // (B, nh, T, hd)
@@ -194,9 +205,10 @@ DecoderLayerImpl::DecoderLayerImpl(const LlamaArch& a, torch::Dtype dtype,
       "post_attention_layernorm", RMSNorm(a.hidden_size, a.rms_norm_eps, dtype));
 }
 
-torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const Rotary& rope) {
+torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const Rotary& rope,
+                                        const torch::Tensor& prefix) {
   auto h = input_layernorm(x);
-  auto a = self_attn(h, rope);
+  auto a = self_attn(h, rope, prefix);
   if (after_attention_) a = after_attention_->forward(h, a);
   auto y = x + a;
   h = post_attention_layernorm(y);
@@ -317,10 +329,30 @@ torch::Tensor LlamaImpl::embed(const torch::Tensor& input_ids) {
 }
 
 torch::Tensor LlamaImpl::run_layers(const torch::Tensor& input) {
-  const Rotary rope = rotary_tables(arch_, input.size(1), input.scalar_type(), input.device());
+  if (!kv_adapter_) {
+    const Rotary rope = rotary_tables(arch_, input.size(1), input.scalar_type(), input.device());
+    auto h = input;
+    for (auto& layer : layers_) h = layer(h, rope);
+    return h;
+  }
+  // Prefix tuning: every layer's keys and values at once; each layer takes its own and this
+  // rank's KV heads. Positions of the real tokens start after the prefix.
+  const auto prefixes = kv_adapter_->forward();  // (L, 2, P, n_kv·hd), whole model
+  const Rotary rope = rotary_tables(arch_, input.size(1), input.scalar_type(), input.device(),
+                                    kv_adapter_->num_virtual_tokens());
   auto h = input;
-  for (auto& layer : layers_) h = layer(h, rope);
+  for (int64_t i = 0; i < static_cast<int64_t>(layers_.size()); ++i) {
+    const TpSlice& kv = layers_[i]->self_attn->k_proj->slice();
+    auto prefix = prefixes[first_layer_ + i];
+    if (kv.split != TpSplit::none) prefix = prefix.narrow(-1, kv.begin, kv.size());
+    h = layers_[i](h, rope, prefix);
+  }
   return h;
+}
+
+void LlamaImpl::attach_kv(std::shared_ptr<KvAdapter> adapter) {
+  if (kv_adapter_) unregister_module("prefix_encoder");
+  kv_adapter_ = adapter ? register_module("prefix_encoder", std::move(adapter)) : nullptr;
 }
 
 namespace {
@@ -367,6 +399,8 @@ TpPlacement LlamaImpl::placement(const std::string& name) const {
         if (proj->adapter()) return proj->adapter()->placement(name.substr(at + tag.size()));
       }
   }
+  // Prefix tuning's encoder: every rank computes all heads' prefixes and uses its own.
+  if (name.rfind("prefix_encoder.", 0) == 0 && tp_->size() > 1) return {TpPlacement::partial};
   return {};  // embedding and block adapters, norms: replicated
 }
 

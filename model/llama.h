@@ -79,7 +79,10 @@ Rotary rotary_tables(const LlamaArch& arch, int64_t seq_len, torch::Dtype dtype,
 class AttentionImpl : public torch::nn::Module {
  public:
   AttentionImpl(const LlamaArch& arch, torch::Dtype dtype, parallel::Communicator* tp = nullptr);
-  torch::Tensor forward(const torch::Tensor& x, const Rotary& rope);  // (B, T, H) -> (B, T, H)
+  // (B, T, H) -> (B, T, H); `prefix`: (2, P, this rank's n_kv·head_dim) keys and values in
+  // front of the sequence's own, or undefined.
+  torch::Tensor forward(const torch::Tensor& x, const Rotary& rope,
+                        const torch::Tensor& prefix = {});
   Projection q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   int64_t num_heads, num_kv_heads, head_dim;  // this rank's heads
   parallel::Communicator* tp;
@@ -98,7 +101,8 @@ TORCH_MODULE(MLP);
 class DecoderLayerImpl : public torch::nn::Module {
  public:
   DecoderLayerImpl(const LlamaArch& arch, torch::Dtype dtype, parallel::Communicator* tp = nullptr);
-  torch::Tensor forward(const torch::Tensor& x, const Rotary& rope);
+  torch::Tensor forward(const torch::Tensor& x, const Rotary& rope,
+                        const torch::Tensor& prefix = {});
   Projection& projection(Proj p);
   // Block hooks (Houlsby, Compacter, tiny-attention); nullptr detaches.
   void attach_after_attention(std::shared_ptr<BlockAdapter> adapter);
@@ -149,6 +153,10 @@ class LlamaImpl : public torch::nn::Module {
   int64_t prompt_length() const { return prompt_length_; }
   void set_prompt_length(int64_t p) { prompt_length_ = p; }
   const std::shared_ptr<EmbeddingAdapter>& embedding_adapter() const { return embedding_adapter_; }
+  // Prefix tuning: registered as "prefix_encoder"; nullptr detaches. Its parameters are
+  // replicated over TP with partial gradients (each rank uses its own heads' columns).
+  void attach_kv(std::shared_ptr<KvAdapter> adapter);
+  const std::shared_ptr<KvAdapter>& kv_adapter() const { return kv_adapter_; }
 
   // The base model's parameters under their Hugging Face names (tied head not repeated); this
   // rank's slices when sharded.
@@ -184,6 +192,7 @@ class LlamaImpl : public torch::nn::Module {
   torch::Tensor lm_head_;  // undefined when tied
   std::vector<std::string> base_names_;
   std::shared_ptr<EmbeddingAdapter> embedding_adapter_;
+  std::shared_ptr<KvAdapter> kv_adapter_;
   int64_t prompt_length_ = 0;
 };
 TORCH_MODULE(Llama);

@@ -226,10 +226,10 @@ PruneReport prune_folder(const std::string& in_folder, const std::string& out_fo
     }
     model::write_safetensors(out_folder + "/" + basename(file->path()), views, file->metadata());
   }
-  for (const char* extra : {"config.json", "model.safetensors.index.json", "generation_config.json",
-                            "tokenizer.model", "tokenizer.json", "tokenizer_config.json",
-                            "special_tokens_map.json"})
-    if (file_exists(in_folder + "/" + extra)) copy_file(in_folder + "/" + extra, out_folder + "/" + extra);
+  for (const char* side : {"config.json", "model.safetensors.index.json", "generation_config.json",
+                           "tokenizer.model", "tokenizer.json", "tokenizer_config.json",
+                           "special_tokens_map.json"})
+    if (file_exists(in_folder + "/" + side)) copy_file(in_folder + "/" + side, out_folder + "/" + side);
   layers.clear();
   for (const auto& f : layer_files) std::remove(f.c_str());
   ::rmdir(tmp.c_str());

@@ -104,6 +104,8 @@ Config test_config(const std::string& method) {
   c.adapter.targets = {"q", "k", "v", "o", "gate", "up", "down"};
   if (method == "ia3") c.adapter.targets = {"k", "v", "down"};  // PEFT's LLaMA default
   c.adapter.prompt.num_virtual_tokens = 4;
+  c.adapter.prefix.num_virtual_tokens = 3;
+  c.adapter.prefix.encoder_hidden_size = 16;
   c.adapter.bottleneck.size = 8;
   c.adapter.compacter.n = 4;
   c.adapter.compacter.rank = 2;
@@ -242,6 +244,12 @@ TEST(Parallel, PromptTuningMatchesOneRank) { compare_with_reference("prompt"); }
 TEST(Parallel, HoulsbyMatchesOneRank) { compare_with_reference("houlsby"); }
 
 TEST(Parallel, TinyAttentionMatchesOneRank) { compare_with_reference("tiny_attention"); }
+
+// The prefix encoder feeds every layer, so it runs on one pipeline stage only.
+TEST(Parallel, PrefixTuningMatchesOneRank) {
+  if (g_layout.pp > 1) GTEST_SKIP() << "prefix tuning refuses pipeline stages";
+  compare_with_reference("prefix");
+}
 
 // Compacter's A_i are shared by every layer, so it runs on one pipeline stage only.
 TEST(Parallel, CompacterMatchesOneRank) {

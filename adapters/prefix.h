@@ -1,0 +1,34 @@
+// Prefix tuning (Li & Liang 2021) as HF PEFT's PrefixTuningConfig: P learned key and value
+// vectors in front of every layer's own (model::KvAdapter). In training they come from the
+// reparameterisation MLP, embedding (P, E) -> Linear(E, h) -> tanh -> Linear(h, L·2·E), with
+// E = n_kv_heads·head_dim; at save the MLP is dropped and its output (P, L·2·E) kept, which is
+// what PEFT saves as prompt_embeddings and loads in inference mode (PEFT-Ref's footnote).
+// Parameter names follow PEFT's PrefixEncoder: embedding.weight, transform.{0,2}.{weight,bias}.
+//
+// Tensor parallelism: every rank computes all prefixes and uses its KV heads' columns, so the
+// parameters are replicated with partial gradients, summed over TP. The encoder feeds every
+// layer, so it cannot be split into pipeline stages.
+#pragma once
+
+#include <torch/torch.h>
+
+#include "model/hooks.h"
+
+namespace spartan::adapters {
+
+class PrefixEncoder : public model::KvAdapter {
+ public:
+  // projection false: the embedding is (P, L·2·E) itself (PEFT's inference form).
+  PrefixEncoder(int64_t num_virtual_tokens, int64_t kv_dim, int64_t num_layers,
+                int64_t encoder_hidden, bool projection);
+  int64_t num_virtual_tokens() const override { return embedding->weight.size(0); }
+  torch::Tensor forward() override;  // (L, 2, P, E)
+  // (P, L·2·E): the form PEFT saves.
+  torch::Tensor past_key_values();
+
+  torch::nn::Embedding embedding{nullptr};
+  torch::nn::Sequential transform{nullptr};  // empty without projection
+  int64_t kv_dim, num_layers;
+};
+
+}  // namespace spartan::adapters
