@@ -134,10 +134,6 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
   if (c.data.path.empty()) missing(c, "data.path", "no training data");
   validate_against_model(c, model_shape(c));
   const std::string& method = c.adapter.method;
-  if (c.adapter.method == "sora" && c.adapter.sora.schedule != "none")
-    throw UsageError("the SoRA xi schedule is not available in this build",
-                     c.where("adapter.sora.schedule") + " (key 'adapter.sora.schedule')",
-                     "set adapter.sora.schedule = \"none\"");
   const ModelShape shape = model_shape(c);
   if (c.parallel.backend == "nccl")
     throw UsageError("the NCCL backend needs CUDA tensors; this build of spartan trains on CPU",

@@ -15,6 +15,7 @@
 #include "trainer/eval.h"
 #include "trainer/optimizer.h"
 #include "trainer/schedule.h"
+#include "trainer/sora_gates.h"
 #include "trainer/trainer.h"
 
 using namespace spartan;
@@ -251,4 +252,72 @@ TEST(Eval, StreamScoresEveryTokenOnceWhateverTheStride) {
   auto t = torch::tensor(tokens).view({1, -1});
   EXPECT_NEAR(full.loss, model::causal_lm_loss(m->forward(t), t).item<double>(), 1e-6);
   EXPECT_THROW(trainer::evaluate_stream(m, tokens, 16, 17, 1), UsageError);
+}
+
+// The xi lists of the official SparseAdamW (numpy's linspace, log and exp), and the phases.
+TEST(SoraSchedule, ValuesAsTheOfficialCodeAndPhasesSplitTheRun) {
+  using trainer::XiSchedule;
+  const std::vector<double> linear{0.1, 0.2, 0.3, 0.4, 0.5};
+  const XiSchedule lin("linear", 0.1, 0.5, 5, 10);
+  ASSERT_EQ(lin.values().size(), 5u);
+  for (size_t i = 0; i < 5; ++i) EXPECT_NEAR(lin.values()[i], linear[i], 1e-12);
+  const XiSchedule ex("exp_linear", 1e-3, 1e-1, 3, 9);
+  EXPECT_NEAR(ex.values()[1], 1e-2, 1e-12);
+  const XiSchedule lg("log_linear", 0.0, 1.0, 3, 9);
+  EXPECT_NEAR(lg.values()[1], std::log((1.0 + std::exp(1.0)) / 2), 1e-12);
+  EXPECT_NEAR(lg.values()[2], 1.0, 1e-12);
+  // 10 steps, 5 values: 2 steps per phase.
+  EXPECT_EQ(lin.xi(0), lin.values()[0]);
+  EXPECT_EQ(lin.xi(2), lin.values()[1]);
+  EXPECT_EQ(lin.xi(9), lin.values()[4]);
+  EXPECT_TRUE(lin.phase_ends(1));
+  EXPECT_FALSE(lin.phase_ends(2));
+  EXPECT_TRUE(lin.phase_ends(9));
+  const XiSchedule none("none", 0.3, 10, 5, 10);
+  EXPECT_FALSE(none.active());
+  EXPECT_EQ(none.xi(9), 0.3);
+  EXPECT_THROW(XiSchedule("exp_linear", 0.0, 1.0, 3, 9), UsageError);
+}
+
+// A SoRA run with a rising xi logs one point per phase, the non-zero gates never grow from one
+// phase to the next and reach fewer than at the start, and the curve is drawn.
+TEST(SoraSchedule, RunLogsTheCurveAsGatesCloseOneByOne) {
+  auto rows = synthetic_rows(16, 16, 50), held_out = synthetic_rows(4, 16, 50);
+  torch::manual_seed(7);
+  model::Llama m(tiny(50), torch::kFloat32);
+  m->init_weights();
+  Config c;
+  c.adapter.method = "sora";
+  c.adapter.r = 4;
+  c.adapter.dropout = 0.0;
+  c.adapter.targets = {"q", "v"};
+  c.adapter.sora.schedule = "linear";
+  c.adapter.sora.lambda2 = 0.01;
+  c.adapter.sora.max_lambda = 0.3;
+  c.adapter.sora.lambda_num = 4;
+  c.optim.lr = 1e-2;
+  c.optim.global_batch_size = 4;
+  c.optim.max_steps = 12;
+  c.run.log_every = 100;
+  adapters::attach(m, c.adapter);
+  const std::string dir = run_dir("sora_schedule");
+  trainer::Trainer t(c, m, rows, held_out, dir);
+  t.run();
+  const auto points = trainer::read_xi_points(dir + "/metrics.jsonl");
+  ASSERT_EQ(points.size(), 4u);
+  const int64_t total = 2 * 2 * 4;  // layers x targets x r
+  for (size_t i = 0; i < points.size(); ++i) {
+    EXPECT_NEAR(points[i].xi, 0.01 + 0.29 * i / 3, 1e-12);
+    EXPECT_TRUE(std::isfinite(points[i].train_loss) && std::isfinite(points[i].held_out_loss));
+    if (i > 0) {
+      EXPECT_LE(points[i].nonzero, points[i - 1].nonzero) << "phase " << i;
+    }
+  }
+  EXPECT_LT(points.back().nonzero, total);
+  std::ifstream svg(dir + "/sora_xi_curve.svg");
+  const std::string text((std::istreambuf_iterator<char>(svg)), std::istreambuf_iterator<char>());
+  size_t circles = 0;
+  for (size_t at = text.find("<circle"); at != std::string::npos; at = text.find("<circle", at + 1))
+    ++circles;
+  EXPECT_EQ(circles, 8u);  // 4 points x (train, held-out)
 }

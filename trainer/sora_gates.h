@@ -9,6 +9,7 @@
 // The loss carries λ₁·Σ|g| / (number of gate entries) as well (l1_penalty()).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -39,5 +40,42 @@ class GateOptimizer {
 
 // λ₁ · Σ|g| / (number of gate entries), summed over all gates.
 torch::Tensor l1_penalty(const model::NamedTensors& gates, double lambda1);
+
+// The ξ schedule of the SoRA paper (§3.3), built as the official code builds it from λ₂ to
+// max_lambda in lambda_num values:
+//   linear      linspace(λ₂, max, n)
+//   log_linear  log(linspace(e^λ₂, e^max, n))
+//   exp_linear  exp(linspace(log λ₂, log max, n))
+// The official code trains once per value; here the run's steps are split into n equal phases,
+// phase i thresholding with the i-th value. At the end of each phase the trainer logs train and
+// held-out loss against the non-zero gate entries (the memorisation/generalisation curve).
+class XiSchedule {
+ public:
+  // schedule "none": one phase with ξ = λ₂.
+  XiSchedule(const std::string& schedule, double lambda2, double max_lambda, int64_t lambda_num,
+             int64_t total_steps);
+  const std::vector<double>& values() const { return values_; }
+  double xi(int64_t step) const;          // ξ used by optimizer step `step` (0-based)
+  bool phase_ends(int64_t step) const;    // whether step `step` is the last of its phase
+  bool active() const { return values_.size() > 1; }
+
+ private:
+  std::vector<double> values_;
+  int64_t phase_steps_ = 1, total_steps_ = 1;
+};
+
+// One point of the curve: after a phase, at threshold ξ.
+struct XiPoint {
+  double xi = 0;
+  int64_t nonzero = 0;
+  double train_loss = 0, held_out_loss = 0;
+};
+// The points logged to metrics.jsonl ("event": "xi_phase"), in step order; of records with the
+// same step (a resumed run logs the steps after its checkpoint again) the last counts.
+std::vector<XiPoint> read_xi_points(const std::string& metrics_path);
+// The memorisation/generalisation plot: train and held-out loss against non-zero gate entries,
+// one point per ξ, as a self-contained SVG.
+void write_xi_curve_svg(const std::string& path, const std::vector<XiPoint>& points,
+                        int64_t total_gate_entries);
 
 }  // namespace spartan::trainer

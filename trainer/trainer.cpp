@@ -7,6 +7,7 @@
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <thread>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -152,6 +153,18 @@ TrainSummary Trainer::run() {
       std::printf("SoRA gates: %lld entries, threshold \"%s\" with xi = %g, L1 weight %g\n",
                   static_cast<long long>(total_gate_entries), sora.threshold.c_str(),
                   sora.lambda2, sora.lambda1);
+  }
+  const XiSchedule xi_schedule(sora.schedule, sora.lambda2, sora.max_lambda, sora.lambda_num,
+                               total_steps_);
+  if (gate_optimizer && xi_schedule.active()) {
+    if (held_out_.ids.empty())
+      throw UsageError("the SoRA xi schedule logs held-out loss, but there is no held-out data",
+                       "[data] held_out_fraction", "set held_out_fraction > 0");
+    if (root) {
+      std::printf("SoRA xi schedule \"%s\":", sora.schedule.c_str());
+      for (double xi : xi_schedule.values()) std::printf(" %g", xi);
+      std::printf(", one phase each\n");
+    }
   }
   const Schedule schedule =
       Schedule::make(o.lr, total_steps_, o.warmup_ratio, o.schedule, o.min_lr_ratio);
@@ -303,7 +316,10 @@ TrainSummary Trainer::run() {
       sync.reduce();
       grad_norm = sync.clip(o.grad_clip);
       optimizer.step(lr);
-      if (gate_optimizer) gate_optimizer->step(sora.gate_lr > 0 ? lr * sora.gate_lr / o.lr : lr);
+      if (gate_optimizer) {
+        gate_optimizer->set_xi(xi_schedule.xi(step));
+        gate_optimizer->step(sora.gate_lr > 0 ? lr * sora.gate_lr / o.lr : lr);
+      }
       summary.last_loss = loss_value;
     }
     optimizer.zero_grad();
@@ -377,6 +393,8 @@ TrainSummary Trainer::run() {
       last_log = now;
       tokens_since_log = 0;
     }
+    if (gate_optimizer && xi_schedule.active() && xi_schedule.phase_ends(step))
+      log_xi_phase(step, xi_schedule.xi(step), whole_model(gate_optimizer->nonzero()), metrics);
     const int64_t every = config_.checkpoint.every;
     const bool save = checkpointing_ && ((every > 0 && (step + 1) % every == 0) || last);
     if (save) save_checkpoint(step + 1, loss_value);
@@ -391,6 +409,11 @@ TrainSummary Trainer::run() {
       }
     }
   }
+  if (gate_optimizer && xi_schedule.active() && root) {
+    const std::string svg = run_dir_ + "/sora_xi_curve.svg";
+    write_xi_curve_svg(svg, read_xi_points(run_dir_ + "/metrics.jsonl"), total_gate_entries);
+    std::printf("SoRA memorisation/generalisation curve: %s\n", svg.c_str());
+  }
   summary.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   summary.tokens_per_s =
       summary.seconds > 0 ? (tokens_seen - tokens_at_start) / summary.seconds : 0.0;
@@ -398,6 +421,27 @@ TrainSummary Trainer::run() {
   summary.comm_share = summary.seconds > 0 ? summary.comm.seconds / summary.seconds : 0.0;
   model_->eval();
   return summary;
+}
+
+void Trainer::log_xi_phase(int64_t step, double xi, int64_t nonzero, std::ofstream& metrics) {
+  // Memorisation: loss on as many training rows as there are held-out rows.
+  const int64_t batch = config_.optim.micro_batch_size;
+  const int64_t rows = held_out_.rows();
+  const EvalResult held_out =
+      evaluate_rows(model_, held_out_, batch, config_.eval.max_batches, &grid_);
+  const EvalResult train = evaluate_rows(model_, train_, batch, (rows + batch - 1) / batch, &grid_);
+  model_->train();
+  if (grid_.rank() != 0) return;
+  std::printf("           xi %g: %lld non-zero gate entries, train loss %.4f, held-out loss "
+              "%.4f\n",
+              xi, static_cast<long long>(nonzero), train.loss, held_out.loss);
+  std::fflush(stdout);
+  metrics << nlohmann::json{{"step", step + 1},         {"event", "xi_phase"},
+                            {"xi", xi},                 {"gate_nonzero", nonzero},
+                            {"train_loss", train.loss}, {"eval_loss", held_out.loss}}
+                 .dump()
+          << "\n";
+  metrics.flush();
 }
 
 }  // namespace spartan::trainer

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <iosfwd>
 #include <string>
 #include <vector>
 
@@ -61,6 +62,10 @@ class Trainer {
   std::function<int()> stop_signal;
 
  private:
+  // End of a SoRA xi phase: train and held-out loss with the non-zero gate entries, printed and
+  // logged (rank 0).
+  void log_xi_phase(int64_t step, double xi, int64_t nonzero, std::ofstream& metrics);
+
   const Config& config_;
   model::Llama& model_;
   std::unique_ptr<parallel::Grid> own_grid_;
