@@ -4,7 +4,8 @@
 //
 //   bench_lora_step [--layers 6 --hidden 512 --intermediate 1376 --heads 8 --kv-heads 8
 //                    --vocab 32000 --seq 256 --batch 4 --rank 8 --steps 5]
-//                   [--method lora|sora|spp --spp-form effective|blocked --dropout 0]
+//                   [--method lora|sora|spp|ia3|houlsby|compacter|tiny_attention|prompt|prefix
+//                    --spp-form effective|blocked --dropout 0]  (other sizes: their defaults)
 //                   [--peer PYTHON]   (default: .venv-peer/bin/python if it exists; LoRA only,
 //                                      as PEFT has neither SoRA nor SPP)
 //
@@ -73,7 +74,9 @@ int main(int argc, char** argv) {
   app.add_option("--rank", rank);
   app.add_option("--steps", steps);
   app.add_option("--peer", peer, "python of the peer environment; empty to skip");
-  app.add_option("--method", method)->check(CLI::IsMember({"lora", "sora", "spp"}));
+  app.add_option("--method", method)
+      ->check(CLI::IsMember({"lora", "sora", "spp", "ia3", "houlsby", "compacter",
+                             "tiny_attention", "prompt", "prefix"}));
   app.add_option("--spp-form", spp_form)->check(CLI::IsMember({"effective", "blocked"}));
   app.add_option("--dropout", dropout);
   CLI11_PARSE(app, argc, argv);

@@ -113,9 +113,9 @@ TEST(Lora, Bf16BaseKeepsFp32Adapter) {
   }
 }
 
-TEST(Lora, UnavailableMethodIsAClearError) {
+TEST(Lora, UnknownMethodIsAClearError) {
   auto m = model::load_llama(kBase, torch::kFloat32);
   AdapterConfig cfg;
-  cfg.method = "compacter";
+  cfg.method = "dora";
   EXPECT_THROW(adapters::attach(m, cfg), UsageError);
 }
