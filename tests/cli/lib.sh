@@ -41,3 +41,30 @@ seq_len = $1
 held_out_fraction = 0.1
 TOML
 }
+
+# A LoRA run of the tiny model on 80 instructions that logs every step, for the tests that stop
+# a run and compare its final losses with an uninterrupted one: writes c.toml (STEPS optimizer
+# steps, then any extra TOML lines given) and the base model.
+stoppable_run() {
+  local steps=$1; shift
+  qa_jsonl 80 > qa.jsonl
+  cat > c.toml <<TOML
+$(printf '%s\n' "$@")
+[run]
+output_dir = "$dir/runs"
+log_every = 1
+$(tiny_model_toml)
+[adapter]
+method = "lora"
+dropout = 0.0
+$(qa_data_toml 128)
+[optim]
+global_batch_size = 4
+micro_batch_size = 2
+max_steps = $steps
+TOML
+  "$spartan" model init --config c.toml --out base > /dev/null
+}
+
+# The last five losses of a run's metrics.jsonl.
+last_losses() { grep -o '"loss":[^,]*' "$1" | cut -d: -f2 | tail -n 5; }

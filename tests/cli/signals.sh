@@ -12,24 +12,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
 cli_workdir
 trap 'pkill -f "output_dir=$dir" 2>/dev/null || true; rm -rf "$dir"' EXIT
-qa_jsonl 80 > qa.jsonl
-cat > c.toml <<TOML
-[run]
-output_dir = "$dir/runs"
-log_every = 1
-$(tiny_model_toml)
-[adapter]
-method = "lora"
-dropout = 0.0
-$(qa_data_toml 128)
-[optim]
-global_batch_size = 4
-micro_batch_size = 2
-max_steps = 120
-TOML
-"$spartan" model init --config c.toml --out base > /dev/null
+stoppable_run 120
 fail() { echo "FAIL: $*"; exit 1; }
-losses() { grep -o '"loss":[^,]*' "$1" | cut -d: -f2 | tail -n 5; }
 
 for layout in 1 tp2; do
   launch=("$spartan"); sets=(--set run.name=stopped-$layout --set "run.output_dir=$dir/runs")
@@ -48,7 +32,7 @@ for layout in 1 tp2; do
   step=$(cat runs/stopped-$layout/checkpoints/latest)
   "${launch[@]}" train --config c.toml "${sets[@]}" > r.log
   grep -q "resumed from .*$step" r.log || fail "$layout: no resume from $step"
-  diff <(losses runs/straight-$layout/metrics.jsonl) <(losses runs/stopped-$layout/metrics.jsonl) \
+  diff <(last_losses runs/straight-$layout/metrics.jsonl) <(last_losses runs/stopped-$layout/metrics.jsonl) \
     || fail "$layout: final losses differ from the run that was never stopped"
 done
 

@@ -23,7 +23,6 @@ fail() {
   for f in "$dir"/slurm/log/slurm{ctld,d}.log; do [[ -f $f ]] && tail -n 30 "$f"; done
   exit 1
 }
-losses() { grep -o '"loss":[^,]*' "$1" | cut -d: -f2 | tail -n 5; }
 
 export "$("$slurm_local" start "$dir/slurm" | grep '^SLURM_CONF=')"
 job_field() { scontrol show job "$1" | grep -o "$2=[^ ]*" | cut -d= -f2; }
@@ -37,24 +36,7 @@ wait_for() {  # wait_for <seconds> <command...>: until the command succeeds
   return 1
 }
 
-qa_jsonl 80 > qa.jsonl
-cat > c.toml <<TOML
-[run]
-output_dir = "$dir/runs"
-log_every = 1
-$(tiny_model_toml)
-[parallel]
-tp = 2
-[adapter]
-method = "lora"
-dropout = 0.0
-$(qa_data_toml 128)
-[optim]
-global_batch_size = 4
-micro_batch_size = 2
-max_steps = 150
-TOML
-"$spartan" model init --config c.toml --out base > /dev/null
+stoppable_run 150 '[parallel]' 'tp = 2'
 mpirun --oversubscribe -np 2 "$spartan" train --config c.toml --set run.name=straight > straight.log
 
 for launcher in ${LAUNCHERS:-srun mpirun}; do
@@ -77,7 +59,7 @@ for launcher in ${LAUNCHERS:-srun mpirun}; do
   grep -q "stopped by signal 10 after step" "$out" || fail "$launcher: no stop on USR1"
   grep -q "resumed from .*step-" "$out" || fail "$launcher: the second start did not resume"
   grep -q "trained to step 150" "$out" || fail "$launcher: did not finish"
-  diff <(losses runs/straight/metrics.jsonl) <(losses runs/$name/metrics.jsonl) ||
+  diff <(last_losses runs/straight/metrics.jsonl) <(last_losses runs/$name/metrics.jsonl) ||
     fail "$launcher: final losses differ from the run that was never stopped"
 done
 echo ok
