@@ -108,6 +108,12 @@ bool is_block_method(const std::string& method) {
 }
 
 namespace {
+// Whether this rank holds every layer (no pipeline split): methods whose parameters feed every
+// layer need it.
+bool holds_every_layer(const model::Llama& model) {
+  return model->first_layer() == 0 && model->end_layer() == model->num_layers();
+}
+
 // Houlsby and Compacter after attention and FFN, tiny-attention beside attention; built for
 // every layer in the same order on every rank (same initial values on every layout).
 void attach_blocks(model::Llama& model, const AdapterConfig& c) {
@@ -120,8 +126,7 @@ void attach_blocks(model::Llama& model, const AdapterConfig& c) {
                        "hidden size " + std::to_string(H) + " and the bottleneck " +
                        std::to_string(m), "[adapter.compacter] n",
                        "choose n dividing both");
-    if (model->is_sharded() && (model->first_layer() != 0 || model->end_layer() !=
-                                                                   model->num_layers()))
+    if (!holds_every_layer(model))
       throw UsageError("Compacter shares its A_i over every layer, so it cannot be split into "
                        "pipeline stages", "[parallel] pp", "use pp = 1 with Compacter");
     rule = std::make_shared<PhmRule>(n);
@@ -180,7 +185,7 @@ Attached attach(model::Llama& model, const AdapterConfig& config) {
   } else if (config.method == "prefix") {
     model->set_base_trainable(false);
     const auto& arch = model->arch();
-    if (model->first_layer() != 0 || model->end_layer() != model->num_layers())
+    if (!holds_every_layer(model))
       throw UsageError("prefix tuning's encoder feeds every layer, so it cannot be split into "
                        "pipeline stages", "[parallel] pp", "use pp = 1 with prefix tuning");
     if (model->projection(0, model::Proj::k)->slice().holders > 1)

@@ -42,6 +42,8 @@ std::vector<std::string> split(const std::string& text, char sep) {
   return parts;
 }
 
+int64_t world_of(const Config& c) { return c.parallel.tp * c.parallel.pp * c.parallel.dp; }
+
 std::string layout_text(const Config& c) {
   return "tp " + str(c.parallel.tp) + " x pp " + str(c.parallel.pp) + " x dp " +
          str(c.parallel.dp);
@@ -97,7 +99,7 @@ int64_t local_gpu_count() {
 RankPlacement place_ranks(const Config& c, int64_t nodes, int64_t ranks_per_node,
                           int64_t gpus_per_node, const std::string& where) {
   RankPlacement p;
-  p.world = c.parallel.tp * c.parallel.pp * c.parallel.dp;
+  p.world = world_of(c);
   p.gpus_per_node = gpus_per_node;
   if (p.world <= ranks_per_node) {
     // Everything on the first node.
@@ -158,7 +160,7 @@ LaunchPlan plan_launch(const Config& c, const LaunchRequest& r) {
   const std::string where = !r.hostfile.empty() ? r.hostfile
                             : r.hosts.empty()   ? "this machine"
                                                 : "--hosts";
-  int64_t nodes = 1, slots = c.parallel.tp * c.parallel.pp * c.parallel.dp;
+  int64_t nodes = 1, slots = world_of(c);
   if (!r.hosts.empty()) {
     nodes = static_cast<int64_t>(r.hosts.size());
     slots = r.hosts.front().slots;
@@ -222,14 +224,11 @@ int64_t slurm_time_seconds(const std::string& text, const std::string& where) {
 
 std::string sbatch_script(const Config& c, const SlurmRequest& r) {
   const std::string where = "--nodes " + str(r.nodes);
-  const int64_t world = c.parallel.tp * c.parallel.pp * c.parallel.dp;
+  const int64_t world = world_of(c);
   if (world % r.nodes != 0)
     throw UsageError(str(world) + " ranks (" + layout_text(c) + ") cannot be spread evenly over " +
                          str(r.nodes) + " nodes",
                      where, "use a number of nodes that divides the ranks");
-  if (world < r.nodes)
-    throw UsageError(str(r.nodes) + " nodes for " + str(world) + " ranks", where,
-                     "ask for at most one node per rank");
   const RankPlacement p = place_ranks(c, r.nodes, world / r.nodes, r.gpus_per_node, where);
   if (r.launcher != "srun" && r.launcher != "mpirun")
     throw UsageError("unknown launcher '" + r.launcher + "'", "--launcher",

@@ -122,9 +122,9 @@ void write_slurm(SlurmOptions& o) {
   std::cout << "wrote " << o.out << ": submit it with `sbatch " << o.out << "`\n";
 }
 
-CLI::Option* add_config_options(CLI::App* cmd, std::string& positional, std::string& option) {
+void add_config_options(CLI::App* cmd, std::string& positional, std::string& option) {
   cmd->add_option("config", positional, "configuration file")->type_name("FILE");
-  return cmd->add_option("--config", option, "configuration file (same as the positional)")
+  cmd->add_option("--config", option, "configuration file (same as the positional)")
       ->type_name("FILE");
 }
 

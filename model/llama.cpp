@@ -329,22 +329,25 @@ torch::Tensor LlamaImpl::embed(const torch::Tensor& input_ids) {
 }
 
 torch::Tensor LlamaImpl::run_layers(const torch::Tensor& input) {
-  if (!kv_adapter_) {
-    const Rotary rope = rotary_tables(arch_, input.size(1), input.scalar_type(), input.device());
-    auto h = input;
-    for (auto& layer : layers_) h = layer(h, rope);
-    return h;
+  // Prefix tuning: every layer's keys and values at once, (L, 2, P, n_kv·hd) for the whole
+  // model; each layer takes its own and this rank's KV heads, and the real tokens' positions
+  // start after the prefix.
+  torch::Tensor prefixes;
+  int64_t offset = 0;
+  if (kv_adapter_) {
+    prefixes = kv_adapter_->forward();
+    offset = kv_adapter_->num_virtual_tokens();
   }
-  // Prefix tuning: every layer's keys and values at once; each layer takes its own and this
-  // rank's KV heads. Positions of the real tokens start after the prefix.
-  const auto prefixes = kv_adapter_->forward();  // (L, 2, P, n_kv·hd), whole model
-  const Rotary rope = rotary_tables(arch_, input.size(1), input.scalar_type(), input.device(),
-                                    kv_adapter_->num_virtual_tokens());
+  const Rotary rope =
+      rotary_tables(arch_, input.size(1), input.scalar_type(), input.device(), offset);
   auto h = input;
   for (int64_t i = 0; i < static_cast<int64_t>(layers_.size()); ++i) {
-    const TpSlice& kv = layers_[i]->self_attn->k_proj->slice();
-    auto prefix = prefixes[first_layer_ + i];
-    if (kv.split != TpSplit::none) prefix = prefix.narrow(-1, kv.begin, kv.size());
+    torch::Tensor prefix;
+    if (prefixes.defined()) {
+      const TpSlice& kv = layers_[i]->self_attn->k_proj->slice();
+      prefix = prefixes[first_layer_ + i];
+      if (kv.split != TpSplit::none) prefix = prefix.narrow(-1, kv.begin, kv.size());
+    }
     h = layers_[i](h, rope, prefix);
   }
   return h;

@@ -156,7 +156,8 @@ TrainSummary Trainer::run() {
   }
   const XiSchedule xi_schedule(sora.schedule, sora.lambda2, sora.max_lambda, sora.lambda_num,
                                total_steps_);
-  if (gate_optimizer && xi_schedule.active()) {
+  const bool xi_phases = gate_optimizer && xi_schedule.active();
+  if (xi_phases) {
     if (held_out_.ids.empty())
       throw UsageError("the SoRA xi schedule logs held-out loss, but there is no held-out data",
                        "[data] held_out_fraction", "set held_out_fraction > 0");
@@ -393,7 +394,7 @@ TrainSummary Trainer::run() {
       last_log = now;
       tokens_since_log = 0;
     }
-    if (gate_optimizer && xi_schedule.active() && xi_schedule.phase_ends(step))
+    if (xi_phases && xi_schedule.phase_ends(step))
       log_xi_phase(step, xi_schedule.xi(step), whole_model(gate_optimizer->nonzero()), metrics);
     const int64_t every = config_.checkpoint.every;
     const bool save = checkpointing_ && ((every > 0 && (step + 1) % every == 0) || last);
@@ -409,7 +410,7 @@ TrainSummary Trainer::run() {
       }
     }
   }
-  if (gate_optimizer && xi_schedule.active() && root) {
+  if (xi_phases && root) {
     const std::string svg = run_dir_ + "/sora_xi_curve.svg";
     write_xi_curve_svg(svg, read_xi_points(run_dir_ + "/metrics.jsonl"), total_gate_entries);
     std::printf("SoRA memorisation/generalisation curve: %s\n", svg.c_str());
