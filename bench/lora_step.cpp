@@ -6,7 +6,7 @@
 //                    --vocab 32000 --seq 256 --batch 4 --rank 8 --steps 5]
 //                   [--method lora|sora|spp|ia3|houlsby|compacter|tiny_attention|prompt|prefix
 //                    --spp-form effective|blocked --dropout 0]  (other sizes: their defaults)
-//                   [--peer PYTHON]   (default: .venv-peer/bin/python if it exists; LoRA only,
+//                   [--peer PYTHON]   (default: .venv/bin/python if it exists; LoRA only,
 //                                      as PEFT has neither SoRA nor SPP)
 //
 // The roofline is the time of the step's unavoidable matrix products alone: for every frozen
@@ -61,7 +61,7 @@ int main(int argc, char** argv) {
   CLI::App app{"tokens/s of a LoRA training step vs a GEMM roofline and HF PEFT"};
   int64_t layers = 6, hidden = 512, intermediate = 1376, heads = 8, kv_heads = 8, vocab = 32000,
           seq = 256, batch = 4, rank = 8, steps = 5;
-  std::string peer = ".venv-peer/bin/python", method = "lora", spp_form = "effective";
+  std::string peer = ".venv/bin/python", method = "lora", spp_form = "effective";
   double dropout = 0.0;
   app.add_option("--layers", layers);
   app.add_option("--hidden", hidden);

@@ -53,7 +53,9 @@ int main(int argc, char** argv) {
   spartan::trainer::configure_runtime();
   CLI::App app{"spartan: fine-tune pruned LLaMA-family models with sparsity-preserving adapters",
                "spartan"};
-  app.set_version_flag("--version", "spartan 0.1.0");
+  app.set_version_flag("--version", [] {
+    return "spartan 0.1.0\n" + spartan::trainer::runtime_report();
+  });
   app.require_subcommand(1);
   spartan::launcher::add_config_command(app);
   spartan::launcher::add_model_command(app);

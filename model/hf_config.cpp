@@ -86,14 +86,23 @@ LlamaArch read_hf_config(const std::string& folder) {
   a.eos_token_id = get<int64_t>(j, "eos_token_id", 2, path, false);
   a.torch_dtype = get<std::string>(j, "torch_dtype", "float32", path, false);
 
-  auto rs = j.find("rope_scaling");
+  // Rotary settings: transformers 5 writes them as "rope_parameters" {rope_theta, rope_type,
+  // factor}; 4.x as "rope_theta" and "rope_scaling" {type (or rope_type), factor}.
+  auto rope = j.find("rope_parameters");
+  const bool v5 = rope != j.end() && rope->is_object();
+  if (v5) a.rope_theta = get<double>(*rope, "rope_theta", a.rope_theta, path, false);
+  auto rs = v5 ? rope : j.find("rope_scaling");
   if (rs != j.end() && !rs->is_null()) {
-    const std::string kind = get<std::string>(*rs, "type", "", path, false);
-    if (kind != "linear")
-      bad_config(path, "rope_scaling type '" + kind + "' is not supported",
-                 "use a model without rope_scaling or with linear scaling");
-    a.rope_scaling_factor = get<double>(*rs, "factor", 1.0, path, true);
+    std::string kind = get<std::string>(*rs, "rope_type", "", path, false);
+    if (kind.empty()) kind = get<std::string>(*rs, "type", v5 ? "default" : "", path, false);
+    if (kind == "linear")
+      a.rope_scaling_factor = get<double>(*rs, "factor", 1.0, path, true);
+    else if (!(v5 && kind == "default"))
+      bad_config(path, "rope scaling type '" + kind + "' is not supported",
+                 "use a model without rope scaling or with linear scaling");
   }
+  if (j.contains("dtype") && !j.contains("torch_dtype"))  // transformers 5's name
+    a.torch_dtype = get<std::string>(j, "dtype", "float32", path, false);
 
   for (auto [key, value] : {std::pair{"vocab_size", a.vocab_size},
                             {"hidden_size", a.hidden_size},
@@ -105,6 +114,10 @@ LlamaArch read_hf_config(const std::string& folder) {
   if (a.hidden_size % a.num_heads != 0 || a.head_dim() % 2 != 0)
     bad_config(path, "hidden_size " + std::to_string(a.hidden_size) + " does not split into " +
                          std::to_string(a.num_heads) + " heads of even size");
+  if (const auto hd = get<int64_t>(j, "head_dim", a.head_dim(), path, false); hd != a.head_dim())
+    bad_config(path, "head_dim " + std::to_string(hd) + " differs from hidden_size / " +
+                         "num_attention_heads = " + std::to_string(a.head_dim()),
+               "use a LLaMA model whose heads split the hidden size");
   if (a.num_heads % a.num_kv_heads != 0)
     bad_config(path, "num_attention_heads is not a multiple of num_key_value_heads");
   if (a.rms_norm_eps <= 0 || a.rope_theta <= 0 || a.rope_scaling_factor <= 0)

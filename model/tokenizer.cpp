@@ -6,6 +6,7 @@
 #include <dlfcn.h>
 
 #include <cstdlib>
+#include <filesystem>
 
 #include "common/error.h"
 
@@ -33,10 +34,23 @@ void resolve(void* lib, const char* name, F* out, const std::string& path) {
                 "rebuild spartan");
 }
 
+// $SPARTAN_SENTENCEPIECE_SHIM; else ../lib/ beside the executable, where a bundle
+// (scripts/gpu-bundle) keeps it; else where the build put it.
+std::string shim_path() {
+  const char* env = std::getenv("SPARTAN_SENTENCEPIECE_SHIM");
+  if (env && *env) return env;
+  std::error_code ec;
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const auto beside = exe.parent_path().parent_path() / "lib" / "libspartan_sentencepiece.so";
+    if (std::filesystem::is_regular_file(beside, ec)) return beside.string();
+  }
+  return SPARTAN_SENTENCEPIECE_SHIM;
+}
+
 const Shim& shim() {
   static const Shim s = [] {
-    const char* env = std::getenv("SPARTAN_SENTENCEPIECE_SHIM");
-    const std::string path = env && *env ? env : SPARTAN_SENTENCEPIECE_SHIM;
+    const std::string path = shim_path();
     // A link-map namespace of its own: the shim, libsentencepiece and their libstdc++ load
     // apart from libtorch's libprotobuf. Only C types cross the boundary, and strings are
     // freed by the shim that allocated them.

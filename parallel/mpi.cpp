@@ -283,6 +283,15 @@ bool mpi_initialized() {
   return flag != 0;
 }
 
+std::string mpi_library_version() {
+  char text[MPI_MAX_LIBRARY_VERSION_STRING];
+  int length = 0;
+  MPI_Get_library_version(text, &length);
+  std::string line(text, static_cast<size_t>(length));
+  const auto end = line.find_first_of(",\n");  // the first clause names library and version
+  return line.substr(0, end);
+}
+
 int init_mpi() {
   if (!mpi_initialized()) {
     int provided = 0;

@@ -17,6 +17,9 @@ bool mpi_initialized();
 // what the launcher's environment says, else 0 and 1.
 int world_rank();
 int world_size();
+// The MPI library's own version line (MPI_Get_library_version; callable before MPI_Init), e.g.
+// "Open MPI v4.1.4, ...": the bundle for GPU machines runs on another Open MPI than the build.
+std::string mpi_library_version();
 // A limit on how long one MPI operation may take: past it, the rank prints an error naming the
 // operation and its group and ends the job (MPI_Abort). 0 = no limit (the default).
 void set_collective_timeout(double seconds);

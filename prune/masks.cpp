@@ -74,7 +74,7 @@ torch::Tensor sparsegpt_prune(torch::Tensor& W, torch::Tensor H, double sparsity
   W.index_put_({torch::indexing::Slice(), dead}, 0.0);
   H.diagonal().add_(percdamp * H.diagonal().mean());
   // Upper Cholesky factor of H⁻¹: its rows give the OBS updates column by column.
-  auto Hinv = torch::linalg::cholesky(torch::cholesky_inverse(torch::linalg::cholesky(H)))
+  auto Hinv = at::linalg_cholesky(torch::cholesky_inverse(at::linalg_cholesky(H)))
                   .transpose(0, 1).contiguous();
   auto mask = torch::zeros_like(W, torch::kBool);
   const int64_t prune_per_group = p.m - p.n;

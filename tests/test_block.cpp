@@ -11,11 +11,12 @@
 #include "common/error.h"
 #include "model/llama.h"
 #include "test_support.h"
+#include "tests/test_paths.h"
 
 using namespace spartan;
 
 namespace {
-const std::string kBase = std::string(SPARTAN_FIXTURES) + "/tiny-llama-gqa";  // H 64, 2 layers
+const std::string kBase = spartan::testing_support::fixtures_dir() + "/tiny-llama-gqa";  // H 64, 2 layers
 
 AdapterConfig block_config(const std::string& method) {
   AdapterConfig c;

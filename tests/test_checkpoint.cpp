@@ -14,12 +14,13 @@
 #include "model/llama.h"
 #include "parallel/grid.h"
 #include "test_support.h"
+#include "tests/test_paths.h"
 
 using namespace spartan;
 
 namespace {
-const std::string kBase = std::string(SPARTAN_FIXTURES) + "/tiny-llama-gqa";
-const std::string kLora = std::string(SPARTAN_FIXTURES) + "/lora-gqa";
+const std::string kBase = spartan::testing_support::fixtures_dir() + "/tiny-llama-gqa";
+const std::string kLora = spartan::testing_support::fixtures_dir() + "/lora-gqa";
 }  // namespace
 
 TEST(H5File, RoundTripAndChecksums) {

@@ -7,6 +7,7 @@
 #include "common/error.h"
 #include "data/dataset.h"
 #include "data/sampler.h"
+#include "tests/test_paths.h"
 
 using namespace spartan::data;
 using spartan::model::Tokenizer;
@@ -14,7 +15,7 @@ using spartan::model::Tokenizer;
 namespace {
 
 const Tokenizer& tok() {
-  static Tokenizer t(std::string(SPARTAN_FIXTURES) + "/tokenizer/tokenizer.model");
+  static Tokenizer t(spartan::testing_support::fixtures_dir() + "/tokenizer/tokenizer.model");
   return t;
 }
 
@@ -155,7 +156,7 @@ TEST(Data, HeldOutSplitIsADeterministicPartition) {
 }
 
 TEST(Data, LoadDataOnSharedAlpaca) {
-  const std::string path = std::string(SPARTAN_SHARED_DATA) + "/alpaca_en_demo.json";
+  const std::string path = spartan::testing_support::shared_data_dir() + "/alpaca_en_demo.json";
   if (!std::ifstream(path)) GTEST_SKIP() << "needs the shared test data at " << path;
   DataSplit d = load_data(path, "auto", tok(), 128, true, 0.05, 1);
   EXPECT_EQ(d.format, Format::alpaca);

@@ -7,11 +7,12 @@
 
 #include "model/inspect.h"
 #include "model/llama.h"
+#include "tests/test_paths.h"
 
 using namespace spartan::model;
 
 TEST(Inspect, GoldenFolderNumbers) {
-  ModelStats s = inspect_model(std::string(SPARTAN_FIXTURES) + "/tiny-llama-gqa");
+  ModelStats s = inspect_model(spartan::testing_support::fixtures_dir() + "/tiny-llama-gqa");
   // 2 layers, hidden 64, intermediate 176, 4 heads of 16, 2 KV heads, vocab 101, untied.
   const int64_t layer = 64 * 64 * 2 + 2 * 64 * 32 + 3 * 64 * 176 + 2 * 64;
   EXPECT_EQ(s.num_parameters, 2 * 101 * 64 + 2 * layer + 64);
@@ -25,7 +26,7 @@ TEST(Inspect, GoldenFolderNumbers) {
 }
 
 TEST(Inspect, NMPatternAndSparsityOfAPrunedFolder) {
-  auto model = load_llama(std::string(SPARTAN_FIXTURES) + "/tiny-llama-gqa", torch::kFloat32);
+  auto model = load_llama(spartan::testing_support::fixtures_dir() + "/tiny-llama-gqa", torch::kFloat32);
   {
     torch::NoGradGuard no_grad;
     // 2:4 on every q_proj: keep the two largest of each group of four inputs.

@@ -9,12 +9,13 @@
 #include "common/error.h"
 #include "model/llama.h"
 #include "test_support.h"
+#include "tests/test_paths.h"
 
 using namespace spartan;
 
 namespace {
-const std::string kBase = std::string(SPARTAN_FIXTURES) + "/tiny-llama-gqa";
-const std::string kLora = std::string(SPARTAN_FIXTURES) + "/lora-gqa";
+const std::string kBase = spartan::testing_support::fixtures_dir() + "/tiny-llama-gqa";
+const std::string kLora = spartan::testing_support::fixtures_dir() + "/lora-gqa";
 
 torch::Tensor golden(const std::string& name) {
   return testing_support::golden_tensor(kLora + "/golden.safetensors", name);

@@ -12,12 +12,13 @@
 #include "model/llama.h"
 #include "model/weights.h"
 #include "test_support.h"
+#include "tests/test_paths.h"
 
 using namespace spartan;
 
 namespace {
-const std::string kBase = std::string(SPARTAN_FIXTURES) + "/tiny-llama-gqa";
-const std::string kPrefix = std::string(SPARTAN_FIXTURES) + "/prefix-gqa";
+const std::string kBase = spartan::testing_support::fixtures_dir() + "/tiny-llama-gqa";
+const std::string kPrefix = spartan::testing_support::fixtures_dir() + "/prefix-gqa";
 
 torch::Tensor golden(const std::string& name) {
   return testing_support::golden_tensor(kPrefix + "/golden.safetensors", name);

@@ -15,12 +15,13 @@
 #include "prune/layerwise.h"
 #include "prune/masks.h"
 #include "prune/pruner.h"
+#include "tests/test_paths.h"
 
 using namespace spartan;
 using namespace spartan::prune;
 
 namespace {
-const std::string kBase = std::string(SPARTAN_FIXTURES) + "/tiny-llama-gqa";
+const std::string kBase = spartan::testing_support::fixtures_dir() + "/tiny-llama-gqa";
 
 std::string temp_dir(const std::string& name) {
   std::string d = testing::TempDir() + "spartan_prune_" + name;

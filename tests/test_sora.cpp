@@ -10,14 +10,15 @@
 #include "checkpoints/peft.h"
 #include "data/dataset.h"
 #include "model/llama.h"
-#include "trainer/sora_gates.h"
 #include "test_support.h"
+#include "tests/test_paths.h"
+#include "trainer/sora_gates.h"
 #include "trainer/trainer.h"
 
 using namespace spartan;
 
 namespace {
-const std::string kBase = std::string(SPARTAN_FIXTURES) + "/tiny-llama-gqa";
+const std::string kBase = spartan::testing_support::fixtures_dir() + "/tiny-llama-gqa";
 torch::Tensor ids() { return torch::tensor({{5, 10, 20, 40, 80, 60, 30, 15}}); }
 }  // namespace
 

@@ -12,12 +12,13 @@
 #include "model/llama.h"
 #include "prune/masks.h"
 #include "test_support.h"
+#include "tests/test_paths.h"
 #include "trainer/trainer.h"
 
 using namespace spartan;
 
 namespace {
-const std::string kBase = std::string(SPARTAN_FIXTURES) + "/tiny-llama-gqa";
+const std::string kBase = spartan::testing_support::fixtures_dir() + "/tiny-llama-gqa";
 
 torch::Tensor ids() { return torch::tensor({{3, 14, 15, 92, 65, 35, 89, 79}, {2, 71, 82, 8, 1, 8, 28, 18}}); }
 

@@ -8,12 +8,13 @@
 
 #include "common/error.h"
 #include "model/tokenizer.h"
+#include "tests/test_paths.h"
 
 using spartan::model::Tokenizer;
 
 namespace {
-const std::string kFixture = std::string(SPARTAN_FIXTURES) + "/tokenizer";
-const std::string kData = SPARTAN_SHARED_DATA;
+const std::string kFixture = spartan::testing_support::fixtures_dir() + "/tokenizer";
+const std::string kData = spartan::testing_support::shared_data_dir();
 
 bool exists(const std::string& p) {
   struct stat st {};

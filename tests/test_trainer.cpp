@@ -12,6 +12,7 @@
 #include "model/llama.h"
 #include "model/tokenizer.h"
 #include "model/weights.h"
+#include "tests/test_paths.h"
 #include "trainer/eval.h"
 #include "trainer/optimizer.h"
 #include "trainer/schedule.h"
@@ -50,7 +51,7 @@ std::string run_dir(const std::string& name) {
 // 10x gradients), weight decay 0.1, betas (0.9, 0.95): parameters and moments within 1e-7
 // (measured: equal to the last bit).
 TEST(AdamWGolden, MatchesTorchOptimAdamW) {
-  model::SafetensorsFile f(std::string(SPARTAN_FIXTURES) + "/adamw/golden.safetensors");
+  model::SafetensorsFile f(spartan::testing_support::fixtures_dir() + "/adamw/golden.safetensors");
   {
     const auto dtype = torch::kFloat32;
     model::NamedTensors params = {{"p0", fixture(f, "p0.init").to(dtype)},
@@ -180,9 +181,9 @@ TEST(Trainer, NonFiniteLossesAreSkippedThenStopTheRun) {
 // A short run on real instruction data (../shared/data) lowers the held-out loss (full
 // fine-tuning of a small random model: it learns the token statistics of the responses).
 TEST(Trainer, ShortRunOnAlpacaLowersHeldOutLoss) {
-  const std::string path = std::string(SPARTAN_SHARED_DATA) + "/alpaca_en_demo.json";
+  const std::string path = spartan::testing_support::shared_data_dir() + "/alpaca_en_demo.json";
   if (!std::ifstream(path)) GTEST_SKIP() << "needs the shared test data at " << path;
-  model::Tokenizer tok(std::string(SPARTAN_FIXTURES) + "/tokenizer/tokenizer.model");
+  model::Tokenizer tok(spartan::testing_support::fixtures_dir() + "/tokenizer/tokenizer.model");
   auto split = data::load_data(path, "auto", tok, 128, true, 0.05, 1);
   torch::manual_seed(11);
   model::Llama m(tiny(tok.vocab_size()), torch::kFloat32);

@@ -7,6 +7,7 @@
 
 #include "common/error.h"
 #include "model/weights.h"
+#include "tests/test_paths.h"
 
 using spartan::model::NamedTensors;
 using spartan::model::WeightStore;
@@ -74,7 +75,7 @@ TEST(Weights, ShardedFolderWithIndex) {
 }
 
 TEST(Weights, HuggingFaceShardedFolder) {
-  WeightStore store(std::string(SPARTAN_FIXTURES) + "/tiny-llama-gqa");
+  WeightStore store(spartan::testing_support::fixtures_dir() + "/tiny-llama-gqa");
   EXPECT_EQ(store.names().size(), 2u * 9 + 3);
   EXPECT_EQ(store.info("model.layers.1.self_attn.k_proj.weight").shape,
             (std::vector<int64_t>{32, 64}));

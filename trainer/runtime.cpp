@@ -6,6 +6,12 @@
 #include <string>
 
 #include <torch/torch.h>
+#include <torch/version.h>
+#ifdef SPARTAN_HAVE_CUDA
+#include <cuda_runtime.h>
+#endif
+
+#include "parallel/mpi.h"
 
 namespace spartan::trainer {
 
@@ -16,6 +22,45 @@ void configure_runtime() {
   if (const char* env = std::getenv("SPARTAN_TORCH_THREADS"); env && *env)
     threads = std::max(1, std::atoi(env));
   torch::set_num_threads(threads);
+}
+
+namespace {
+
+// "none visible", or the count with each device's name, compute capability and memory.
+std::string gpu_line() {
+  const auto count = torch::cuda::device_count();
+  if (count == 0) return "none visible";
+  std::string line = std::to_string(count) + " visible";
+#ifdef SPARTAN_HAVE_CUDA
+  for (int i = 0; i < static_cast<int>(count); ++i) {
+    cudaDeviceProp p{};
+    if (cudaGetDeviceProperties(&p, i) != cudaSuccess) continue;
+    line += (i == 0 ? ": " : ", ") + std::string(p.name) + " (sm_" + std::to_string(p.major) +
+            std::to_string(p.minor) + ", " +
+            std::to_string(static_cast<long long>(p.totalGlobalMem >> 20)) + " MiB)";
+  }
+  int driver = 0;
+  if (cudaDriverGetVersion(&driver) == cudaSuccess && driver > 0)
+    line += "; driver supports CUDA " + std::to_string(driver / 1000) + "." +
+            std::to_string(driver % 1000 / 10);
+#endif
+  return line;
+}
+
+}  // namespace
+
+std::string runtime_report() {
+  std::string r = "libtorch " TORCH_VERSION "\n";
+#ifdef SPARTAN_HAVE_CUDA
+  r += "CUDA code  compiled in (sm_80, sm_90; CUDA runtime " + std::to_string(CUDART_VERSION / 1000) +
+       "." + std::to_string(CUDART_VERSION % 1000 / 10) + ")\n";
+#else
+  r += "CUDA code  not compiled in (CPU-only build)\n";
+#endif
+  r += "GPUs       " + gpu_line() + "\n";
+  r += "MPI        " + parallel::mpi_library_version() + "\n";
+  r += "threads    " + std::to_string(torch::get_num_threads()) + " torch thread(s)";
+  return r;
 }
 
 }  // namespace spartan::trainer

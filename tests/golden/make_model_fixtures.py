@@ -36,7 +36,7 @@ CASES = {
 
 def make(case, spec, out_root):
     torch.manual_seed(0)
-    config = LlamaConfig(**spec["config"], attn_implementation="eager", torch_dtype="float32")
+    config = LlamaConfig(**spec["config"], attn_implementation="eager", dtype="float32")
     model = LlamaForCausalLM(config).eval()
     with torch.no_grad():  # non-trivial norm weights, so a wrong norm cannot pass
         for name, p in model.named_parameters():
@@ -54,9 +54,12 @@ def make(case, spec, out_root):
         shift_labels = input_ids[:, 1:].reshape(-1)
         token_loss = torch.nn.functional.cross_entropy(shift_logits, shift_labels,
                                                        reduction="none").view(2, -1)
-        # bf16 as users load it: from_pretrained(torch_dtype=bfloat16) keeps the rotary
-        # inv_freq buffer in fp32 (model.to(bfloat16) would round it to bf16 as well).
-        bf16 = LlamaForCausalLM.from_pretrained(folder, torch_dtype=torch.bfloat16).eval()
+        # bf16 as users load it: from_pretrained(dtype=bfloat16) keeps the rotary inv_freq
+        # buffer in fp32 (model.to(bfloat16) would round it to bf16 as well). Eager attention,
+        # as Spartan's (softmax in fp32): transformers 5 would otherwise pick SDPA, whose bf16
+        # softmax differs from eager by about 2% of the largest logit on these models.
+        bf16 = LlamaForCausalLM.from_pretrained(folder, dtype=torch.bfloat16,
+                                                attn_implementation="eager").eval()
         logits_bf16 = bf16(input_ids=input_ids).logits.float()
     save_file({"input_ids": input_ids.contiguous(), "logits": logits.contiguous(),
                "token_loss": token_loss.contiguous(), "loss": out.loss.reshape(1).float(),

@@ -34,7 +34,9 @@ def train(data, out):
 def main(data, out):
     os.makedirs(out, exist_ok=True)
     train(data, out)
-    tok = LlamaTokenizer(os.path.join(out, "tokenizer.model"), legacy=True)
+    # transformers 5 converts the sentencepiece model into its tokenizers-based LlamaTokenizer
+    # (protobuf reads the model); BOS is added as LLaMA's tokenizer_config.json asks.
+    tok = LlamaTokenizer.from_pretrained(out, legacy=True, add_bos_token=True)
     cases = []
     with open(os.path.join(data, "alpaca_en_demo.json"), encoding="utf-8") as f:
         alpaca = json.load(f)

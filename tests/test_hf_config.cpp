@@ -1,0 +1,79 @@
+// config.json as transformers 4.x and 5.x write it: rotary settings in either form, dtype names,
+// head_dim, and unsupported rope scaling refused with its name.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "common/error.h"
+#include "model/hf_config.h"
+
+using spartan::model::read_hf_config;
+
+namespace {
+
+// A scratch folder holding one config.json, removed at the end of the test.
+class HfConfigTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char pattern[] = "/tmp/spartan-hf-config-XXXXXX";
+    ASSERT_NE(::mkdtemp(pattern), nullptr);
+    dir_ = pattern;
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  void write(const std::string& extra) {
+    std::ofstream(dir_ + "/config.json")
+        << R"({"model_type": "llama", "vocab_size": 100, "hidden_size": 64,
+               "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+               "num_key_value_heads": 2)"
+        << extra << "}";
+  }
+  std::string dir_;
+};
+
+TEST_F(HfConfigTest, Transformers4Form) {
+  write(R"(, "rope_theta": 500000.0, "rope_scaling": {"type": "linear", "factor": 4.0},
+           "torch_dtype": "bfloat16")");
+  const auto a = read_hf_config(dir_);
+  EXPECT_EQ(a.rope_theta, 500000.0);
+  EXPECT_EQ(a.rope_scaling_factor, 4.0);
+  EXPECT_EQ(a.torch_dtype, "bfloat16");
+}
+
+TEST_F(HfConfigTest, Transformers5Form) {
+  write(R"(, "rope_parameters": {"rope_theta": 500000.0, "rope_type": "default"},
+           "dtype": "bfloat16", "head_dim": 16)");
+  const auto a = read_hf_config(dir_);
+  EXPECT_EQ(a.rope_theta, 500000.0);
+  EXPECT_EQ(a.rope_scaling_factor, 1.0);
+  EXPECT_EQ(a.torch_dtype, "bfloat16");
+}
+
+TEST_F(HfConfigTest, Transformers5LinearScaling) {
+  write(R"(, "rope_parameters": {"rope_theta": 10000.0, "rope_type": "linear", "factor": 2.0})");
+  EXPECT_EQ(read_hf_config(dir_).rope_scaling_factor, 2.0);
+}
+
+TEST_F(HfConfigTest, RopeTypeKeyInLegacyScaling) {
+  write(R"(, "rope_scaling": {"rope_type": "linear", "factor": 8.0})");
+  EXPECT_EQ(read_hf_config(dir_).rope_scaling_factor, 8.0);
+}
+
+TEST_F(HfConfigTest, UnsupportedScalingIsNamed) {
+  write(R"(, "rope_scaling": {"rope_type": "llama3", "factor": 8.0})");
+  try {
+    read_hf_config(dir_);
+    FAIL() << "llama3 rope scaling was accepted";
+  } catch (const spartan::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("rope scaling type 'llama3'"), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST_F(HfConfigTest, HeadDimOtherThanHiddenOverHeadsIsRefused) {
+  write(R"(, "head_dim": 32)");
+  EXPECT_THROW(read_hf_config(dir_), spartan::Error);
+}
+
+}  // namespace
