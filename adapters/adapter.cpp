@@ -8,6 +8,7 @@
 #include "adapters/sora.h"
 #include "adapters/spp.h"
 #include "common/error.h"
+#include "kernels/kernels.h"
 
 namespace spartan::adapters {
 
@@ -44,9 +45,8 @@ torch::Tensor merged_weight(const model::LinearAdapter& adapter, const torch::Te
   if (auto* spp = dynamic_cast<const SppLinear*>(&adapter)) return spp->merged_weight(W);
   if (auto* ia3 = dynamic_cast<const Ia3Linear*>(&adapter)) return ia3->merged_weight(W);
   if (auto delta = low_rank_delta(adapter); delta.defined()) {
-    auto merged = W.to(torch::kFloat32) + delta;
-    if (lora_merge == "masked") merged.masked_fill_(W.eq(0), 0.0);  // LoRA*
-    return merged.to(W.scalar_type());
+    if (lora_merge == "masked") return kernels::masked_merge(W, delta);  // LoRA*
+    return (W.to(torch::kFloat32) + delta).to(W.scalar_type());
   }
   throw Error("this adapter cannot be merged into the base", "merge",
               "export it as an adapter instead");

@@ -135,7 +135,7 @@ int main(int argc, char** argv) {
 
   std::printf("shape        %lld layers, hidden %lld, intermediate %lld, heads %lld (kv %lld), "
               "vocab %lld; batch %lld x %lld tokens; %s%s r=%lld dropout %g on q,k,v,o,gate,up,down; "
-              "torch threads %d (BLAS: its own pool)\n",
+              "torch threads %d (MKL products on the same threads)\n",
               (long long)layers, (long long)hidden, (long long)intermediate, (long long)heads,
               (long long)kv_heads, (long long)vocab, (long long)batch, (long long)seq,
               method.c_str(), method == "spp" ? (" (" + spp_form + ")").c_str() : "",
@@ -153,7 +153,7 @@ int main(int argc, char** argv) {
     std::snprintf(cmd, sizeof cmd,
                   "%s bench/peer_lora_step.py --layers %lld --hidden %lld --intermediate %lld "
                   "--heads %lld --kv_heads %lld --vocab %lld --seq %lld --batch %lld --rank %lld "
-                  "--steps %lld --threads %d 2>/dev/null",  // the same thread split
+                  "--steps %lld --threads %d 2>/dev/null",  // the same threads
                   peer.c_str(), (long long)layers, (long long)hidden, (long long)intermediate,
                   (long long)heads, (long long)kv_heads, (long long)vocab, (long long)seq,
                   (long long)batch, (long long)rank, (long long)steps, torch::get_num_threads());

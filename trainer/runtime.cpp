@@ -18,10 +18,14 @@ namespace spartan::trainer {
 void configure_runtime() {
   mallopt(M_MMAP_MAX, 0);                // large blocks from the heap, reused across steps
   mallopt(M_TRIM_THRESHOLD, 1 << 30);    // and not handed back to the kernel at every free
-  int threads = 1;
-  if (const char* env = std::getenv("SPARTAN_TORCH_THREADS"); env && *env)
-    threads = std::max(1, std::atoi(env));
-  torch::set_num_threads(threads);
+  // The wheel's libtorch runs its matrix products in MKL on torch's own OpenMP threads, so one
+  // count sizes both (docs/performance.md): SPARTAN_TORCH_THREADS, else OMP_NUM_THREADS (what
+  // `spartan launch` sets per rank), else torch's default (the physical cores).
+  for (const char* name : {"SPARTAN_TORCH_THREADS", "OMP_NUM_THREADS"})
+    if (const char* env = std::getenv(name); env && std::atoi(env) > 0) {
+      torch::set_num_threads(std::atoi(env));
+      break;
+    }
 }
 
 namespace {

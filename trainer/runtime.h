@@ -1,8 +1,9 @@
 // Process-wide settings for CPU speed, applied once at start by `spartan` and the benchmarks,
 // and the report of what this build and this machine offer (`spartan --version`).
 //
-// Threads: torch's intra-op pool gets SPARTAN_TORCH_THREADS threads (default: see runtime.cpp
-// and docs/performance.md, which measured the choice on this libtorch).
+// Threads: torch's intra-op pool, which also runs MKL's matrix products in the torch wheel, gets
+// SPARTAN_TORCH_THREADS threads, else OMP_NUM_THREADS, else one per core (docs/performance.md
+// measured it: one thread halves a LoRA step on 2 cores).
 //
 // Memory: glibc returns large blocks to the kernel at every free, so each step faulted its
 // activations in anew; large blocks are kept in the heap instead (about 13% on the same step).

@@ -57,6 +57,7 @@ grep -q "^libtorch 2.11" <<< "$version" || fail "spartan did not load libtorch 2
   fail "config --check from the bundle"
 "$run" test_model --gtest_brief=1 || fail "test_model from the bundle"
 "$run" test_checkpoints --gtest_brief=1 || fail "test_checkpoints from the bundle"
+"$run" test_kernels --gtest_brief=1 || fail "test_kernels from the bundle"
 "$run" mpirun -np 2 --oversubscribe test_parallel --layout 2,1,1 --gtest_brief=1 ||
   fail "a 2-rank mpirun test from the bundle"
 echo "bundle: every check passed with the system libraries hidden"
