@@ -54,10 +54,53 @@ std::shared_ptr<model::LinearAdapter> load_adapter(const Checkpoint& ck, const C
   return adapter;
 }
 
+namespace fs = std::filesystem;
+
+// A path made absolute with every symbolic link resolved, whether or not it exists.
+fs::path real_path(const std::string& path) { return fs::weakly_canonical(fs::absolute(path)); }
+
+// Whether `inner` is `outer` or lies below it.
+bool within(const fs::path& outer, const fs::path& inner) {
+  auto i = inner.begin();
+  for (auto o = outer.begin(); o != outer.end(); ++o, ++i)
+    if (i == inner.end() || *o != *i) return false;
+  return true;
+}
+
+// Refuses an output that would replace what the merge reads (the base model folder, the run,
+// the tokenizer) or, without `force`, a folder that holds anything.
+void check_output(const std::string& out,
+                  const std::vector<std::pair<std::string, std::string>>& read, bool force) {
+  const fs::path target = real_path(out);
+  for (const auto& [what, path] : read)
+    if (!path.empty() && within(target, real_path(path)))
+      throw UsageError(std::string("the output folder ") +
+                           (target == real_path(path) ? "is " : "contains ") + what + " (" + path +
+                           ")",
+                       out, "choose another --out: the merge would replace what it reads");
+  std::error_code ec;
+  if (fs::exists(target, ec) && !fs::is_directory(target, ec))
+    throw UsageError("the output exists and is not a folder", out, "choose another --out");
+  if (!force && fs::is_directory(target, ec) && !fs::is_empty(target, ec))
+    throw UsageError("the output folder is not empty", out,
+                     "choose a new folder, or pass --force to replace it whole");
+}
+
+// Puts the finished folder `staged` at `out`: a rename, after moving an existing `out` aside
+// (removed once the new one is in place). A crash leaves either the old folder or the new one.
+void publish(const std::string& staged, const std::string& out) {
+  const std::string aside = staged + ".replaced";
+  std::error_code ec;
+  const bool replace = fs::exists(out, ec);
+  if (replace) fs::rename(out, aside);
+  fs::rename(staged, out);
+  if (replace) fs::remove_all(aside, ec);
+}
+
 }  // namespace
 
-MergeReport merge_run(const std::string& run_dir, int64_t step, const std::string& out,
-                      bool check_logits, uint64_t max_shard_bytes) {
+MergeReport merge_run(const std::string& run_dir, int64_t step, const std::string& final_out,
+                      bool check_logits, bool force, uint64_t max_shard_bytes) {
   MergeReport report;
   if (step >= 0) {
     char name[32];
@@ -74,7 +117,7 @@ MergeReport merge_run(const std::string& run_dir, int64_t step, const std::strin
   const std::string& method = c.adapter.method;
   report.method = method;
   report.step = ck.manifest()["step"].get<int64_t>();
-  report.out = out;
+  report.out = final_out;
   if (method == "prompt" || method == "prefix")
     throw UsageError(method + " tuning adds virtual tokens and cannot be merged into weights",
                      run_dir, "use the PEFT adapter that spartan train saved under adapter/");
@@ -86,121 +129,135 @@ MergeReport merge_run(const std::string& run_dir, int64_t step, const std::strin
     throw UsageError("the base model folder is not the one the run trained on", c.model.path,
                      "restore the base model of the run (its config and tensors changed)");
 
+  check_output(final_out,
+               {{"the base model folder", c.model.path},
+                {"the run", run_dir},
+                {"the tokenizer", c.data.tokenizer}},
+               force);
   const model::LlamaArch arch = model::read_hf_config(c.model.path);
   model::WeightStore store(c.model.path);
   const std::vector<model::Proj> targets =
       method == "full" ? std::vector<model::Proj>{} : adapters::parse_targets(c.adapter.targets);
+  // Everything is written into a fresh folder beside the output and renamed into place at the
+  // end: a failed merge leaves nothing behind and an existing output (--force) untouched.
+  const std::string out =
+      real_path(final_out).string() + ".spartan-partial-" + std::to_string(::getpid());
+  fs::remove_all(out);
   make_dirs(out);
-  report.start_resident_bytes = resident();
+  try {
+    report.start_resident_bytes = resident();
 
-  // Output files as the base's, tensor for tensor: names, dtypes and shapes do not change.
-  const std::map<std::string, std::string> meta = {{"format", "pt"}};
-  nlohmann::ordered_json index;
-  index["metadata"] = {{"total_size", 0}};
-  index["weight_map"] = nlohmann::ordered_json::object();
-  uint64_t total = 0;
-  const auto& files = store.files();
-  std::vector<PeftModule> exported;  // the compact adapter, where PEFT has the method
-  // Output files of at most max_shard_bytes, tensors in the base's order (HF's layout: one
-  // model.safetensors, or model-0000k-of-0000n.safetensors with an index).
-  std::vector<std::vector<model::TensorView>> groups(1);
-  uint64_t in_group = 0;
-  for (const auto& file : files)
-    for (const auto& info : file->tensors()) {
-      if (in_group > 0 && in_group + info.nbytes() > max_shard_bytes) {
-        groups.emplace_back();
-        in_group = 0;
-      }
-      groups.back().push_back({info.name, info.dtype, info.shape, nullptr});
-      in_group += info.nbytes();
-      total += info.nbytes();
-      report.largest_tensor_bytes =
-          std::max<int64_t>(report.largest_tensor_bytes, static_cast<int64_t>(info.nbytes()));
-    }
-  for (size_t f = 0; f < groups.size(); ++f) {
-    char name[64];
-    std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", f + 1, groups.size());
-    const std::string file = groups.size() == 1 ? "model.safetensors" : name;
-    const auto& views = groups[f];
-    for (const auto& v : views) index["weight_map"][v.name] = file;
-    torch::Tensor current;  // alive until the writer asks for the next tensor
-    model::write_safetensors(out + "/" + file, views, meta, [&](size_t i) -> const void* {
-      const auto& v = views[i];
-      const torch::Dtype dtype = model::to_torch(v.dtype);
-      torch::Tensor w;
-      int64_t l = 0;
-      model::Proj p{};
-      if (method == "full") {
-        w = ck.global("params/" + v.name).to(dtype);
-      } else if (target_of(v.name, arch.num_layers, targets, &l, &p)) {
-        const auto base = store.load(v.name, dtype);
-        auto adapter = load_adapter(ck, c, arch, l, p);
-        w = adapters::merged_weight(*adapter, base, c.adapter.merge);
-        if (auto sora = std::dynamic_pointer_cast<adapters::SoraLinear>(adapter))
-          exported.push_back({l, p, sora->to_lora()});  // zero-gated ranks dropped
-        else if (method != "spp")
-          exported.push_back({l, p, adapter});
-        MergedTensor m;
-        m.name = v.name;
-        m.zeros_before = base.eq(0).to(torch::kFloat64).mean().item<double>();
-        m.zeros_after = w.eq(0).to(torch::kFloat64).mean().item<double>();
-        if (auto sora = std::dynamic_pointer_cast<adapters::SoraLinear>(adapter)) {
-          m.ranks_kept = sora->nonzero_ranks();
-          m.ranks = sora->gate.numel();
+    // Output files as the base's, tensor for tensor: names, dtypes and shapes do not change.
+    const std::map<std::string, std::string> meta = {{"format", "pt"}};
+    nlohmann::ordered_json index;
+    index["metadata"] = {{"total_size", 0}};
+    index["weight_map"] = nlohmann::ordered_json::object();
+    uint64_t total = 0;
+    const auto& files = store.files();
+    std::vector<PeftModule> exported;  // the compact adapter, where PEFT has the method
+    // Output files of at most max_shard_bytes, tensors in the base's order (HF's layout: one
+    // model.safetensors, or model-0000k-of-0000n.safetensors with an index).
+    std::vector<std::vector<model::TensorView>> groups(1);
+    uint64_t in_group = 0;
+    for (const auto& file : files)
+      for (const auto& info : file->tensors()) {
+        if (in_group > 0 && in_group + info.nbytes() > max_shard_bytes) {
+          groups.emplace_back();
+          in_group = 0;
         }
-        if (method == "spp" && !torch::equal(w.eq(0), base.eq(0)))
-          throw Error("the merged SPP weight " + v.name + " lost or gained zeros", out,
-                      "report this as a bug: SPP must keep the base's zero pattern");
-        report.merged.push_back(m);
-      } else {
-        w = store.load(v.name, dtype);
+        groups.back().push_back({info.name, info.dtype, info.shape, nullptr});
+        in_group += info.nbytes();
+        total += info.nbytes();
+        report.largest_tensor_bytes =
+            std::max<int64_t>(report.largest_tensor_bytes, static_cast<int64_t>(info.nbytes()));
       }
-      current = w.contiguous();
-      report.peak_resident_bytes = std::max(report.peak_resident_bytes, resident());
-      return current.data_ptr();
-    });
-  }
-  index["metadata"]["total_size"] = total;
-  if (groups.size() > 1) {
-    std::remove((out + "/model.safetensors").c_str());  // from an earlier merge into `out`
-    std::ofstream idx(out + "/model.safetensors.index.json");
-    idx << index.dump(2) << "\n";
-    if (!idx)
-      throw Error("cannot write model.safetensors.index.json", out, "check free disk space");
-  } else {
-    std::remove((out + "/model.safetensors.index.json").c_str());
-  }
-  model::write_hf_config(out, arch);
-  const std::string tok = !c.data.tokenizer.empty() ? c.data.tokenizer
-                                                    : c.model.path + "/tokenizer.model";
-  if (file_exists(tok)) copy_file(tok, out + "/tokenizer.model");
-
-  if (method == "lora" || method == "sora") {
-    report.adapter = out + "/adapter";
-    write_peft_lora(report.adapter, exported, c.adapter, c.model.path);
-  } else if (method == "ia3") {
-    report.adapter = out + "/adapter";
-    write_peft_ia3(report.adapter, exported, c.model.path);
-  }
-
-  if (check_logits) {
-    // The adapted model (base + adapter from the checkpoint) against the merged folder.
-    const torch::Dtype dtype = torch::kFloat32;
-    model::Llama merged = model::load_llama(out, dtype);
-    model::Llama adapted = model::load_llama(c.model.path, dtype);
-    if (method != "full") {
-      adapters::attach(adapted, c.adapter);
-      torch::NoGradGuard no_grad;
-      auto params = adapted->named_parameters();
-      for (const auto& np : adapters::trainable_parameters(adapted))
-        params[np.first].copy_(ck.global("params/" + np.first));
+    for (size_t f = 0; f < groups.size(); ++f) {
+      char name[64];
+      std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", f + 1, groups.size());
+      const std::string file = groups.size() == 1 ? "model.safetensors" : name;
+      const auto& views = groups[f];
+      for (const auto& v : views) index["weight_map"][v.name] = file;
+      torch::Tensor current;  // alive until the writer asks for the next tensor
+      model::write_safetensors(out + "/" + file, views, meta, [&](size_t i) -> const void* {
+        const auto& v = views[i];
+        const torch::Dtype dtype = model::to_torch(v.dtype);
+        torch::Tensor w;
+        int64_t l = 0;
+        model::Proj p{};
+        if (method == "full") {
+          w = ck.global("params/" + v.name).to(dtype);
+        } else if (target_of(v.name, arch.num_layers, targets, &l, &p)) {
+          const auto base = store.load(v.name, dtype);
+          auto adapter = load_adapter(ck, c, arch, l, p);
+          w = adapters::merged_weight(*adapter, base, c.adapter.merge);
+          if (auto sora = std::dynamic_pointer_cast<adapters::SoraLinear>(adapter))
+            exported.push_back({l, p, sora->to_lora()});  // zero-gated ranks dropped
+          else if (method != "spp")
+            exported.push_back({l, p, adapter});
+          MergedTensor m;
+          m.name = v.name;
+          m.zeros_before = base.eq(0).to(torch::kFloat64).mean().item<double>();
+          m.zeros_after = w.eq(0).to(torch::kFloat64).mean().item<double>();
+          if (auto sora = std::dynamic_pointer_cast<adapters::SoraLinear>(adapter)) {
+            m.ranks_kept = sora->nonzero_ranks();
+            m.ranks = sora->gate.numel();
+          }
+          if (method == "spp" && !torch::equal(w.eq(0), base.eq(0)))
+            throw Error("the merged SPP weight " + v.name + " lost or gained zeros", out,
+                        "report this as a bug: SPP must keep the base's zero pattern");
+          report.merged.push_back(m);
+        } else {
+          w = store.load(v.name, dtype);
+        }
+        current = w.contiguous();
+        report.peak_resident_bytes = std::max(report.peak_resident_bytes, resident());
+        return current.data_ptr();
+      });
     }
-    merged->eval();
-    adapted->eval();
-    torch::NoGradGuard no_grad;
-    auto ids = torch::arange(0, 64, torch::kInt64).remainder(arch.vocab_size).view({2, 32});
-    report.max_logit_diff =
-        (merged->forward(ids) - adapted->forward(ids)).abs().max().item<double>();
+    index["metadata"]["total_size"] = total;
+    if (groups.size() > 1) {
+      std::ofstream idx(out + "/model.safetensors.index.json");
+      idx << index.dump(2) << "\n";
+      if (!idx)
+        throw Error("cannot write model.safetensors.index.json", out, "check free disk space");
+    }
+    model::write_hf_config(out, arch);
+    const std::string tok =
+        !c.data.tokenizer.empty() ? c.data.tokenizer : c.model.path + "/tokenizer.model";
+    if (file_exists(tok)) copy_file(tok, out + "/tokenizer.model");
+
+    if (method == "lora" || method == "sora") {
+      write_peft_lora(out + "/adapter", exported, c.adapter, c.model.path);
+      report.adapter = final_out + "/adapter";
+    } else if (method == "ia3") {
+      write_peft_ia3(out + "/adapter", exported, c.model.path);
+      report.adapter = final_out + "/adapter";
+    }
+
+    if (check_logits) {
+      // The adapted model (base + adapter from the checkpoint) against the merged folder.
+      const torch::Dtype dtype = torch::kFloat32;
+      model::Llama merged = model::load_llama(out, dtype);
+      model::Llama adapted = model::load_llama(c.model.path, dtype);
+      if (method != "full") {
+        adapters::attach(adapted, c.adapter);
+        torch::NoGradGuard no_grad;
+        auto params = adapted->named_parameters();
+        for (const auto& np : adapters::trainable_parameters(adapted))
+          params[np.first].copy_(ck.global("params/" + np.first));
+      }
+      merged->eval();
+      adapted->eval();
+      torch::NoGradGuard no_grad;
+      auto ids = torch::arange(0, 64, torch::kInt64).remainder(arch.vocab_size).view({2, 32});
+      report.max_logit_diff =
+          (merged->forward(ids) - adapted->forward(ids)).abs().max().item<double>();
+    }
+    publish(out, final_out);
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(out, ec);
+    throw;
   }
   return report;
 }

@@ -32,7 +32,11 @@ struct MergeReport {
 // `check_logits` the adapted and the merged model are compared on a sample (both held in memory:
 // for models that fit).
 // Output files hold at most `max_shard_bytes` each (HF's 5 GB by default).
+// `out` must be new or empty, or `force` set (then it is replaced whole); it may not be, or
+// hold, the base model folder, the run or the tokenizer. The folder is written beside `out` and
+// renamed into place when complete, so a failure leaves what was there.
 MergeReport merge_run(const std::string& run_dir, int64_t step, const std::string& out,
-                      bool check_logits, uint64_t max_shard_bytes = 5ull << 30);
+                      bool check_logits, bool force = false,
+                      uint64_t max_shard_bytes = 5ull << 30);
 
 }  // namespace spartan::checkpoints

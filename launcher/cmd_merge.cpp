@@ -10,8 +10,9 @@
 namespace spartan::launcher {
 namespace {
 
-void merge(const std::string& run, int64_t step, const std::string& out, bool check_logits) {
-  const auto r = checkpoints::merge_run(run, step, out, check_logits);
+void merge(const std::string& run, int64_t step, const std::string& out, bool check_logits,
+           bool force) {
+  const auto r = checkpoints::merge_run(run, step, out, check_logits, force);
   std::printf("merged %s (%s, step %lld) into %s\n\n", r.checkpoint.c_str(), r.method.c_str(),
               static_cast<long long>(r.step), r.out.c_str());
   if (!r.merged.empty()) {
@@ -44,16 +45,20 @@ void add_merge_command(CLI::App& app) {
   auto out = std::make_shared<std::string>();
   auto step = std::make_shared<int64_t>(-1);
   auto no_check = std::make_shared<bool>(false);
+  auto force = std::make_shared<bool>(false);
   CLI::App* cmd = app.add_subcommand(
       "merge", "fold a run's trained adapter into its base: a Hugging Face model folder (offline, "
                "one process)");
   cmd->add_option("--run", *run, "run folder (with config.resolved.toml and checkpoints/)")
       ->required();
   cmd->add_option("--step", *step, "checkpoint step (default: the newest)");
-  cmd->add_option("--out", *out, "output model folder")->required();
+  cmd->add_option("--out", *out, "output model folder: new or empty (see --force)")->required();
+  cmd->add_flag("--force", *force,
+                "replace a non-empty --out whole (the new folder is renamed into place when "
+                "complete)");
   cmd->add_flag("--no-logit-check", *no_check,
                 "skip comparing adapted and merged logits (that holds both models in memory)");
-  cmd->callback([=] { merge(*run, *step, *out, !*no_check); });
+  cmd->callback([=] { merge(*run, *step, *out, !*no_check, *force); });
 }
 
 }  // namespace spartan::launcher

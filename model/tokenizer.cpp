@@ -83,6 +83,13 @@ std::string take(char* s) {
 }  // namespace
 
 Tokenizer::Tokenizer(const std::string& model_path) : path_(model_path) {
+  // sentencepiece aborts the process on some paths (a folder): only a regular file goes to it.
+  std::error_code ec;
+  if (std::filesystem::is_directory(model_path, ec))
+    throw Error("the tokenizer path is a folder, not a sentencepiece model", model_path,
+                "pass the tokenizer.model file itself");
+  if (!std::filesystem::is_regular_file(model_path, ec))
+    throw Error("no tokenizer model file here", model_path, "pass a LLaMA tokenizer.model");
   char* error = nullptr;
   handle_ = shim().open(model_path.c_str(), &error);
   if (!handle_)

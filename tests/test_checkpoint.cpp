@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <filesystem>
 #include <fstream>
 
 #include "adapters/adapter.h"
@@ -50,6 +51,7 @@ TEST(H5File, RoundTripAndChecksums) {
 // PEFT's logits of the adapted model (golden.safetensors of tests/fixtures/lora-gqa).
 TEST(MergeGolden, MergedLoraFolderGivesPeftLogits) {
   const std::string run = testing::TempDir() + "/merge-golden-run";
+  std::filesystem::remove_all(run);
   make_dirs(run);
   auto m = model::load_llama(kBase, torch::kFloat32);
   Config c;
@@ -67,7 +69,7 @@ TEST(MergeGolden, MergedLoraFolderGivesPeftLogits) {
   checkpoints::save(*grid, req);
 
   // Output files of at most 64 KB: the fixture's 420 KB become several files with an index.
-  const auto report = checkpoints::merge_run(run, -1, run + "/merged", true, 64 << 10);
+  const auto report = checkpoints::merge_run(run, -1, run + "/merged", true, false, 64 << 10);
   EXPECT_TRUE(file_exists(run + "/merged/model.safetensors.index.json"));
   EXPECT_FALSE(file_exists(run + "/merged/model.safetensors"));
   EXPECT_EQ(report.step, 1);

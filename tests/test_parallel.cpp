@@ -15,6 +15,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <map>
 #include <sstream>
 #include <string>
@@ -68,13 +69,23 @@ data::Sequences test_rows(int64_t rows, int64_t L, int64_t vocab) {
 
 // The base model folder, written by rank 0: random weights, half of every projection's
 // entries (the smallest) set to zero, as a pruned model.
+// Every file of this job goes under one folder named after rank 0's pid (in $TMPDIR or /tmp),
+// removed by rank 0 at the end.
+const std::string& scratch() {
+  static const std::string dir = [] {
+    auto pid = torch::tensor({static_cast<int64_t>(::getpid())});
+    g_grid->world().broadcast(pid, 0);
+    const char* tmp = std::getenv("TMPDIR");
+    return std::string(tmp && *tmp ? tmp : "/tmp") + "/spartan-test-parallel-" +
+           std::to_string(pid.item<int64_t>());
+  }();
+  return dir;
+}
+
 std::string base_folder(int64_t kv_heads = 4) {
   static std::map<int64_t, std::string> folders;
   if (folders.count(kv_heads)) return folders[kv_heads];
-  auto pid = torch::tensor({static_cast<int64_t>(::getpid())});
-  g_grid->world().broadcast(pid, 0);
-  const std::string folder = "/tmp/spartan-test-parallel-" + std::to_string(pid.item<int64_t>()) +
-                             "-kv" + std::to_string(kv_heads);
+  const std::string folder = scratch() + "/base-kv" + std::to_string(kv_heads);
   folders[kv_heads] = folder;
   if (g_grid->rank() == 0) {
     torch::manual_seed(11);
@@ -139,7 +150,7 @@ Run train(const Config& c, parallel::Grid& grid, const data::Sequences& rows,
   torch::manual_seed(c.run.seed);
   adapters::attach(m, c.adapter);
   data::Sequences none;
-  const std::string dir = "/tmp/spartan-test-parallel-run-" + std::to_string(grid.rank());
+  const std::string dir = scratch() + "/run-" + std::to_string(grid.rank());
   make_dirs(dir);
   Run run;
   trainer::Trainer t(c, m, grid, rows, none, dir);
@@ -308,7 +319,7 @@ TEST(Parallel, BytesPerStepMatchTheAnalyticCount) {
   torch::manual_seed(c.run.seed);
   adapters::attach(m, c.adapter);
   data::Sequences none;
-  const std::string dir = "/tmp/spartan-test-parallel-run-" + std::to_string(g_grid->rank());
+  const std::string dir = scratch() + "/run-" + std::to_string(g_grid->rank());
   make_dirs(dir);
   trainer::Trainer t(c, m, *g_grid, rows, none, dir);
   const auto s = t.run();
@@ -352,6 +363,7 @@ int main(int argc, char** argv) {
   const int failed = RUN_ALL_TESTS();
   auto any = torch::tensor({static_cast<int64_t>(failed)});
   g_grid->world().all_reduce(any);
+  if (g_grid->rank() == 0) std::filesystem::remove_all(scratch());  // every rank is done
   g_grid.reset();
   return any.item<int64_t>() == 0 ? 0 : 1;
 }

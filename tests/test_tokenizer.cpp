@@ -85,7 +85,26 @@ TEST(Tokenizer, MissingModelIsAClearError) {
     Tokenizer tok("/nonexistent/tokenizer.model");
     FAIL();
   } catch (const spartan::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("cannot load sentencepiece model"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("no tokenizer model file here"), std::string::npos);
     EXPECT_NE(std::string(e.what()).find("/nonexistent/tokenizer.model"), std::string::npos);
+  }
+}
+
+// A folder given as the tokenizer used to abort the process inside sentencepiece.
+TEST(Tokenizer, FolderIsAClearError) {
+  try {
+    Tokenizer tok(kFixture);
+    FAIL();
+  } catch (const spartan::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("the tokenizer path is a folder"), std::string::npos);
+  }
+}
+
+TEST(Tokenizer, FileThatIsNoModelIsAClearError) {
+  try {
+    Tokenizer tok(kFixture + "/golden_ids.json");
+    FAIL();
+  } catch (const spartan::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot load sentencepiece model"), std::string::npos);
   }
 }
