@@ -184,10 +184,36 @@ std::string save(parallel::Grid& grid, const SaveRequest& req) {
 
 std::string latest(const std::string& run_dir) {
   const fs::path root = fs::path(run_dir) / "checkpoints";
-  std::ifstream in(root / "latest");
+  std::error_code ec;
+  if (!fs::is_directory(root, ec)) return "";
   std::string name;
-  if (!(in >> name)) return "";
-  return (root / name).string();
+  std::ifstream(root / "latest") >> name;
+  if (!name.empty() && fs::is_regular_file(root / name / "manifest.json", ec))
+    return (root / name).string();
+  // `latest` is missing, empty or names no checkpoint: the newest step folder whose manifest
+  // reads as a complete checkpoint. Step folders without one are never started over on.
+  std::vector<fs::path> steps;
+  for (const auto& f : fs::directory_iterator(root, ec)) {
+    const std::string n = f.path().filename().string();
+    if (n.rfind("step-", 0) == 0 && f.is_directory(ec) && f.path().extension() != ".tmp")
+      steps.push_back(f.path());
+  }
+  std::sort(steps.rbegin(), steps.rend());
+  std::string names;
+  for (const auto& step : steps) {
+    try {
+      Checkpoint ck(step.string());
+      return step.string();
+    } catch (const Error&) {
+      names += (names.empty() ? "" : ", ") + step.filename().string();
+    }
+  }
+  if (!steps.empty())
+    throw Error("checkpoints/latest names no checkpoint and no step folder holds a complete one (" +
+                    names + ")",
+                root.string(),
+                "restore a checkpoint or `latest`, or move the folder away to start the run over");
+  return "";
 }
 
 Checkpoint::Checkpoint(std::string folder) : folder_(std::move(folder)) {
@@ -225,25 +251,40 @@ torch::Tensor Checkpoint::global(const std::string& key) const {
     throw Error("tensor '" + key + "' is not in the checkpoint", folder_ + "/manifest.json",
                 "resume with the adapter configuration the checkpoint was saved with");
   const json& t = manifest_["tensors"][key];
+  const auto damaged = [&](const std::string& what, const std::string& where) {
+    return Error(what, where, "the checkpoint is damaged: resume from another one");
+  };
   try {
-    const auto shape = t["global_shape"].get<std::vector<int64_t>>();
-    const bool integer = t["dtype"] == "int64";
+    const auto shape = t.at("global_shape").get<std::vector<int64_t>>();
+    for (int64_t n : shape)
+      if (n < 0) throw damaged("tensor '" + key + "' has a negative size", folder_ + "/manifest.json");
+    const std::string dtype = t.at("dtype").get<std::string>();
+    if (dtype != "int64" && dtype != "float32")
+      throw damaged("tensor '" + key + "' has dtype '" + dtype + "', not float32 or int64",
+                    folder_ + "/manifest.json");
+    const bool integer = dtype == "int64";
     auto out = torch::zeros(shape, integer ? torch::kInt64 : torch::kFloat32);
-    for (const auto& s : t["shards"]) {
-      const H5File& f = file(s["file"].get<std::string>());
+    for (const auto& s : t.at("shards")) {
+      const H5File& f = file(s.at("file").get<std::string>());
       const std::string& path = f.path();
       const H5Dataset d = f.info("/" + key);
+      // The file's own type decides how many bytes are read: it must be the manifest's.
+      if (d.type != (integer ? H5Type::i64 : H5Type::f32))
+        throw damaged("tensor '" + key + "' is stored with another type than the manifest's '" +
+                          dtype + "'",
+                      path);
       auto part = torch::empty(d.shape, out.options());
       f.read("/" + key, part.data_ptr());
-      const int64_t dim = s["dim"];
+      const int64_t dim = s.at("dim");
       if (dim < 0) {
         if (part.sizes() != out.sizes())
           throw Error("tensor '" + key + "' has another shape than the manifest says", path,
                       "the checkpoint is damaged: resume from another one");
         out.copy_(part);
       } else {
-        const int64_t b = s["begin"], e = s["end"];
-        if (e - b != part.size(dim) || e > out.size(dim))
+        const int64_t b = s.at("begin"), e = s.at("end");
+        if (dim >= out.dim() || part.dim() != out.dim() || b < 0 || e - b != part.size(dim) ||
+            e > out.size(dim))
           throw Error("the slice of '" + key + "' does not match the manifest", path,
                       "the checkpoint is damaged: resume from another one");
         out.narrow(dim, b, e - b).copy_(part);
@@ -316,6 +357,27 @@ std::string base_model_digest(const std::string& folder) {
     const int dtype = static_cast<int>(info.dtype);
     h = fnv1a(h, &dtype, sizeof dtype);
     h = fnv1a(h, info.shape.data(), info.shape.size() * sizeof(int64_t));
+  }
+  char buf[20];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+std::string base_values_digest(const std::string& folder) {
+  constexpr uint64_t kWhole = 64 << 10, kEnds = 4096, kBlock = 256, kBlocks = 16;
+  uint64_t h = 1469598103934665603ull;
+  model::WeightStore store(folder);
+  for (const auto& name : store.names()) {
+    const auto& info = store.info(name);
+    const std::byte* p = store.file_of(name).data(info);
+    const uint64_t n = info.nbytes();
+    if (n <= kWhole) {
+      h = fnv1a(h, p, n);
+      continue;
+    }
+    h = fnv1a(h, p, kEnds);
+    h = fnv1a(h, p + n - kEnds, kEnds);
+    for (uint64_t i = 1; i <= kBlocks; ++i) h = fnv1a(h, p + i * (n - kBlock) / (kBlocks + 1), kBlock);
   }
   char buf[20];
   std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));

@@ -59,7 +59,10 @@ bool fault(const char* kind, int64_t step);
 // Writes a checkpoint; returns its folder.
 std::string save(parallel::Grid& grid, const SaveRequest& request);
 
-// The folder `latest` names under <run>/checkpoints, or "" when there is none.
+// The folder `latest` names under <run>/checkpoints; where `latest` is missing, empty or names
+// no checkpoint, the newest step-* folder with a valid manifest; "" when the run has no step
+// folder. Throws when step folders exist but none holds a complete checkpoint (a run is never
+// started over on top of them).
 std::string latest(const std::string& run_dir);
 
 class Checkpoint {
@@ -94,5 +97,11 @@ std::vector<Entry> mask_digests(model::Llama& model, parallel::Grid& grid,
 
 // The base folder's identity: a hash of config.json and every tensor's name, dtype and shape.
 std::string base_model_digest(const std::string& folder);
+
+// A hash of the base's values, sampled so that it stays cheap at 70B: every tensor up to 64 KiB
+// whole, larger ones by their first and last 4 KiB and 16 blocks of 256 bytes spread between
+// (at most 12 KiB a tensor, read from the mapped files). Re-exported or edited weights with the
+// same names and shapes change it unless every change falls outside the samples.
+std::string base_values_digest(const std::string& folder);
 
 }  // namespace spartan::checkpoints

@@ -124,8 +124,11 @@ MergeReport merge_run(const std::string& run_dir, int64_t step, const std::strin
   if (adapters::is_block_method(method))
     throw UsageError(method + " adds modules after the blocks and cannot be merged into weights",
                      run_dir, "use the adapter that spartan train saved under adapter/");
-  const std::string saved_digest = ck.manifest()["identity"].value("base model", "");
-  if (!saved_digest.empty() && saved_digest != base_model_digest(c.model.path))
+  const auto& identity = ck.manifest()["identity"];
+  const std::string saved_digest = identity.value("base model", "");
+  const std::string saved_values = identity.value("base model values", "");
+  if ((!saved_digest.empty() && saved_digest != base_model_digest(c.model.path)) ||
+      (!saved_values.empty() && saved_values != base_values_digest(c.model.path)))
     throw UsageError("the base model folder is not the one the run trained on", c.model.path,
                      "restore the base model of the run (its config and tensors changed)");
 

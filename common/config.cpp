@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iomanip>
@@ -42,7 +43,7 @@ struct Rule {
     return o.str();
   }
   bool admits(double x) const {
-    if (std::isnan(x)) return false;
+    if (!std::isfinite(x)) return false;  // nan and ±inf are no setting of any key
     if (lo_open ? !(x > lo) : !(x >= lo)) return false;
     if (hi_open ? !(x < hi) : !(x <= hi)) return false;
     return true;
@@ -627,6 +628,10 @@ Config parse_config(const std::string& text, const std::string& source_name,
 }
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw UsageError("the config path is a folder, not a TOML file", path,
+                     "pass the configuration file itself");
   std::ifstream in(path, std::ios::binary);
   if (!in)
     throw UsageError("cannot read config file", path, "check the path and its permissions");

@@ -92,11 +92,28 @@ Format resolve_format(const std::string& path, const std::string& configured) {
   while (std::getline(in, first) && first.find_first_not_of(" \t\r") == std::string::npos) {
   }
   if (starts_json_array(first)) return Format::alpaca;
-  try {
-    json rec = json::parse(first);
-    if (rec.is_object() && rec.contains("instruction")) return Format::alpaca;
-    if (rec.is_object() && rec.contains("text")) return Format::jsonl_text;
-  } catch (const json::exception&) {
+  // A .json/.jsonl file is JSON: when its first record does not read as one of the formats,
+  // that is an error, never a reason to train on it as plain text.
+  const auto dot = path.rfind('.');
+  const std::string ext = dot == std::string::npos ? "" : path.substr(dot);
+  const bool json_file = ext == ".json" || ext == ".jsonl";
+  json rec = json::parse(first, nullptr, /*allow_exceptions=*/false);
+  if (rec.is_discarded()) {
+    if (json_file)
+      throw UsageError("the first record is not one line of valid JSON (a syntax error, invalid "
+                           "UTF-8, or pretty-printed objects without [ ])",
+                       path, "fix the file, or give one JSON object per line");
+    return Format::text;
+  }
+  if (rec.is_object() && rec.contains("instruction")) return Format::alpaca;
+  if (rec.is_object() && rec.contains("text")) return Format::jsonl_text;
+  if (json_file || rec.is_object()) {
+    std::string keys;
+    if (rec.is_object())
+      for (const auto& [k, v] : rec.items()) keys += (keys.empty() ? "" : ", ") + k;
+    throw UsageError("the first record has neither \"instruction\" (Alpaca) nor \"text\"" +
+                         (keys.empty() ? std::string() : " (it has: " + keys + ")"),
+                     path, "fix the field names, or set [data] format");
   }
   return Format::text;
 }

@@ -13,6 +13,7 @@
 #include "common/error.h"
 #include "data/dataset.h"
 #include "launcher/commands.h"
+#include "model/hf_config.h"
 #include "model/llama.h"
 #include "model/tokenizer.h"
 #include "trainer/eval.h"
@@ -31,6 +32,7 @@ void eval(const EvalOptions& o) {
   model::Llama llama =
       model::load_llama(o.model, o.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32);
   model::Tokenizer tok(o.tokenizer.empty() ? o.model + "/tokenizer.model" : o.tokenizer);
+  model::check_tokenizer_fits(llama->arch(), tok.vocab_size(), tok.path());
   if (!o.adapter.empty()) checkpoints::load_peft_adapter(o.adapter, llama);
   const data::Format format = data::resolve_format(o.data, o.format);
   trainer::EvalResult r;

@@ -46,9 +46,11 @@ void prune(const std::string& config_path, const std::vector<std::string>& overr
   o.percdamp = c.prune.percdamp;
   o.batch = c.optim.micro_batch_size;
 
-  model::read_hf_config(c.model.path);  // a missing or broken model folder is the first error
+  const model::LlamaArch arch =
+      model::read_hf_config(c.model.path);  // a missing or broken model folder is the first error
   model::Tokenizer tok(c.data.tokenizer.empty() ? c.model.path + "/tokenizer.model"
                                                 : c.data.tokenizer);
+  model::check_tokenizer_fits(arch, tok.vocab_size(), tok.path());
   auto data = data::load_data(c.data.path, c.data.format, tok, c.data.seq_len, c.data.pack,
                               c.data.held_out_fraction, c.run.seed);
   const int64_t L = c.data.seq_len;

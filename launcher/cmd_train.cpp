@@ -22,6 +22,7 @@
 #include "common/files.h"
 #include "launcher/model_shape.h"
 #include "launcher/signals.h"
+#include "model/hf_config.h"
 #include "model/llama.h"
 #include "model/tokenizer.h"
 #include "parallel/grid.h"
@@ -117,6 +118,7 @@ std::string save_result(const Config& c, model::Llama& llama, const model::Token
 // What a checkpoint must agree on with the run that resumes from it.
 nlohmann::json run_identity(const Config& c) {
   return {{"base model", checkpoints::base_model_digest(c.model.path)},
+          {"base model values", checkpoints::base_values_digest(c.model.path)},
           {"adapter method", c.adapter.method},
           {"adapter rank", c.adapter.r},
           {"adapter alpha", c.adapter.alpha},
@@ -174,13 +176,24 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
                      c.where("parallel.pp") + " (key 'parallel.pp')",
                      "set parallel.pp = 1 or use an adapter method");
   model::Tokenizer tok(tokenizer_path(c));
-  if (tok.vocab_size() > llama->arch().vocab_size)
-    throw UsageError("the tokenizer has " + std::to_string(tok.vocab_size()) +
-                         " pieces, the model's vocabulary only " +
-                         std::to_string(llama->arch().vocab_size),
-                     tok.path(), "use the tokenizer the model was trained with");
+  model::check_tokenizer_fits(llama->arch(), tok.vocab_size(), tok.path());
   data::DataSplit data = data::load_data(c.data.path, c.data.format, tok, c.data.seq_len,
                                          c.data.pack, c.data.held_out_fraction, c.run.seed);
+  if (!c.eval.path.empty())  // [eval] path: held-out data of its own, all of the file
+    data.held_out = data::load_data(c.eval.path, "auto", tok, c.data.seq_len, c.data.pack, 0.0,
+                                    c.run.seed)
+                        .train;
+  // Sequences with no token to learn from (every response cut off at seq_len) would train on
+  // nothing and report a loss of 0.
+  for (const auto* part : {&data.train, &data.held_out})
+    if (part->rows() > 0 && part->loss_tokens == 0)
+      throw UsageError(std::string("no ") + (part == &data.train ? "training" : "held-out") +
+                           " sequence keeps a token of a response: " +
+                           std::to_string(part->truncated) + " of " +
+                           std::to_string(part->examples) + " records were cut at data.seq_len = " +
+                           std::to_string(c.data.seq_len),
+                       c.where("data.seq_len") + " (key 'data.seq_len')",
+                       "raise data.seq_len or shorten the prompts");
   torch::manual_seed(c.run.seed);
   adapters::Attached attached = adapters::attach(llama, c.adapter);
   const int64_t trainable = trainer::entries_in_model(llama, *grid, attached.trainable);
@@ -205,12 +218,13 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
                 c.adapter.method.c_str(), static_cast<long long>(trainable),
                 100.0 * trainable / llama->arch().num_parameters());
     std::printf("data         %s (%s): %lld train sequences of %lld tokens (%lld records, %lld "
-                "truncated), %lld held-out sequences\n",
+                "truncated), %lld held-out sequences%s\n",
                 c.data.path.c_str(), data::format_name(data.format),
                 static_cast<long long>(data.train.rows()), static_cast<long long>(c.data.seq_len),
                 static_cast<long long>(data.train.examples),
                 static_cast<long long>(data.train.truncated),
-                static_cast<long long>(data.held_out.rows()));
+                static_cast<long long>(data.held_out.rows()),
+                c.eval.path.empty() ? "" : (" from " + c.eval.path).c_str());
     std::printf("steps        %lld (global batch %lld, micro-batch %lld)\n",
                 static_cast<long long>(t.total_steps()),
                 static_cast<long long>(c.optim.global_batch_size),

@@ -1,6 +1,8 @@
 #include "model/hf_config.h"
 
+#include <cmath>
 #include <fstream>
+#include <type_traits>
 
 #include <nlohmann/json.hpp>
 
@@ -24,6 +26,11 @@ T get(const json& j, const char* key, const T& fallback, const std::string& path
   if (it == j.end() || it->is_null()) {
     if (required) bad_config(path, std::string("missing key '") + key + "'");
     return fallback;
+  }
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    // nlohmann would truncate 32.5 to 32: a size that is not a whole number is an error.
+    if (it->is_number_float() && it->get<double>() != std::floor(it->get<double>()))
+      bad_config(path, std::string("key '") + key + "' must be a whole number, got " + it->dump());
   }
   try {
     return it->get<T>();
@@ -109,7 +116,8 @@ LlamaArch read_hf_config(const std::string& folder) {
                             {"intermediate_size", a.intermediate_size},
                             {"num_hidden_layers", a.num_layers},
                             {"num_attention_heads", a.num_heads},
-                            {"num_key_value_heads", a.num_kv_heads}})
+                            {"num_key_value_heads", a.num_kv_heads},
+                            {"max_position_embeddings", a.max_position_embeddings}})
     if (value <= 0) bad_config(path, std::string("key '") + key + "' must be positive");
   if (a.hidden_size % a.num_heads != 0 || a.head_dim() % 2 != 0)
     bad_config(path, "hidden_size " + std::to_string(a.hidden_size) + " does not split into " +
@@ -123,6 +131,15 @@ LlamaArch read_hf_config(const std::string& folder) {
   if (a.rms_norm_eps <= 0 || a.rope_theta <= 0 || a.rope_scaling_factor <= 0)
     bad_config(path, "rms_norm_eps, rope_theta and the rope scaling factor must be positive");
   return a;
+}
+
+void check_tokenizer_fits(const LlamaArch& arch, int64_t tokenizer_pieces,
+                          const std::string& tokenizer_path) {
+  if (tokenizer_pieces > arch.vocab_size)
+    throw UsageError("the tokenizer has " + std::to_string(tokenizer_pieces) +
+                         " pieces, the model's vocabulary only " +
+                         std::to_string(arch.vocab_size),
+                     tokenizer_path, "use the tokenizer the model was trained with");
 }
 
 void write_hf_config(const std::string& folder, const LlamaArch& a) {

@@ -35,6 +35,11 @@ struct LlamaArch {
 // Reads <folder>/config.json. Rejects what the model does not implement (attention or MLP
 // biases, rope scaling other than linear, a model_type other than llama) with a clear error.
 LlamaArch read_hf_config(const std::string& folder);
+
+// Refuses a tokenizer with more pieces than the model has embedding rows (its ids would index
+// past the embedding), naming both sizes.
+void check_tokenizer_fits(const LlamaArch& arch, int64_t tokenizer_pieces,
+                          const std::string& tokenizer_path);
 void write_hf_config(const std::string& folder, const LlamaArch& arch);
 
 LlamaArch arch_from_init(const ModelInitConfig& init);

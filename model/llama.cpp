@@ -445,6 +445,10 @@ void LlamaImpl::load(const WeightStore& store) {
     if (sl.dim < 0) t.copy_(store.load(name, dtype_));
     else if (sl.dim == 0) t.copy_(store.load_rows(name, sl.begin, sl.end, dtype_));
     else t.copy_(store.load_cols(name, sl.begin, sl.end, dtype_));
+    // A NaN or Inf in the frozen base would train a NaN adapter: one pass over what was read.
+    if (!torch::isfinite(t).all().item<bool>())
+      throw Error("tensor '" + name + "' holds NaN or Inf values", store.file_of(name).path(),
+                  "repair or re-export the model's weights");
   }
   for (const auto& name : store.names()) {
     // HF drops rotary caches from safetensors; a tied model may still carry lm_head.weight.

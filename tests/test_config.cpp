@@ -110,6 +110,10 @@ TEST(ConfigErrors, OutOfRange) {
             "key 'parallel.tp' = 0 is out of range, c.toml:2:6, use a value >= 1");
   EXPECT_EQ(error_of("[optim]\nlr = nan\n"),
             "key 'optim.lr' = nan is out of range, c.toml:2:6, use a value > 0");
+  EXPECT_EQ(error_of("[optim]\nlr = inf\n"),
+            "key 'optim.lr' = inf is out of range, c.toml:2:6, use a value > 0");
+  EXPECT_EQ(error_of("[optim]\ngrad_clip = inf\n"),
+            "key 'optim.grad_clip' = inf is out of range, c.toml:2:13, use a value >= 0");
 }
 
 TEST(ConfigErrors, NotAnAllowedChoice) {

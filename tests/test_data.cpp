@@ -82,6 +82,23 @@ TEST(Data, FormatDetection) {
   EXPECT_EQ(resolve_format(write("f3.jsonl", "{\"text\": \"x\"}\n"), "auto"), Format::jsonl_text);
   EXPECT_EQ(resolve_format(write("f4.txt", "plain words\n"), "auto"), Format::text);
   EXPECT_EQ(resolve_format(write("f5.txt", "{\"text\": \"x\"}\n"), "text"), Format::text);
+  // A .json/.jsonl file whose first record does not read is an error, not plain text.
+  const auto refused = [](const std::string& file, const std::string& text,
+                          const std::string& message) {
+    try {
+      resolve_format(write(file, text), "auto");
+      ADD_FAILURE() << file << " was accepted";
+    } catch (const spartan::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << e.what();
+    }
+  };
+  refused("bad_field.jsonl", "{\"instrction\": \"x\", \"output\": \"y\"}\n",
+          "neither \"instruction\" (Alpaca) nor \"text\" (it has: instrction, output)");
+  refused("trailing_comma.jsonl", "{\"instruction\": \"x\",}\n", "not one line of valid JSON");
+  refused("pretty.json", "{\n  \"instruction\": \"x\"\n}\n", "not one line of valid JSON");
+  refused("bad_utf8.jsonl", "{\"instruction\": \"\xff\xfe\"}\n", "not one line of valid JSON");
+  EXPECT_EQ(resolve_format(write("f7.json", "{\"instrction\": \"x\"}\n"), "text"),
+            Format::text);  // an explicit format is honoured
   auto docs = read_documents(write("f6.txt", "one\n\n  \ntwo words\n"), Format::text);
   EXPECT_EQ(docs, (std::vector<std::string>{"one", "two words"}));
 }

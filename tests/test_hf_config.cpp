@@ -71,6 +71,23 @@ TEST_F(HfConfigTest, UnsupportedScalingIsNamed) {
   }
 }
 
+TEST_F(HfConfigTest, FractionalAndNonPositiveSizesAreRefused) {
+  write(R"(, "max_position_embeddings": 0)");
+  EXPECT_THROW(read_hf_config(dir_), spartan::Error);
+  write(R"(, "max_position_embeddings": -1)");
+  EXPECT_THROW(read_hf_config(dir_), spartan::Error);
+  std::ofstream(dir_ + "/config.json")
+      << R"({"model_type": "llama", "vocab_size": 100, "hidden_size": 64.5,
+             "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4})";
+  try {
+    read_hf_config(dir_);
+    FAIL() << "hidden_size 64.5 was accepted";
+  } catch (const spartan::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'hidden_size' must be a whole number"), std::string::npos)
+        << e.what();
+  }
+}
+
 TEST_F(HfConfigTest, HeadDimOtherThanHiddenOverHeadsIsRefused) {
   write(R"(, "head_dim": 32)");
   EXPECT_THROW(read_hf_config(dir_), spartan::Error);

@@ -1,6 +1,9 @@
 // The LLaMA model without a reference framework: hook points, save/load, tying, dtypes.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <limits>
+
 #include <sys/stat.h>
 
 #include <torch/torch.h>
@@ -181,6 +184,26 @@ TEST(Llama, LoadRejectsAShapeMismatchNamingTheTensor) {
     EXPECT_NE(std::string(e.what()).find("model.layers.0.mlp.gate_proj.weight' has shape [40, 32], config.json implies [48, 32]"),
               std::string::npos)
         << e.what();
+  }
+}
+
+TEST(Llama, LoadRejectsNonFiniteWeightsNamingTheTensor) {
+  for (double poison : {std::nan(""), std::numeric_limits<double>::infinity()}) {
+    auto m = tiny_model();
+    {
+      torch::NoGradGuard no_grad;
+      m->projection(1, Proj::up)->weight[3][5] = poison;
+    }
+    std::string dir = temp_dir("nonfinite");
+    m->save(dir);
+    try {
+      load_llama(dir, torch::kFloat32);
+      FAIL() << "a base with " << poison << " was loaded";
+    } catch (const spartan::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("'model.layers.1.mlp.up_proj.weight' holds NaN or Inf"),
+                std::string::npos)
+          << e.what();
+    }
   }
 }
 

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include "adapters/adapter.h"
+#include "checkpoints/checkpoint.h"
 #include "common/error.h"
 #include "data/dataset.h"
 #include "model/llama.h"
@@ -145,7 +146,9 @@ TEST(Trainer, MicroBatchSplitDoesNotChangeTheStep) {
         << finals[0][i].first;
 }
 
-TEST(Trainer, NonFiniteLossesAreSkippedThenStopTheRun) {
+namespace {
+// A tiny model whose layer 0 value projection returns NaN: every loss is NaN.
+model::Llama poisoned_model() {
   struct Poison : model::LinearAdapter {
     torch::Tensor w;
     Poison() { w = register_parameter("w", torch::ones({1})); }
@@ -153,11 +156,17 @@ TEST(Trainer, NonFiniteLossesAreSkippedThenStopTheRun) {
       return torch::linear(x, weight) * w * std::numeric_limits<float>::quiet_NaN();
     }
   };
-  auto rows = synthetic_rows(8, 8, 50);
-  data::Sequences none;
   model::Llama m(tiny(50), torch::kFloat32);
   m->init_weights();
   m->projection(0, model::Proj::v)->attach(std::make_shared<Poison>());
+  return m;
+}
+}  // namespace
+
+TEST(Trainer, NonFiniteLossesAreSkippedThenStopTheRun) {
+  auto rows = synthetic_rows(8, 8, 50);
+  data::Sequences none;
+  model::Llama m = poisoned_model();
   Config c;
   c.optim.global_batch_size = 4;
   c.optim.max_steps = 10;
@@ -176,6 +185,36 @@ TEST(Trainer, NonFiniteLossesAreSkippedThenStopTheRun) {
     EXPECT_NE(std::string(e.what()).find("3 non-finite losses in a row"), std::string::npos);
   }
   EXPECT_EQ(steps, 2);  // the third throws before reporting
+}
+
+// A checkpoint saved after a non-finite step holds "loss": null (JSON has no NaN); it resumes.
+TEST(Trainer, CheckpointAfterANonFiniteStepResumes) {
+  auto rows = synthetic_rows(8, 8, 50);
+  data::Sequences none;
+  model::Llama m = poisoned_model();
+  Config c;
+  c.optim.global_batch_size = 4;
+  c.optim.max_steps = 2;
+  c.optim.max_bad_steps = 5;
+  c.checkpoint.every = 1;
+  c.run.log_every = 100;
+  const std::string dir = run_dir("nan_resume");
+  {
+    trainer::Trainer first(c, m, rows, none, dir);
+    first.enable_checkpoints(nlohmann::json::object(), {});
+    first.run();
+  }
+  const std::string saved = checkpoints::latest(dir);
+  ASSERT_FALSE(saved.empty());
+  EXPECT_TRUE(checkpoints::Checkpoint(saved).manifest()["state"]["loss"].is_null());
+  c.optim.max_steps = 3;
+  trainer::Trainer resumed(c, m, rows, none, dir);
+  resumed.enable_checkpoints(nlohmann::json::object(), {});
+  resumed.resume_from(saved);
+  int steps = 0;
+  resumed.on_step = [&](int64_t, double) { ++steps; };
+  EXPECT_NO_THROW(resumed.run());
+  EXPECT_EQ(steps, 1);  // step 3 only: steps 1 and 2 came from the checkpoint
 }
 
 // A short run on real instruction data (../shared/data) lowers the held-out loss (full

@@ -100,10 +100,33 @@ void set_rng_state(const torch::Tensor& s) {
   cpu_generator().set_state(s.to(torch::kUInt8));
 }
 
-// The first key whose value differs between two identity objects, or "".
+// On resume from `step`: metrics.jsonl keeps the records up to that step, so that the steps the
+// interrupted run logged after its checkpoint appear once, from the resumed run. A record torn
+// by the kill (not valid JSON) is dropped too. Written beside and renamed over the file.
+void keep_metrics_until(const std::string& path, int64_t step) {
+  std::ifstream in(path);
+  if (!in) return;
+  const std::string tmp = path + ".tmp";
+  std::ofstream out(tmp, std::ios::trunc);
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (record.is_discarded() || !record.is_object()) continue;
+    if (record.contains("step") && record["step"].is_number() && record["step"].get<int64_t>() > step)
+      continue;
+    out << line << "\n";
+  }
+  out.close();
+  if (!out || std::rename(tmp.c_str(), path.c_str()) != 0)
+    throw Error("cannot rewrite metrics.jsonl", path, "check that the run folder is writable");
+}
+
+// The first key whose value differs between this run's identity `a` and a checkpoint's `b`, or
+// "". A key of `a` that `b` lacks was not recorded by the version that saved `b` (the base's
+// values digest came later): it is not compared.
 std::string first_difference(const nlohmann::json& a, const nlohmann::json& b) {
   for (const auto& [k, v] : a.items())
-    if (!b.contains(k) || b[k] != v) return k;
+    if (b.contains(k) && b[k] != v) return k;
   for (const auto& [k, v] : b.items())
     if (!a.contains(k)) return k;
   return "";
@@ -173,13 +196,6 @@ TrainSummary Trainer::run() {
 
   TrainSummary summary;
   summary.trainable_parameters = entries_in_model(model_, grid_, params);
-  std::ofstream metrics;
-  if (root) {
-    metrics.open(run_dir_ + "/metrics.jsonl", std::ios::app);
-    if (!metrics)
-      throw Error("cannot write metrics.jsonl", run_dir_, "check that the run folder is writable");
-  }
-
   // What a checkpoint holds of this rank: trained tensors, their AdamW moments, the base's zero
   // pattern digests, this stage's RNG state (TP ranks side by side).
   const auto masks = mask_targets_.empty()
@@ -232,14 +248,26 @@ TrainSummary Trainer::run() {
     start_step = st["step"].get<int64_t>();
     tokens_seen = st["tokens"].get<int64_t>();
     summary.skipped_steps = st.value("skipped_steps", int64_t(0));
-    summary.last_loss = st.value("loss", 0.0);
+    // A step whose loss was not finite is saved as null (JSON has no NaN): it resumes as NaN.
+    const auto loss = st.find("loss");
+    summary.last_loss = loss != st.end() && loss->is_number() ? loss->get<double>()
+                        : loss != st.end() && loss->is_null() ? std::nan("")
+                                                               : 0.0;
     // The RNG stream continues exactly only on the layout it was saved from.
     const auto& topo = m["topology"];
     if (topo["tp"] == grid_.layout().tp && topo["pp"] == grid_.layout().pp && ck.has(rng_key))
       set_rng_state(ck.local(rng_key, by_tp_rank, rng_state(), grid_));
-    if (root)
+    if (root) {
+      keep_metrics_until(run_dir_ + "/metrics.jsonl", start_step);
       std::printf("resumed from %s at step %lld\n", resume_.c_str(),
                   static_cast<long long>(start_step));
+    }
+  }
+  std::ofstream metrics;
+  if (root) {
+    metrics.open(run_dir_ + "/metrics.jsonl", std::ios::app);
+    if (!metrics)
+      throw Error("cannot write metrics.jsonl", run_dir_, "check that the run folder is writable");
   }
   auto save_checkpoint = [&](int64_t steps_done, double loss) {
     checkpoints::SaveRequest req;

@@ -68,6 +68,9 @@ for layout in "1" "tp2"; do
   grep -q "resumed from .*step-00000003 at step 3" r.log || { cat r.log; fail "$name: no resume"; }
   diff <(losses runs/straight-$layout/metrics.jsonl 5) <(losses runs/$name/metrics.jsonl 5) \
     || fail "$name: steps 4-8 differ from the uninterrupted run"
+  # Each step once in metrics.jsonl: the records after the checkpoint were dropped at resume.
+  diff <(grep -o '"step":[0-9]*' runs/straight-$layout/metrics.jsonl) \
+       <(grep -o '"step":[0-9]*' runs/$name/metrics.jsonl) || fail "$name: metrics steps"
   cmp runs/straight-$layout/adapter/adapter_model.safetensors \
       runs/$name/adapter/adapter_model.safetensors || fail "$name: adapters differ"
   # keep = 2: steps 6 and 8 remain.
@@ -121,11 +124,17 @@ awk '/^model.layers/ { if ($2 != $3 || $2 < 0.5) bad = 1; n++ } END { exit bad |
   || { cat m.log; fail "merge: SPP zeros"; }
 "$spartan" model info merged-spp | grep -q "2:4" || fail "merged SPP folder is not 2:4"
 
-# Resuming on a base with another zero pattern (same names and shapes) is refused.
+# Resuming on a base with other values and another zero pattern (same names and shapes) is
+# refused: by the sampled value digest, and, for a checkpoint saved before that digest existed
+# (the key deleted from its manifest), by the zero-pattern digests.
 killed kill-after-save=3 k.log "$spartan" train --config c.toml --set adapter.method=spp \
   --set model.path="$dir/pruned" --set run.name=spp-moved
 "$spartan" prune --config c.toml --set prune.method=magnitude --set prune.pattern=4:8 \
   --set prune.out="$dir/pruned" --set prune.calib_samples=4 > /dev/null
+expect_error "the checkpoint was saved for another base model values than this run's" \
+  "$spartan" train --config c.toml --set adapter.method=spp --set model.path="$dir/pruned" \
+  --set run.name=spp-moved
+sed -i '/"base model values"/d' runs/spp-moved/checkpoints/step-00000003/manifest.json
 expect_error "the base model's zero pattern of model.layers.0.self_attn.q_proj.weight differs" \
   "$spartan" train --config c.toml --set adapter.method=spp --set model.path="$dir/pruned" \
   --set run.name=spp-moved

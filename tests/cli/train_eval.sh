@@ -39,10 +39,29 @@ test -f runs/full/model/tokenizer.model
 
 sed -e 's/name = "full"/name = "lora"/' -e 's/method = "full"/method = "lora"/' \
     -e "s#path = \"$dir/base\"#path = \"$dir/runs/full/model\"#" \
-    -e "s#path = \"$dir/text.txt\"#path = \"$dir/qa.jsonl\"#" base.toml > lora.toml
+    -e "s#path = \"$dir/text.txt\"#path = \"$dir/qa.jsonl\"#" \
+    -e "s/seq_len = 32/seq_len = 96/" base.toml > lora.toml
 "$spartan" train --config lora.toml > lora.log
 grep -q "method       lora" lora.log
 test -f runs/lora/adapter/adapter_config.json
+
+# [eval] path: held-out data from a file of its own (all of it); a missing one is refused.
+"$spartan" train --config lora.toml --set run.name=evalpath --set eval.path="$dir/text.txt" \
+  > evalpath.log
+grep -q "held-out sequences from $dir/text.txt" evalpath.log || { cat evalpath.log; exit 1; }
+set +e
+out=$("$spartan" train --config lora.toml --set run.name=evalmissing \
+  --set eval.path="$dir/missing.jsonl" 2>&1); rc=$?
+set -e
+[[ $rc == 1 && "$out" == "spartan: error: cannot read data file, $dir/missing.jsonl"* ]] ||
+  { echo "$out"; exit 1; }
+
+# A sequence length that cuts every response away is refused (it would train on nothing).
+set +e
+out=$("$spartan" train --config lora.toml --set run.name=short --set data.seq_len=4 2>&1); rc=$?
+set -e
+[[ $rc == 2 && "$out" == "spartan: error: no training sequence keeps a token of a response: "* ]] ||
+  { echo "$out"; exit 1; }
 
 # SoRA: gates with a large threshold switch ranks off; the rest is exported as a PEFT LoRA.
 "$spartan" train --config lora.toml --set adapter.method=sora --set run.name=sora \
