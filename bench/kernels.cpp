@@ -6,16 +6,17 @@
 //
 //   build/bench/bench_kernels [--rows 8192 --cols 8192] [--dtype bf16] [--device cpu|cuda]
 //                             [--repeats 20]
+#include "kernels/kernels.h"
+
+#include <torch/torch.h>
+
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <functional>
 #include <vector>
 
-#include <CLI/CLI.hpp>
-#include <torch/torch.h>
-
-#include "kernels/kernels.h"
 #include "trainer/runtime.h"
 
 namespace {
@@ -74,16 +75,15 @@ int main(int argc, char** argv) {
   const double bytes = static_cast<double>(rows * cols) * (elem + 4.0 + elem);
 
   // The roofline: a copy that reads and writes the same number of bytes.
-  auto src = torch::empty({static_cast<int64_t>(bytes / 2)}, torch::TensorOptions()
-                                                                 .dtype(torch::kUInt8)
-                                                                 .device(device));
+  auto src = torch::empty({static_cast<int64_t>(bytes / 2)},
+                          torch::TensorOptions().dtype(torch::kUInt8).device(device));
   auto dst = torch::empty_like(src);
   const double copy_s = median_seconds([&] { dst.copy_(src); }, repeats, cuda);
   const double kernel_s =
       median_seconds([&] { spartan::kernels::masked_merge(base, delta); }, repeats, cuda);
   const double torch_s = median_seconds(
-      [&] { (base.to(torch::kFloat32) + delta).masked_fill_(base.eq(0), 0.0).to(dtype); },
-      repeats, cuda);
+      [&] { (base.to(torch::kFloat32) + delta).masked_fill_(base.eq(0), 0.0).to(dtype); }, repeats,
+      cuda);
 
   std::printf("masked_merge %lld x %lld, %s base, fp32 delta, on %s: %.1f MB moved\n",
               static_cast<long long>(rows), static_cast<long long>(cols), dtype_name.c_str(),

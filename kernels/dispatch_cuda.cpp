@@ -1,10 +1,10 @@
 // Tensors to the raw entry points of kernels/cuda/: contiguous inputs, the output allocated on
 // the base's device, torch's current stream, every CUDA error turned into an exception.
-#include <stdexcept>
-#include <string>
-
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
+
+#include <stdexcept>
+#include <string>
 
 #include "kernels/cuda/launch.h"
 #include "kernels/kernels.h"
@@ -20,10 +20,14 @@ void check(cudaError_t rc, const char* kernel) {
 
 cuda::ElementType element_type(const torch::Tensor& t) {
   switch (t.scalar_type()) {
-    case torch::kFloat32: return cuda::ElementType::f32;
-    case torch::kBFloat16: return cuda::ElementType::bf16;
-    case torch::kFloat16: return cuda::ElementType::f16;
-    default: throw std::invalid_argument("kernels: unsupported dtype");
+    case torch::kFloat32:
+      return cuda::ElementType::f32;
+    case torch::kBFloat16:
+      return cuda::ElementType::bf16;
+    case torch::kFloat16:
+      return cuda::ElementType::f16;
+    default:
+      throw std::invalid_argument("kernels: unsupported dtype");
   }
 }
 

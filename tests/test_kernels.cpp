@@ -1,7 +1,6 @@
 // kernels/: each CPU reference against the plain torch expression, and each CUDA implementation
 // against the CPU reference on the GPU (suites *Gpu, label gpu; skipped where no GPU is visible).
 #include <gtest/gtest.h>
-
 #include <torch/torch.h>
 
 #include "kernels/kernels.h"
@@ -22,9 +21,7 @@ TEST(KernelsCpu, MaskedMergeEqualsTorchExpression) {
   for (auto dtype : {torch::kFloat32, torch::kBFloat16, torch::kFloat16}) {
     auto base = pruned_base(37, 53, dtype, 1);
     auto delta = 0.1 * torch::randn({37, 53});
-    auto expected = (base.to(torch::kFloat32) + delta)
-                        .masked_fill(base.eq(0), 0.0)
-                        .to(dtype);
+    auto expected = (base.to(torch::kFloat32) + delta).masked_fill(base.eq(0), 0.0).to(dtype);
     auto got = masked_merge(base, delta);
     EXPECT_EQ(got.scalar_type(), dtype);
     EXPECT_TRUE(torch::equal(got, expected)) << dtype;
@@ -43,7 +40,8 @@ TEST(KernelsCpu, MaskedMergeRefusesMismatchedShapes) {
 class KernelsGpu : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!torch::cuda::is_available()) GTEST_SKIP() << "no GPU visible: the CUDA kernels are not run";
+    if (!torch::cuda::is_available())
+      GTEST_SKIP() << "no GPU visible: the CUDA kernels are not run";
     if (!spartan::kernels::cuda_compiled())
       GTEST_SKIP() << "built without CUDA code (SPARTAN_CUDA=OFF)";
   }

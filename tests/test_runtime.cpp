@@ -1,13 +1,11 @@
 // The process's C++ runtime: std:: symbols come from libstdc++, not from the copy of parts of it
 // that the torch wheel's libraries export (see the link options in CMakeLists.txt).
-#include <gtest/gtest.h>
-
 #include <dlfcn.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
 
 #include <filesystem>
 #include <string>
-
-#include <torch/torch.h>
 
 namespace {
 
@@ -23,8 +21,8 @@ TEST(Runtime, FilesystemComesFromLibstdcxx) {
   const auto remove_all = static_cast<RemoveAll>(&std::filesystem::remove_all);
   const auto create_directories =
       static_cast<CreateDirectories>(&std::filesystem::create_directories);
-  for (void* symbol : {reinterpret_cast<void*>(remove_all),
-                       reinterpret_cast<void*>(create_directories)}) {
+  for (void* symbol :
+       {reinterpret_cast<void*>(remove_all), reinterpret_cast<void*>(create_directories)}) {
     const std::string lib = library_of(symbol);
     EXPECT_NE(lib.find("libstdc++"), std::string::npos) << "bound to " << lib;
   }

@@ -14,10 +14,20 @@ namespace {
 __device__ float to_float(float x) { return x; }
 __device__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
 __device__ float to_float(__half x) { return __half2float(x); }
-template <class T> __device__ T from_float(float x);
-template <> __device__ float from_float<float>(float x) { return x; }
-template <> __device__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
-template <> __device__ __half from_float<__half>(float x) { return __float2half_rn(x); }
+template <class T>
+__device__ T from_float(float x);
+template <>
+__device__ float from_float<float>(float x) {
+  return x;
+}
+template <>
+__device__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
+template <>
+__device__ __half from_float<__half>(float x) {
+  return __float2half_rn(x);
+}
 
 template <class T>
 __global__ void masked_merge_kernel(const T* __restrict__ base, const float* __restrict__ delta,
@@ -47,9 +57,12 @@ cudaError_t launch(const void* base, const float* delta, void* out, int64_t n, i
 cudaError_t masked_merge(const void* base, const float* delta, void* out, int64_t n,
                          ElementType type, int sms, cudaStream_t stream) {
   switch (type) {
-    case ElementType::f32: return launch<float>(base, delta, out, n, sms, stream);
-    case ElementType::bf16: return launch<__nv_bfloat16>(base, delta, out, n, sms, stream);
-    case ElementType::f16: return launch<__half>(base, delta, out, n, sms, stream);
+    case ElementType::f32:
+      return launch<float>(base, delta, out, n, sms, stream);
+    case ElementType::bf16:
+      return launch<__nv_bfloat16>(base, delta, out, n, sms, stream);
+    case ElementType::f16:
+      return launch<__half>(base, delta, out, n, sms, stream);
   }
   return cudaErrorInvalidValue;
 }
