@@ -2,7 +2,8 @@
 // bytes on the same disk, in one run: the ratios say what the format (HDF5 datasets with
 // checksums, manifest, fsync, atomic rename) costs over raw I/O.
 //
-//   build/bench/bench_ckpt_io [--mb 256] [--tensors 64] [--dir /tmp]
+//   build/bench/bench_ckpt_io [--mb 256] [--tensors 66] [--dir /tmp]
+//   build/bench/bench_ckpt_io --digest MODEL_FOLDER     (the resume's base-model digests)
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -31,16 +32,60 @@ void drop_caches(const std::string& path) {  // so that reads come from the disk
     ::close(fd);
   }
 }
+// Tensor i as the trainer names it: a trained tensor, then its two AdamW moments.
+std::string key(int64_t i) {
+  const std::string name = "t" + std::to_string(i / 3);
+  const char* role[] = {"params/", "optim/", "optim/"};
+  const char* moment[] = {"", "/exp_avg", "/exp_avg_sq"};
+  return role[i % 3] + name + moment[i % 3];
+}
+
+// The base-model digests a resume compares, on a model folder: the structural one (config.json,
+// names, dtypes, shapes) and the sampled value digest, from a cold page cache and again warm.
+int digest_cost(const std::string& folder) {
+  double bytes = 0;
+  int64_t files = 0;
+  auto drop = [&] {
+    for (const auto& f : std::filesystem::directory_iterator(folder))
+      if (f.path().extension() == ".safetensors") drop_caches(f.path());
+  };
+  for (const auto& f : std::filesystem::directory_iterator(folder))
+    if (f.path().extension() == ".safetensors") {
+      bytes += double(f.file_size());
+      ++files;
+    }
+  std::printf("%s: %lld safetensors files, %.2f GB\n", folder.c_str(), static_cast<long long>(files),
+              bytes / 1e9);
+  std::printf("%-34s %10s\n", "", "seconds");
+  for (bool cold : {true, false}) {
+    if (cold) drop();
+    auto t0 = Clock::now();
+    const std::string a = checkpoints::base_model_digest(folder);
+    const double structural = since(t0);
+    if (cold) drop();
+    t0 = Clock::now();
+    const std::string b = checkpoints::base_values_digest(folder);
+    const double values = since(t0);
+    const char* cache = cold ? "cold" : "warm";
+    std::printf("structural digest (%s cache)       %10.3f  %s\n", cache, structural, a.c_str());
+    std::printf("sampled value digest (%s cache)    %10.3f  %s\n", cache, values, b.c_str());
+  }
+  return 0;
+}
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"checkpoint I/O against plain sequential I/O"};
-  int64_t mb = 256, count = 64;
+  int64_t mb = 256, count = 66;
   std::string dir = "/tmp";
   app.add_option("--mb", mb, "total size of the tensors in MB");
   app.add_option("--tensors", count, "number of tensors");
   app.add_option("--dir", dir, "folder on the disk to measure");
+  std::string digest;
+  app.add_option("--digest", digest, "instead: time the base-model digests of this model folder");
   CLI11_PARSE(app, argc, argv);
+  if (!digest.empty()) return digest_cost(digest);
+  count = (count + 2) / 3 * 3;  // whole (parameter, exp_avg, exp_avg_sq) triples
   const std::string run = dir + "/spartan-bench-ckpt";
   std::filesystem::remove_all(run);
   std::filesystem::create_directories(run);
@@ -51,8 +96,11 @@ int main(int argc, char** argv) {
   req.step = 1;
   for (int64_t i = 0; i < count; ++i) {
     ts.push_back(torch::randn({per}));
-    req.entries.push_back({"params/t" + std::to_string(i), ts.back(), {}});
+    req.entries.push_back({key(i), ts.back(), {}});
   }
+  req.entries.push_back({"rng/pp0", torch::zeros({16}, torch::kInt64), {}});
+  req.state = {{"step", 1},         {"tokens", 0},     {"sampler_epoch", 0},
+               {"sampler_step", 0}, {"adam_steps", 1}, {"loss", 0.0}};
   const double bytes = double(per) * 4 * count;
   auto grid = parallel::Grid::solo();
 
@@ -85,7 +133,7 @@ int main(int argc, char** argv) {
   t0 = Clock::now();
   checkpoints::Checkpoint ck(folder);
   double sum = 0;
-  for (int64_t i = 0; i < count; ++i) sum += ck.global("params/t" + std::to_string(i))[0].item<float>();
+  for (int64_t i = 0; i < count; ++i) sum += ck.global(key(i))[0].item<float>();
   const double ckpt_read = since(t0);
 
   std::printf("%lld tensors, %.0f MB, in %s\n", static_cast<long long>(count), bytes / 1e6,

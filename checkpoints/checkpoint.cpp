@@ -16,6 +16,7 @@
 
 #include "checkpoints/h5.h"
 #include "common/error.h"
+#include "common/hash.h"
 #include "model/weights.h"
 
 namespace spartan::checkpoints {
@@ -62,12 +63,6 @@ void agree(parallel::Grid& grid, const std::string& error, const std::string& wh
                                   "free disk space; the previous checkpoint is intact");
   throw Error("another rank failed to save the checkpoint", where,
               "see that rank's error; the previous checkpoint is intact");
-}
-
-uint64_t fnv1a(uint64_t h, const void* data, size_t n) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
-  return h;
 }
 
 uint64_t splitmix64(uint64_t x) {
@@ -157,9 +152,10 @@ std::string save(parallel::Grid& grid, const SaveRequest& req) {
                        {"topology",
                         {{"tp", grid.layout().tp}, {"pp", grid.layout().pp},
                          {"dp", grid.layout().dp}}},
-                       {"identity", req.identity},
+                       {"identity", req.identity.is_null() ? json::object() : req.identity},
                        {"state", req.state},
                        {"tensors", tensors}};
+      manifest["checksum"] = manifest_checksum(manifest);
       write_atomically((tmp / "manifest.json").string(), manifest.dump(1));
       sync_path(tmp.string());
       fs::remove_all(final_dir);
@@ -216,25 +212,8 @@ std::string latest(const std::string& run_dir) {
   return "";
 }
 
-Checkpoint::Checkpoint(std::string folder) : folder_(std::move(folder)) {
-  const std::string path = folder_ + "/manifest.json";
-  std::ifstream in(path);
-  if (!in)
-    throw Error("the checkpoint has no manifest.json", folder_,
-                "resume from a complete checkpoint (see checkpoints/latest)");
-  try {
-    manifest_ = json::parse(in);
-  } catch (const json::exception& e) {
-    throw Error(std::string("manifest.json is not valid JSON (") + e.what() + ")", path,
-                "the checkpoint is damaged: resume from another one");
-  }
-  if (!manifest_.is_object() || manifest_.value("format_version", 0) != kFormatVersion ||
-      !manifest_.contains("tensors") || !manifest_.contains("state") ||
-      !manifest_.contains("step"))
-    throw Error("manifest.json is not a spartan checkpoint manifest of format version " +
-                    std::to_string(kFormatVersion),
-                path, "the checkpoint is damaged or from another version");
-}
+Checkpoint::Checkpoint(std::string folder)
+    : folder_(std::move(folder)), manifest_(read_manifest(folder_)) {}
 
 Checkpoint::~Checkpoint() = default;
 
@@ -346,7 +325,7 @@ std::vector<Entry> mask_digests(model::Llama& model, parallel::Grid& grid,
 }
 
 std::string base_model_digest(const std::string& folder) {
-  uint64_t h = 1469598103934665603ull;
+  uint64_t h = kFnvOffset;
   std::ifstream in(folder + "/config.json", std::ios::binary);
   const std::string config((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   h = fnv1a(h, config.data(), config.size());
@@ -358,14 +337,12 @@ std::string base_model_digest(const std::string& folder) {
     h = fnv1a(h, &dtype, sizeof dtype);
     h = fnv1a(h, info.shape.data(), info.shape.size() * sizeof(int64_t));
   }
-  char buf[20];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
-  return buf;
+  return hex64(h);
 }
 
 std::string base_values_digest(const std::string& folder) {
   constexpr uint64_t kWhole = 64 << 10, kEnds = 4096, kBlock = 256, kBlocks = 16;
-  uint64_t h = 1469598103934665603ull;
+  uint64_t h = kFnvOffset;
   model::WeightStore store(folder);
   for (const auto& name : store.names()) {
     const auto& info = store.info(name);
@@ -379,9 +356,7 @@ std::string base_values_digest(const std::string& folder) {
     h = fnv1a(h, p + n - kEnds, kEnds);
     for (uint64_t i = 1; i <= kBlocks; ++i) h = fnv1a(h, p + i * (n - kBlock) / (kBlocks + 1), kBlock);
   }
-  char buf[20];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
-  return buf;
+  return hex64(h);
 }
 
 }  // namespace spartan::checkpoints

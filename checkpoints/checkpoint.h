@@ -25,13 +25,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "checkpoints/manifest.h"
 #include "model/llama.h"
 #include "parallel/grid.h"
 
 namespace spartan::checkpoints {
 
 class H5File;
-constexpr int kFormatVersion = 1;
 
 // One tensor of this rank: its key ("params/<name>", "optim/<name>/exp_avg", ...), its local
 // values and how it lies over the TP group.
@@ -67,7 +67,7 @@ std::string latest(const std::string& run_dir);
 
 class Checkpoint {
  public:
-  explicit Checkpoint(std::string folder);  // reads and checks the manifest
+  explicit Checkpoint(std::string folder);  // reads and checks the manifest (manifest.h)
   ~Checkpoint();
   const std::string& folder() const { return folder_; }
   const nlohmann::json& manifest() const { return manifest_; }

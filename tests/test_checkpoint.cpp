@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -23,6 +24,26 @@ using namespace spartan;
 namespace {
 const std::string kBase = spartan::testing_support::fixtures_dir() + "/tiny-llama-gqa";
 const std::string kLora = spartan::testing_support::fixtures_dir() + "/lora-gqa";
+
+// A save request shaped like the trainer's: each trained tensor with its two AdamW moments,
+// stage 0's RNG state and the trainer's state fields (the manifest's schema requires them).
+checkpoints::SaveRequest trainer_like_request(
+    const std::string& run, int64_t step,
+    const std::vector<std::pair<std::string, torch::Tensor>>& trained) {
+  checkpoints::SaveRequest req;
+  req.run_dir = run;
+  req.step = step;
+  for (const auto& [name, t] : trained) {
+    req.entries.push_back({"params/" + name, t, {}});
+    req.entries.push_back({"optim/" + name + "/exp_avg", torch::zeros_like(t), {}});
+    req.entries.push_back({"optim/" + name + "/exp_avg_sq", torch::zeros_like(t), {}});
+  }
+  req.entries.push_back({"rng/pp0", torch::arange(4, torch::kInt64),
+                         {model::TpPlacement::sharded, 0}});
+  req.state = {{"step", step},         {"tokens", 8 * step}, {"sampler_epoch", 0},
+               {"sampler_step", step}, {"adam_steps", step}, {"loss", 1.5}};
+  return req;
+}
 }  // namespace
 
 TEST(H5File, RoundTripAndChecksums) {
@@ -48,51 +69,94 @@ TEST(H5File, RoundTripAndChecksums) {
   EXPECT_THROW(checkpoints::H5File(testing::TempDir() + "/missing.h5", "r"), Error);
 }
 
-// An edited manifest is an error naming the tensor, never a read of the wrong size: a mask
-// entry relabelled float32 once made the read overrun its buffer (free(): invalid pointer).
-TEST(Checkpoint, TamperedManifestEntriesAreErrors) {
+// An edited manifest is refused when the checkpoint is opened, by its checksum or, with the
+// checksum recomputed, by the field's check; a shard whose HDF5 type is not the manifest's is an
+// error naming the tensor, never a read of the wrong size (a mask entry relabelled float32 once
+// overran its buffer: free(): invalid pointer).
+TEST(Checkpoint, TamperedManifestsAreRefused) {
   const std::string run = testing::TempDir() + "/tampered-run";
   std::filesystem::remove_all(run);
   make_dirs(run);
-  checkpoints::SaveRequest req;
-  req.run_dir = run;
-  req.step = 1;
+  auto req = trainer_like_request(run, 4, {{"p", torch::ones({2, 3})}});
   req.entries.push_back({"masks/m", torch::arange(6, torch::kInt64).view({2, 3}), {}});
-  req.entries.push_back({"params/p", torch::ones({2, 3}), {}});
   auto grid = parallel::Grid::solo();
   const std::string folder = checkpoints::save(*grid, req);
   const std::string manifest = folder + "/manifest.json";
   nlohmann::json original;
   std::ifstream(manifest) >> original;
-  const auto expect_error = [&](const std::function<void(nlohmann::json&)>& edit,
-                                const std::string& key, const std::string& text) {
-    nlohmann::json j = original;
-    edit(j);
-    std::ofstream(manifest) << j.dump();
-    checkpoints::Checkpoint ck(folder);
-    try {
-      ck.global(key);
-      ADD_FAILURE() << "no error for: " << text;
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
+  EXPECT_EQ(original["format_version"], 2);
+  EXPECT_EQ(original["checksum"], checkpoints::manifest_checksum(original));
+  // Edited as is, the checksum refuses it (an unknown format version before that); with the
+  // checksum recomputed, the field's check.
+  const auto refused = [&](const std::function<void(nlohmann::json&)>& edit,
+                           const std::string& text, bool checksum_first = true) {
+    for (bool resum : {false, true}) {
+      nlohmann::json j = original;
+      edit(j);
+      if (resum) j["checksum"] = checkpoints::manifest_checksum(j);
+      std::ofstream(manifest) << j.dump(1);
+      try {
+        checkpoints::Checkpoint ck(folder);
+        ck.verify();
+        ADD_FAILURE() << "no error for: " << text;
+      } catch (const Error& e) {
+        const std::string expected =
+            resum || !checksum_first ? text : "does not match its checksum";
+        EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find(manifest), std::string::npos) << e.what();
+      }
     }
   };
-  expect_error([](auto& j) { j["tensors"]["masks/m"]["dtype"] = "float32"; }, "masks/m",
-               "stored with another type than the manifest's 'float32'");
-  expect_error([](auto& j) { j["tensors"]["params/p"]["dtype"] = "int64"; }, "params/p",
-               "stored with another type");
-  expect_error([](auto& j) { j["tensors"]["params/p"]["dtype"] = "complex"; }, "params/p",
-               "has dtype 'complex'");
-  expect_error([](auto& j) { j["tensors"]["params/p"]["global_shape"] = {2, -3}; }, "params/p",
-               "negative size");
-  expect_error([](auto& j) { j["tensors"]["params/p"]["shards"][0]["dim"] = 0; }, "params/p",
-               "does not match the manifest");
-  expect_error([](auto& j) { j["tensors"]["params/p"].erase("shards"); }, "params/p",
-               "malformed");
-  std::ofstream(manifest) << original.dump();
-  EXPECT_TRUE(torch::equal(checkpoints::Checkpoint(folder).global("masks/m"),
-                           torch::arange(6, torch::kInt64).view({2, 3})));
+  refused([](auto& j) { j["tensors"]["masks/m"]["dtype"] = "float32"; },
+          "'tensors.masks/m.dtype' is \"float32\", not \"int64\"");
+  refused([](auto& j) { j["tensors"]["params/p"]["dtype"] = "int64"; },
+          "'tensors.params/p.dtype' is \"int64\"");
+  refused([](auto& j) { j["tensors"]["params/p"]["global_shape"] = {2, -3}; },
+          "'tensors.params/p.global_shape[1]' is -3");
+  refused([](auto& j) { j["tensors"]["params/p"]["shards"][0]["dim"] = 0; },
+          "'tensors.params/p.shards' cover 0 of the 2 entries of dimension 0");
+  refused([](auto& j) { j["tensors"]["params/p"].erase("shards"); },
+          "'tensors.params/p.shards' is missing");
+  refused([](auto& j) { j["state"]["step"] = 2; }, "'state.step' differs");
+  refused([](auto& j) { j["step"] = 2; }, "'state.step' differs");
+  refused([](auto& j) { j["step"] = "four"; }, "'step' must be an integer");
+  refused([](auto& j) { j["state"].erase("sampler_epoch"); }, "'state.sampler_epoch' is missing");
+  refused([](auto& j) { j["state"]["adam_steps"] = 9; }, "'state.adam_steps' is 9");
+  refused([](auto& j) { j["topology"]["tp"] = 2; }, "'tensors.rng/pp0.shards' hold 1 slices");
+  refused([](auto& j) { j["tensors"].erase("rng/pp0"); }, "'tensors.rng/pp0' is missing");
+  refused([](auto& j) { j["tensors"].erase("optim/p/exp_avg"); },
+          "'tensors.optim/p/exp_avg' is missing");
+  refused([](auto& j) { j["tensors"]["params/p"]["shards"][0]["file"] = "../x.h5"; },
+          "not a shard file name");
+  refused([](auto& j) { j["format_version"] = 7; }, "'format_version' is 7", false);
+  // The HDF5 file's own type decides how many bytes are read.
+  std::ofstream(manifest) << original.dump(1);
+  {
+    checkpoints::H5File f(folder + "/shard-pp00-tp00.h5", "w");
+    f.write("/masks/m", {2, 3}, checkpoints::H5Type::f32, std::vector<float>(6).data());
+    f.close_and_sync();
+  }
+  try {
+    checkpoints::Checkpoint(folder).global("masks/m");
+    ADD_FAILURE() << "a float32 dataset was read as int64";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("stored with another type than the manifest's 'int64'"),
+              std::string::npos)
+        << e.what();
+  }
   std::filesystem::remove_all(run);
+}
+
+// Non-finite losses survive the manifest (JSON has no NaN), and format 1's null reads as NaN.
+TEST(Checkpoint, NonFiniteLossesRoundTrip) {
+  for (double loss : {std::nan(""), HUGE_VAL, -HUGE_VAL, 2.5}) {
+    const double back = checkpoints::manifest_loss({{"loss", checkpoints::loss_to_json(loss)}});
+    if (std::isnan(loss))
+      EXPECT_TRUE(std::isnan(back));
+    else
+      EXPECT_EQ(back, loss);
+  }
+  EXPECT_TRUE(std::isnan(checkpoints::manifest_loss({{"loss", nullptr}})));
 }
 
 // Without a usable `latest` the newest complete step folder is found; step folders without a
@@ -103,13 +167,10 @@ TEST(Checkpoint, LatestFallsBackToTheNewestCompleteStep) {
   make_dirs(run);
   auto grid = parallel::Grid::solo();
   std::vector<std::string> folders;
-  for (int64_t step : {1, 2}) {
-    checkpoints::SaveRequest req;
-    req.run_dir = run;
-    req.step = step;
-    req.entries.push_back({"params/p", torch::full({2}, static_cast<double>(step)), {}});
-    folders.push_back(checkpoints::save(*grid, req));
-  }
+  for (int64_t step : {1, 2})
+    folders.push_back(checkpoints::save(
+        *grid,
+        trainer_like_request(run, step, {{"p", torch::full({2}, static_cast<double>(step))}})));
   const std::string pointer = run + "/checkpoints/latest";
   EXPECT_EQ(checkpoints::latest(run), folders[1]);
   std::filesystem::remove(pointer);
@@ -162,11 +223,7 @@ TEST(MergeGolden, MergedLoraFolderGivesPeftLogits) {
   c.model.path = kBase;
   c.data.tokenizer = "";
   std::ofstream(run + "/config.resolved.toml") << to_toml(c);
-  checkpoints::SaveRequest req;
-  req.run_dir = run;
-  req.step = 1;
-  for (const auto& [name, t] : adapters::trainable_parameters(m))
-    req.entries.push_back({"params/" + name, t, {}});
+  auto req = trainer_like_request(run, 1, adapters::trainable_parameters(m));
   req.identity = {{"base model", checkpoints::base_model_digest(kBase)}};
   auto grid = parallel::Grid::solo();
   checkpoints::save(*grid, req);

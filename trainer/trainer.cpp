@@ -248,11 +248,7 @@ TrainSummary Trainer::run() {
     start_step = st["step"].get<int64_t>();
     tokens_seen = st["tokens"].get<int64_t>();
     summary.skipped_steps = st.value("skipped_steps", int64_t(0));
-    // A step whose loss was not finite is saved as null (JSON has no NaN): it resumes as NaN.
-    const auto loss = st.find("loss");
-    summary.last_loss = loss != st.end() && loss->is_number() ? loss->get<double>()
-                        : loss != st.end() && loss->is_null() ? std::nan("")
-                                                               : 0.0;
+    summary.last_loss = checkpoints::manifest_loss(st);  // non-finite losses round-trip
     // The RNG stream continues exactly only on the layout it was saved from.
     const auto& topo = m["topology"];
     if (topo["tp"] == grid_.layout().tp && topo["pp"] == grid_.layout().pp && ck.has(rng_key))
@@ -286,7 +282,7 @@ TrainSummary Trainer::run() {
                  {"adam_steps", optimizer.steps()},
                  {"gate_adam_steps", gate_optimizer ? gate_optimizer->adam().steps() : 0},
                  {"skipped_steps", summary.skipped_steps},
-                 {"loss", loss}};
+                 {"loss", checkpoints::loss_to_json(loss)}};
     req.identity = identity_;
     const std::string folder = checkpoints::save(grid_, req);
     if (root) std::printf("saved checkpoint %s\n", folder.c_str());
