@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -83,14 +84,20 @@ const char* format_name(Format f) {
 }
 
 Format resolve_format(const std::string& path, const std::string& configured) {
-  if (configured == "alpaca") return Format::alpaca;
-  if (configured == "text") return Format::text;
-  if (configured == "jsonl_text") return Format::jsonl_text;
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw Error("the data path is a folder, not a file", path,
+                "point [data] path (or --data) at a data file");
   std::ifstream in(path);
   if (!in) throw Error("cannot read data file", path, "check [data] path and its permissions");
   std::string first;
   while (std::getline(in, first) && first.find_first_not_of(" \t\r") == std::string::npos) {
   }
+  if (!in && first.find_first_not_of(" \t\r") == std::string::npos)
+    throw Error("no records (the file is empty)", path, "point [data] path at a file with records");
+  if (configured == "alpaca") return Format::alpaca;
+  if (configured == "text") return Format::text;
+  if (configured == "jsonl_text") return Format::jsonl_text;
   if (starts_json_array(first)) return Format::alpaca;
   // A .json/.jsonl file is JSON: when its first record does not read as one of the formats,
   // that is an error, never a reason to train on it as plain text.

@@ -13,6 +13,7 @@
 #include "common/error.h"
 #include "data/dataset.h"
 #include "launcher/commands.h"
+#include "launcher/model_shape.h"
 #include "model/hf_config.h"
 #include "model/llama.h"
 #include "model/tokenizer.h"
@@ -29,6 +30,12 @@ struct EvalOptions {
 void eval(const EvalOptions& o) {
   if (o.window < 2) throw UsageError("--window must be at least 2", "command line", "");
   const int64_t stride = o.stride > 0 ? o.stride : o.window;
+  model::MemoryInputs need;
+  need.base_dtype_bytes = o.dtype == "bf16" ? 2 : 4;
+  need.seq_len = o.window;
+  need.micro_batch = o.batch;
+  check_memory_fits(model::read_hf_config(o.model), need, 0,
+                    o.model + "/config.json with --window and --batch");
   model::Llama llama =
       model::load_llama(o.model, o.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32);
   model::Tokenizer tok(o.tokenizer.empty() ? o.model + "/tokenizer.model" : o.tokenizer);
@@ -55,6 +62,9 @@ void eval(const EvalOptions& o) {
     how = "one stream of " + std::to_string(stream.size()) + " tokens, window " +
           std::to_string(o.window) + ", stride " + std::to_string(stride);
   }
+  if (r.tokens == 0)
+    throw Error("no token to score (" + how + ")", o.data,
+                "give --data with text, or instruction records whose responses fit --window");
   std::printf("perplexity %.4f  (loss %.4f over %lld tokens; %s)\n", r.ppl, r.loss,
               static_cast<long long>(r.tokens), how.c_str());
 }

@@ -26,7 +26,11 @@ void init_model(const std::string& config_path, const std::vector<std::string>& 
   if (out.empty()) out = config.run.output_dir + "/" + config.run.name + "/base";
   torch::manual_seed(config.run.seed);
   const torch::Dtype dtype = config.model.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32;
-  model::Llama llama(model::arch_from_init(config.model.init), dtype);
+  const model::LlamaArch arch = model::arch_from_init(config.model.init);
+  model::MemoryInputs need;
+  need.base_dtype_bytes = dtype == torch::kBFloat16 ? 2 : 4;
+  check_memory_fits(arch, need, config.run.memory_limit_gb, "[model.init] of " + config.file);
+  model::Llama llama(arch, dtype);
   llama->init_weights();
   make_dirs(out);
   llama->save(out);

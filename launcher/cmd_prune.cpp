@@ -48,6 +48,16 @@ void prune(const std::string& config_path, const std::vector<std::string>& overr
 
   const model::LlamaArch arch =
       model::read_hf_config(c.model.path);  // a missing or broken model folder is the first error
+  {
+    model::MemoryInputs in = memory_inputs(c, c.data.seq_len);
+    in.tp = in.pp = 1;  // one process holds the whole model
+    in.base_dtype_bytes = 4;
+    in.adapter_r = 0;
+    in.full = false;
+    check_memory_fits(arch, in, c.run.memory_limit_gb,
+                      c.model.path + "/config.json with " + c.where("data.seq_len") +
+                          " (key 'data.seq_len')");
+  }
   model::Tokenizer tok(c.data.tokenizer.empty() ? c.model.path + "/tokenizer.model"
                                                 : c.data.tokenizer);
   model::check_tokenizer_fits(arch, tok.vocab_size(), tok.path());

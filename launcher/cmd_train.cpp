@@ -137,6 +137,11 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
   validate_against_model(c, model_shape(c));
   const std::string& method = c.adapter.method;
   const ModelShape shape = model_shape(c);
+  if (file_exists(c.model.path + "/config.json"))
+    check_memory_fits(model::read_hf_config(c.model.path), memory_inputs(c, c.data.seq_len),
+                      c.run.memory_limit_gb,
+                      c.model.path + "/config.json with " + c.where("data.seq_len") +
+                          " (keys 'data.seq_len', 'optim.micro_batch_size', 'adapter.r')");
   if (c.parallel.backend == "nccl")
     throw UsageError("the NCCL backend needs CUDA tensors; this build of spartan trains on CPU",
                      c.where("parallel.backend") + " (key 'parallel.backend')",

@@ -1,5 +1,7 @@
 #include "launcher/model_shape.h"
 
+#include <algorithm>
+
 #include "common/files.h"
 #include "model/hf_config.h"
 
@@ -20,6 +22,30 @@ ModelShape model_shape(const Config& config) {
 ModelShape init_shape(const Config& config) {
   const ModelInitConfig& i = config.model.init;
   return {i.vocab_size, i.num_layers, i.num_heads, i.num_kv_heads, "[model.init] of " + config.file};
+}
+
+model::MemoryInputs memory_inputs(const Config& c, int64_t seq_len) {
+  model::MemoryInputs in;
+  in.tp = c.parallel.tp;
+  in.pp = c.parallel.pp;
+  in.base_dtype_bytes = c.model.dtype == "bf16" ? 2 : 4;
+  in.seq_len = seq_len;
+  in.micro_batch = c.optim.micro_batch_size;
+  in.micro_batches =
+      std::max<int64_t>(1, c.optim.global_batch_size / (c.optim.micro_batch_size * c.parallel.dp));
+  const std::string& m = c.adapter.method;
+  in.full = m == "full";
+  if (m == "lora" || m == "sora" || m == "spp") {
+    in.adapter_r = c.adapter.r;
+    in.adapter_targets = static_cast<int64_t>(c.adapter.targets.size());
+  }
+  return in;
+}
+
+void check_memory_fits(const model::LlamaArch& arch, const model::MemoryInputs& in,
+                       double limit_gb, const std::string& where) {
+  const double limit = limit_gb > 0 ? limit_gb * 1e9 : model::machine_memory_per_rank();
+  model::check_memory(model::estimate_memory(arch, in), limit, where);
 }
 
 }  // namespace spartan::launcher

@@ -1,6 +1,7 @@
 #include "model/hf_config.h"
 
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <type_traits>
 
@@ -130,7 +131,23 @@ LlamaArch read_hf_config(const std::string& folder) {
     bad_config(path, "num_attention_heads is not a multiple of num_key_value_heads");
   if (a.rms_norm_eps <= 0 || a.rope_theta <= 0 || a.rope_scaling_factor <= 0)
     bad_config(path, "rms_norm_eps, rope_theta and the rope scaling factor must be positive");
+  check_arch_size(a, path);
   return a;
+}
+
+void check_arch_size(const LlamaArch& a, const std::string& where) {
+  constexpr double kMaxParameters = 1e13;
+  const double h = double(a.hidden_size), kv = double(a.num_kv_heads) * double(a.head_dim());
+  const double layer = 2 * h * h + 2 * h * kv + 3 * h * double(a.intermediate_size) + 2 * h;
+  const double n = double(a.vocab_size) * h * (a.tie_word_embeddings ? 1 : 2) +
+                   double(a.num_layers) * layer + h;
+  if (n > kMaxParameters) {
+    char count[32];
+    std::snprintf(count, sizeof count, "%.3g", n);
+    throw Error(std::string("the model's sizes give ") + count +
+                         " parameters, beyond any model Spartan can hold (10^13)",
+                     where, "check vocab_size, hidden_size, intermediate_size and the layer count");
+  }
 }
 
 void check_tokenizer_fits(const LlamaArch& arch, int64_t tokenizer_pieces,
@@ -185,6 +202,7 @@ LlamaArch arch_from_init(const ModelInitConfig& init) {
   a.rope_theta = init.rope_theta;
   a.initializer_range = init.initializer_range;
   a.tie_word_embeddings = init.tie_word_embeddings;
+  check_arch_size(a, "[model.init]");
   return a;
 }
 

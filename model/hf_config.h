@@ -36,6 +36,10 @@ struct LlamaArch {
 // biases, rope scaling other than linear, a model_type other than llama) with a clear error.
 LlamaArch read_hf_config(const std::string& folder);
 
+// Refuses shapes beyond any model Spartan can hold (more than 10^13 parameters), before a count
+// overflows or an allocation is tried; `where` names the source (config.json, [model.init]).
+void check_arch_size(const LlamaArch& arch, const std::string& where);
+
 // Refuses a tokenizer with more pieces than the model has embedding rows (its ids would index
 // past the embedding), naming both sizes.
 void check_tokenizer_fits(const LlamaArch& arch, int64_t tokenizer_pieces,

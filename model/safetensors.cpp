@@ -80,8 +80,7 @@ SafetensorsFile::SafetensorsFile(std::string path) : path_(std::move(path)) {
   const uint64_t size = static_cast<uint64_t>(st.st_size);
   if (size < 8) {
     ::close(fd);
-    bad_file(path_, "file of " + std::to_string(size) + " bytes is shorter than the 8-byte header "
-                    "length");
+    parse(nullptr, size);  // refuses it
   }
   map_size_ = size;
   map_ = ::mmap(nullptr, map_size_, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -92,23 +91,34 @@ SafetensorsFile::SafetensorsFile(std::string path) : path_(std::move(path)) {
                 "check available memory and address space");
   }
   try {
-    const auto* bytes = static_cast<const unsigned char*>(map_);
-    uint64_t n = 0;
-    for (int i = 7; i >= 0; --i) n = (n << 8) | bytes[i];  // little-endian
-    if (n > kMaxHeaderBytes)
-      bad_file(path_, "header length " + std::to_string(n) + " exceeds the limit of " +
-                          std::to_string(kMaxHeaderBytes) + " bytes");
-    if (n > size - 8)
-      bad_file(path_, "header length " + std::to_string(n) + " runs past the end of the " +
-                          std::to_string(size) + "-byte file (truncated?)");
-    data_ = reinterpret_cast<const std::byte*>(bytes + 8 + n);
-    data_size_ = size - 8 - n;
-    parse_header(reinterpret_cast<const char*>(bytes + 8), n);
+    parse(static_cast<const unsigned char*>(map_), size);
   } catch (...) {
     ::munmap(map_, map_size_);
     map_ = nullptr;
     throw;
   }
+}
+
+SafetensorsFile::SafetensorsFile(std::string name, const void* bytes, size_t size)
+    : path_(std::move(name)) {
+  parse(static_cast<const unsigned char*>(bytes), size);
+}
+
+void SafetensorsFile::parse(const unsigned char* bytes, uint64_t size) {
+  if (size < 8)
+    bad_file(path_, "file of " + std::to_string(size) + " bytes is shorter than the 8-byte header "
+                    "length");
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | bytes[i];  // little-endian
+  if (n > kMaxHeaderBytes)
+    bad_file(path_, "header length " + std::to_string(n) + " exceeds the limit of " +
+                        std::to_string(kMaxHeaderBytes) + " bytes");
+  if (n > size - 8)
+    bad_file(path_, "header length " + std::to_string(n) + " runs past the end of the " +
+                        std::to_string(size) + "-byte file (truncated?)");
+  data_ = reinterpret_cast<const std::byte*>(bytes + 8 + n);
+  data_size_ = size - 8 - n;
+  parse_header(reinterpret_cast<const char*>(bytes + 8), n);
 }
 
 SafetensorsFile::~SafetensorsFile() {

@@ -40,6 +40,9 @@ constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
 class SafetensorsFile {
  public:
   explicit SafetensorsFile(std::string path);  // maps and validates; throws spartan::Error
+  // Validates `size` bytes already in memory (not copied: they must outlive this object);
+  // `name` stands for the path in errors. The fuzz target's entry point.
+  SafetensorsFile(std::string name, const void* bytes, size_t size);
   ~SafetensorsFile();
   SafetensorsFile(const SafetensorsFile&) = delete;
   SafetensorsFile& operator=(const SafetensorsFile&) = delete;
@@ -54,6 +57,7 @@ class SafetensorsFile {
   const std::byte* data(const TensorInfo& t) const { return data_ + t.begin; }
 
  private:
+  void parse(const unsigned char* bytes, uint64_t size);  // header length, then the header
   void parse_header(const char* json, uint64_t n);
   std::string path_;
   void* map_ = nullptr;

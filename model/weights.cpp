@@ -113,9 +113,26 @@ const TensorInfo& WeightStore::info(const std::string& name) const {
   return file_of(name).at(name);
 }
 
+namespace {
+
+// A stored integer or boolean read into a floating-point weight is a mislabelled file (an F32
+// tensor relabelled I32 has the same size and would load as garbage): refused.
+void check_float_source(const TensorInfo& t, torch::Dtype dtype, const std::string& path) {
+  if (!c10::isFloatingType(dtype)) return;
+  if (t.dtype == DType::F64 || t.dtype == DType::F32 || t.dtype == DType::F16 ||
+      t.dtype == DType::BF16)
+    return;
+  throw Error(std::string("tensor '") + t.name + "' is stored as " + dtype_name(t.dtype) +
+                  ", but a weight must be F32, F16, BF16 or F64",
+              path, "re-export the model folder");
+}
+
+}  // namespace
+
 torch::Tensor read_tensor(const SafetensorsFile& file, const std::string& name,
                           torch::Dtype dtype) {
   const TensorInfo& t = file.at(name);
+  check_float_source(t, dtype, file.path());
   auto raw = torch::from_blob(const_cast<std::byte*>(file.data(t)), t.shape, to_torch(t.dtype));
   return raw.to(dtype, /*non_blocking=*/false, /*copy=*/true);
 }
@@ -129,6 +146,7 @@ torch::Tensor WeightStore::load_rows(const std::string& name, int64_t begin, int
   const SafetensorsFile& f = file_of(name);
   const TensorInfo& t = f.at(name);
   check_range(name, t, 0, begin, end, f.path());
+  check_float_source(t, dtype, f.path());
   std::vector<int64_t> shape = t.shape;
   shape[0] = end - begin;
   int64_t row_elems = 1;
@@ -147,6 +165,7 @@ torch::Tensor WeightStore::load_cols(const std::string& name, int64_t begin, int
                     " dims",
                 f.path(), "column slices need a 2-D tensor");
   check_range(name, t, 1, begin, end, f.path());
+  check_float_source(t, dtype, f.path());
   const int64_t cols = t.shape[1];
   const std::byte* p = f.data(t) + begin * dtype_size(t.dtype);
   auto view = torch::from_blob(const_cast<std::byte*>(p), {t.shape[0], end - begin}, {cols, 1},

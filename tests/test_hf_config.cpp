@@ -8,6 +8,7 @@
 
 #include "common/error.h"
 #include "model/hf_config.h"
+#include "model/memory.h"
 
 using spartan::model::read_hf_config;
 
@@ -94,3 +95,48 @@ TEST_F(HfConfigTest, HeadDimOtherThanHiddenOverHeadsIsRefused) {
 }
 
 }  // namespace
+
+// The memory estimate reproduces the published arithmetic of LLaMA-2-70B (bf16 base ≈ 138 GB),
+// shards it over TP and PP, and refuses what cannot fit with the numbers.
+TEST(Memory, EstimateOfLlama2_70B) {
+  spartan::model::LlamaArch a;
+  a.vocab_size = 32000;
+  a.hidden_size = 8192;
+  a.intermediate_size = 28672;
+  a.num_layers = 80;
+  a.num_heads = 64;
+  a.num_kv_heads = 8;
+  spartan::model::MemoryInputs in;
+  in.base_dtype_bytes = 2;
+  auto whole = spartan::model::estimate_memory(a, in);
+  EXPECT_NEAR(whole.base / 1e9, 137.95, 0.1);
+  EXPECT_EQ(whole.activations, 0);
+  in.tp = 8;
+  in.pp = 4;
+  in.seq_len = 4096;
+  in.adapter_r = 16;
+  auto sharded = spartan::model::estimate_memory(a, in);
+  EXPECT_NEAR(sharded.base / 1e9, 137.95 / 32, 0.5);  // the embedding or the head per stage
+  EXPECT_GT(sharded.activations, 0);
+  EXPECT_GT(sharded.trainable, 0);
+  EXPECT_NO_THROW(spartan::model::check_memory(sharded, 80e9, "here"));
+  try {
+    spartan::model::check_memory(whole, 80e9, "here");
+    ADD_FAILURE() << "138 GB fitted in 80 GB";
+  } catch (const spartan::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("needs at least 138 GB"), std::string::npos) << e.what();
+  }
+  EXPECT_GT(spartan::model::machine_memory_per_rank(), 1e8);
+}
+
+// Sizes whose parameter count would overflow are refused before anything counts them.
+TEST(Memory, AbsurdShapesAreRefused) {
+  spartan::model::LlamaArch a;
+  a.vocab_size = int64_t(1) << 62;
+  EXPECT_THROW(spartan::model::check_arch_size(a, "config.json"), spartan::Error);
+  a.vocab_size = 32000;
+  a.num_layers = 1000000;
+  EXPECT_THROW(spartan::model::check_arch_size(a, "config.json"), spartan::Error);
+  a.num_layers = 80;
+  EXPECT_NO_THROW(spartan::model::check_arch_size(a, "config.json"));
+}
