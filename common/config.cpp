@@ -132,6 +132,10 @@ void schema(V& v, Config& c) {
   v("adapter.sora.threshold", c.adapter.sora.threshold,
     "proximal step: official code's three lines, textbook soft threshold, or xi scaled by lr",
     one_of({"official", "soft", "lr_scaled"}));
+  v("adapter.sora.adam", c.adapter.sora.adam,
+    "gate AdamW: hf = the official SparseAdamW's (eps on the uncorrected second moment, bias "
+    "corrections in the step size), torch = torch.optim.AdamW's",
+    one_of({"hf", "torch"}));
   v("adapter.sora.schedule", c.adapter.sora.schedule, "how xi rises to max_lambda over training",
     one_of({"none", "linear", "log_linear", "exp_linear"}));
   v("adapter.sora.max_lambda", c.adapter.sora.max_lambda, "last xi of the schedule", at_least(0));

@@ -59,6 +59,7 @@ struct SoraConfig {
   double lambda2 = 3e-4;             // gate threshold xi
   double lambda1 = 10.0;             // L1 weight on the gates in the loss (official sparse_lambda)
   std::string threshold = "official";  // official | soft | lr_scaled
+  std::string adam = "hf";           // hf | torch: the gate AdamW's form (trainer/optimizer.h)
   std::string schedule = "none";     // none | linear | log_linear | exp_linear
   double max_lambda = 10.0;
   int64_t lambda_num = 5;

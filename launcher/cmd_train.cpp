@@ -117,16 +117,18 @@ std::string save_result(const Config& c, model::Llama& llama, const model::Token
 
 // What a checkpoint must agree on with the run that resumes from it.
 nlohmann::json run_identity(const Config& c) {
-  return {{"base model", checkpoints::base_model_digest(c.model.path)},
-          {"base model values", checkpoints::base_values_digest(c.model.path)},
-          {"adapter method", c.adapter.method},
-          {"adapter rank", c.adapter.r},
-          {"adapter alpha", c.adapter.alpha},
-          {"adapter targets", c.adapter.targets},
-          {"data path", c.data.path},
-          {"data seq_len", c.data.seq_len},
-          {"global batch size", c.optim.global_batch_size},
-          {"seed", c.run.seed}};
+  nlohmann::json id = {{"base model", checkpoints::base_model_digest(c.model.path)},
+                       {"base model values", checkpoints::base_values_digest(c.model.path)},
+                       {"adapter method", c.adapter.method},
+                       {"adapter rank", c.adapter.r},
+                       {"adapter alpha", c.adapter.alpha},
+                       {"adapter targets", c.adapter.targets},
+                       {"data path", c.data.path},
+                       {"data seq_len", c.data.seq_len},
+                       {"global batch size", c.optim.global_batch_size},
+                       {"seed", c.run.seed}};
+  if (c.adapter.method == "sora") id["sora gate adam"] = c.adapter.sora.adam;
+  return id;
 }
 
 void train(const std::string& config_path, const std::vector<std::string>& overrides,

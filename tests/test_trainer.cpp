@@ -2,6 +2,8 @@
 // NaN handling, and short runs that lower the held-out loss.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <fstream>
 
 #include <torch/torch.h>
@@ -47,6 +49,54 @@ std::string run_dir(const std::string& name) {
 }
 
 }  // namespace
+
+// Golden: SoRA's gates through 40 steps of the official SparseAdamW, restated in
+// tests/golden/make_optim_fixtures.py: linear warmup whose first step is at lr 0 (only the
+// threshold acts: 0.0015 -> 0.0005 -> 0 by the three-line quirk), gradients of 1e-5, 1e-4 and
+// 1e-3. The "hf" form follows it after every step within fp32 rounding; torch's form does not
+// (the test could fail).
+TEST(SoraGateOptimizerGolden, MatchesTheOfficialSparseAdamW) {
+  model::SafetensorsFile f(spartan::testing_support::fixtures_dir() +
+                           "/sora-gates/golden.safetensors");
+  const auto lrs = fixture(f, "lrs");
+  const int64_t steps = lrs.size(0);
+  const auto schedule = trainer::Schedule::make(5e-3, steps, 0.2, "linear", 0.0);
+  for (int64_t s = 0; s < steps; ++s)
+    EXPECT_NEAR(schedule.lr(s), lrs[s].item<double>(), 1e-12) << "step " << s;
+  EXPECT_EQ(schedule.lr(0), 0.0);
+
+  double worst_hf = 0, worst_torch = 0;
+  for (auto form : {trainer::AdamWOptions::Form::hf, trainer::AdamWOptions::Form::torch}) {
+    model::NamedTensors gates;
+    for (int i = 0; i < 3; ++i)
+      gates.push_back({"g" + std::to_string(i), fixture(f, "g" + std::to_string(i) + ".init")
+                                                    .to(torch::kFloat32)});
+    trainer::GateOptimizer opt(gates, 1e-3, "official", 0.9, 0.999, form);
+    double& worst = form == trainer::AdamWOptions::Form::hf ? worst_hf : worst_torch;
+    for (int64_t s = 0; s < steps; ++s) {
+      for (int i = 0; i < 3; ++i)
+        gates[i].second.mutable_grad() =
+            fixture(f, "grad" + std::to_string(s) + ".g" + std::to_string(i)).to(torch::kFloat32);
+      opt.step(lrs[s].item<double>());
+      for (int i = 0; i < 3; ++i) {
+        const auto expected = fixture(f, "g" + std::to_string(i) + ".after" + std::to_string(s));
+        // Relative to the gate's size (fp32 rounding), at least 1e-9 absolute.
+        const double err = ((gates[i].second.to(torch::kFloat64) - expected).abs() /
+                            (expected.abs() + 1e-3))
+                               .max()
+                               .item<double>();
+        worst = std::max(worst, err);
+      }
+      if (s == 0 && form == trainer::AdamWOptions::Form::hf) {
+        EXPECT_EQ(gates[0].second[1].item<float>(), 0.0f) << "the three-line threshold quirk";
+      }
+    }
+  }
+  std::printf("largest relative gate difference to the official step: hf %.2e, torch %.2e\n",
+              worst_hf, worst_torch);
+  EXPECT_LE(worst_hf, 1e-5);
+  EXPECT_GE(worst_torch, 1e-3) << "torch's form followed the official one: the test is blind";
+}
 
 // Golden: 7 fp32 steps of torch.optim.AdamW with a changing lr (one step at lr 0, one with
 // 10x gradients), weight decay 0.1, betas (0.9, 0.95): parameters and moments within 1e-7

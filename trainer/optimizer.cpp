@@ -23,7 +23,16 @@ void AdamW::step(double lr) {
     torch::Tensor& p = params_[i].second;
     const torch::Tensor& g = p.grad();
     if (!g.defined()) continue;
-    if (decay_[i] && opt_.weight_decay != 0) p.mul_(1.0 - lr * opt_.weight_decay);
+    const bool decays = decay_[i] && opt_.weight_decay != 0;
+    if (opt_.form == AdamWOptions::Form::hf) {  // the old transformers.AdamW, line for line
+      exp_avg_[i].mul_(opt_.beta1).add_(g, 1.0 - opt_.beta1);
+      exp_avg_sq_[i].mul_(opt_.beta2).addcmul_(g, g, 1.0 - opt_.beta2);
+      auto denom = exp_avg_sq_[i].sqrt().add_(opt_.eps);
+      p.addcdiv_(exp_avg_[i], denom, -step_size * bias2_sqrt);
+      if (decays) p.add_(p, -lr * opt_.weight_decay);
+      continue;
+    }
+    if (decays) p.mul_(1.0 - lr * opt_.weight_decay);
     exp_avg_[i].lerp_(g, 1.0 - opt_.beta1);  // as torch.optim.AdamW 2.x rounds it
     exp_avg_sq_[i].mul_(opt_.beta2).addcmul_(g, g, 1.0 - opt_.beta2);
     auto denom = (exp_avg_sq_[i].sqrt() / bias2_sqrt).add_(opt_.eps);

@@ -1,7 +1,14 @@
-// AdamW with decoupled weight decay, step for step as torch.optim.AdamW (single-tensor path):
-//   p ← p·(1 − lr·wd)
-//   m ← β₁m + (1−β₁)g;   v ← β₂v + (1−β₂)g²
-//   p ← p − lr/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε)
+// AdamW with decoupled weight decay, in one of two forms that differ where ε matters:
+//   torch  step for step as torch.optim.AdamW (single-tensor path):
+//            p ← p·(1 − lr·wd)
+//            m ← β₁m + (1−β₁)g;   v ← β₂v + (1−β₂)g²
+//            p ← p − lr/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε)
+//   hf     as the old transformers.AdamW (correct_bias=True), which SoRA's official
+//          SparseAdamW extends: ε is added to the *uncorrected* √v and both bias corrections
+//          go into the step size; decay after the update:
+//            m ← β₁m + (1−β₁)g;   v ← β₂v + (1−β₂)g²
+//            p ← p − lr·√(1−β₂ᵗ)/(1−β₁ᵗ) · m / (√v + ε);   p ← p − lr·wd·p
+//          With gradients near ε·√(1−β₂ᵗ) the two take visibly different steps.
 // Its state is plain named tensors so checkpoints can shard and reload it.
 #pragma once
 
@@ -15,7 +22,9 @@
 namespace spartan::trainer {
 
 struct AdamWOptions {
+  enum class Form { torch, hf };
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+  Form form = Form::torch;
 };
 
 class AdamW {

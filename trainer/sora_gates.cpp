@@ -29,8 +29,8 @@ void threshold_gates(torch::Tensor& g, double xi, double lr, const std::string& 
 }
 
 GateOptimizer::GateOptimizer(model::NamedTensors gates, double xi, std::string kind,
-                             double beta1, double beta2)
-    : adam_(gates, std::vector<bool>(gates.size(), false), {beta1, beta2, 1e-6, 0.0}),
+                             double beta1, double beta2, AdamWOptions::Form form)
+    : adam_(gates, std::vector<bool>(gates.size(), false), {beta1, beta2, 1e-6, 0.0, form}),
       xi_(xi), kind_(std::move(kind)) {}
 
 void GateOptimizer::step(double lr) {

@@ -1,5 +1,7 @@
 // The SoRA gates' own optimizer, as the official code's SparseAdamW (src/sparse_optimizer.py):
-// a bias-corrected AdamW update without weight decay (eps 1e-6), then a threshold step with ξ.
+// a bias-corrected AdamW update without weight decay (eps 1e-6) in the old transformers form
+// (`[adapter.sora] adam = "hf"`, the default; "torch" uses torch.optim.AdamW's form, see
+// optimizer.h), then a threshold step with ξ.
 //
 //   official   the three in-place lines of the official code, run one after another:
 //                g[g > ξ] -= ξ;  g[g < −ξ] += ξ;  g[|g| < ξ] = 0
@@ -24,7 +26,7 @@ void threshold_gates(torch::Tensor& g, double xi, double lr, const std::string& 
 class GateOptimizer {
  public:
   GateOptimizer(model::NamedTensors gates, double xi, std::string kind, double beta1,
-                double beta2);
+                double beta2, AdamWOptions::Form form = AdamWOptions::Form::hf);
   void step(double lr);  // AdamW (no decay, eps 1e-6), then the threshold
   void zero_grad() { adam_.zero_grad(); }
   void set_xi(double xi) { xi_ = xi; }

@@ -170,12 +170,14 @@ TrainSummary Trainer::run() {
   for (const auto& [name, g] : gates) gate_entries += g.numel();
   const int64_t total_gate_entries = whole_model(gate_entries);
   if (total_gate_entries > 0) {
-    gate_optimizer = std::make_unique<GateOptimizer>(gates, sora.lambda2, sora.threshold,
-                                                     o.beta1, o.beta2);
+    gate_optimizer = std::make_unique<GateOptimizer>(
+        gates, sora.lambda2, sora.threshold, o.beta1, o.beta2,
+        sora.adam == "torch" ? AdamWOptions::Form::torch : AdamWOptions::Form::hf);
     if (root)
-      std::printf("SoRA gates: %lld entries, threshold \"%s\" with xi = %g, L1 weight %g\n",
-                  static_cast<long long>(total_gate_entries), sora.threshold.c_str(),
-                  sora.lambda2, sora.lambda1);
+      std::printf("SoRA gates: %lld entries, %s AdamW, threshold \"%s\" with xi = %g, L1 weight "
+                  "%g\n",
+                  static_cast<long long>(total_gate_entries), sora.adam.c_str(),
+                  sora.threshold.c_str(), sora.lambda2, sora.lambda1);
   }
   const XiSchedule xi_schedule(sora.schedule, sora.lambda2, sora.max_lambda, sora.lambda_num,
                                total_steps_);
