@@ -99,19 +99,64 @@ void publish(const std::string& staged, const std::string& out) {
 
 }  // namespace
 
-MergeReport merge_run(const std::string& run_dir, int64_t step, const std::string& final_out,
-                      bool check_logits, bool force, uint64_t max_shard_bytes) {
-  MergeReport report;
+namespace {
+
+// The checkpoint folder of `step` in the run (the newest where step < 0).
+std::string checkpoint_of(const std::string& run_dir, int64_t step) {
   if (step >= 0) {
     char name[32];
     std::snprintf(name, sizeof name, "step-%08lld", static_cast<long long>(step));
-    report.checkpoint = run_dir + "/checkpoints/" + name;
-  } else {
-    report.checkpoint = latest(run_dir);
-    if (report.checkpoint.empty())
-      throw UsageError("the run has no checkpoint", run_dir + "/checkpoints",
-                       "train with [checkpoint] settings first, or name another --run");
+    return run_dir + "/checkpoints/" + name;
   }
+  std::string folder = latest(run_dir);
+  if (folder.empty())
+    throw UsageError("the run has no checkpoint", run_dir + "/checkpoints",
+                     "train with [checkpoint] settings first, or name another --run");
+  return folder;
+}
+
+}  // namespace
+
+int64_t export_adapter(const std::string& run_dir, int64_t step, const std::string& final_out) {
+  const Checkpoint ck(checkpoint_of(run_dir, step));
+  const Config c = load_config(run_dir + "/config.resolved.toml");
+  const std::string& method = c.adapter.method;
+  if (method != "lora" && method != "sora" && method != "ia3")
+    throw Error("no PEFT export from a checkpoint for method " + method, run_dir,
+                "report this as a bug");
+  const model::LlamaArch arch = model::read_hf_config(c.model.path);
+  std::vector<PeftModule> modules;
+  int64_t kept = method == "sora" ? 0 : -1;
+  for (int64_t l = 0; l < arch.num_layers; ++l)
+    for (model::Proj p : adapters::parse_targets(c.adapter.targets)) {
+      auto adapter = load_adapter(ck, c, arch, l, p);
+      if (auto sora = std::dynamic_pointer_cast<adapters::SoraLinear>(adapter)) {
+        kept += sora->nonzero_ranks();
+        adapter = sora->to_lora();  // zero-gated ranks dropped
+      }
+      modules.push_back({l, p, adapter});
+    }
+  const std::string out =
+      real_path(final_out).string() + ".spartan-partial-" + std::to_string(::getpid());
+  fs::remove_all(out);
+  try {
+    if (method == "ia3")
+      write_peft_ia3(out, modules, c.model.path);
+    else
+      write_peft_lora(out, modules, c.adapter, c.model.path);
+    publish(out, final_out);
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(out, ec);
+    throw;
+  }
+  return kept;
+}
+
+MergeReport merge_run(const std::string& run_dir, int64_t step, const std::string& final_out,
+                      bool check_logits, bool force, uint64_t max_shard_bytes) {
+  MergeReport report;
+  report.checkpoint = checkpoint_of(run_dir, step);
   Checkpoint ck(report.checkpoint);
   const Config c = load_config(run_dir + "/config.resolved.toml");
   const std::string& method = c.adapter.method;

@@ -39,4 +39,10 @@ MergeReport merge_run(const std::string& run_dir, int64_t step, const std::strin
                       bool check_logits, bool force = false,
                       uint64_t max_shard_bytes = 5ull << 30);
 
+// The trained adapter of a run's checkpoint in PEFT's layout (LoRA; SoRA as a LoRA of its
+// non-zero ranks; (IA)^3), from the checkpoint's shards alone: no base weight is read. `out` is
+// the run's own output folder and is replaced whole. Returns the SoRA ranks kept (-1 for other
+// methods).
+int64_t export_adapter(const std::string& run_dir, int64_t step, const std::string& out);
+
 }  // namespace spartan::checkpoints

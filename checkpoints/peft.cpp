@@ -1,5 +1,6 @@
 #include "checkpoints/peft.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <set>
@@ -17,6 +18,15 @@
 
 namespace spartan::checkpoints {
 namespace {
+
+// Modules by layer, then projection: the files are the same bytes whatever order they came in.
+std::vector<PeftModule> in_model_order(std::vector<PeftModule> modules) {
+  std::stable_sort(modules.begin(), modules.end(), [](const PeftModule& a, const PeftModule& b) {
+    return a.layer != b.layer ? a.layer < b.layer
+                              : static_cast<int>(a.proj) < static_cast<int>(b.proj);
+  });
+  return modules;
+}
 
 constexpr const char* kPrefix = "base_model.model.";
 
@@ -58,8 +68,9 @@ void save_peft_ia3(const std::string& folder, model::Llama& m,
   write_peft_ia3(folder, attached_modules(m), base_model_path);
 }
 
-void write_peft_lora(const std::string& folder, const std::vector<PeftModule>& modules,
+void write_peft_lora(const std::string& folder, const std::vector<PeftModule>& unordered,
                      const AdapterConfig& config, const std::string& base_model_path) {
+  const auto modules = in_model_order(unordered);
   make_dirs(folder);
   model::NamedTensors tensors;
   std::set<std::string> targets;
@@ -185,8 +196,9 @@ AdapterConfig load_peft_lora(const std::string& folder, model::Llama& m) {
   return cfg;
 }
 
-void write_peft_ia3(const std::string& folder, const std::vector<PeftModule>& modules,
+void write_peft_ia3(const std::string& folder, const std::vector<PeftModule>& unordered,
                     const std::string& base_model_path) {
+  const auto modules = in_model_order(unordered);
   make_dirs(folder);
   model::NamedTensors tensors;
   std::set<std::string> targets, feedforward;

@@ -14,6 +14,7 @@
 #include "adapters/adapter.h"
 #include "adapters/spp.h"
 #include "checkpoints/checkpoint.h"
+#include "checkpoints/merge.h"
 #include "checkpoints/peft.h"
 #include "common/config.h"
 #include "common/error.h"
@@ -57,6 +58,50 @@ bool spp_keeps_zeros(model::Llama& llama) {
   return true;
 }
 
+// Saves a whole model as a HF folder with the run's tokenizer; returns the folder.
+std::string save_merged(model::Llama& llama, const model::Tokenizer& tok, const std::string& folder) {
+  make_dirs(folder);
+  llama->save(folder);
+  copy_file(tok.path(), folder + "/tokenizer.model");
+  return folder;
+}
+
+// Methods whose result the final checkpoint alone can give (with the base folder): their trained
+// tensors all belong to projections (or are the base's own weights).
+bool streams_from_checkpoint(const std::string& method) {
+  return method == "full" || method == "spp" || method == "lora" || method == "sora" ||
+         method == "ia3";
+}
+
+// The result of a distributed run from its final checkpoint, as save_result() gives it for one
+// process: the merged model (full, SPP, and LoRA*'s re-masked merge) streamed by merge_run, the
+// adapter in PEFT's layout read from the checkpoint alone. Rank 0 only. Returns what was saved.
+std::string export_from_checkpoint(const Config& c, const std::string& run_dir, bool lora_star) {
+  const std::string& method = c.adapter.method;
+  if (method == "full" || method == "spp") {
+    const std::string out = run_dir + (method == "full" ? "/model" : "/merged");
+    const auto report = checkpoints::merge_run(run_dir, -1, out, /*check_logits=*/false,
+                                               /*force=*/true);
+    if (method == "spp")
+      std::printf("merged SPP into the base (streamed from %s): each of the %zu merged weights "
+                  "keeps exactly the zeros of its base weight\n",
+                  report.checkpoint.c_str(), report.merged.size());
+    return out;
+  }
+  const int64_t kept = checkpoints::export_adapter(run_dir, -1, run_dir + "/adapter");
+  if (method == "sora")
+    std::printf("SoRA kept %lld of %lld ranks; exported as LoRA (PEFT rank_pattern)\n",
+                static_cast<long long>(kept),
+                static_cast<long long>(c.adapter.r * model::read_hf_config(c.model.path).num_layers *
+                                       static_cast<int64_t>(c.adapter.targets.size())));
+  std::string saved = run_dir + "/adapter";
+  if (lora_star) {
+    checkpoints::merge_run(run_dir, -1, run_dir + "/merged", false, /*force=*/true);
+    saved += " and " + run_dir + "/merged";
+  }
+  return saved;
+}
+
 // Saves the trained model of one process: LoRA, SoRA (as LoRA after rank removal), (IA)^3 and
 // prompt tuning as PEFT adapters, SPP merged into the base with its zero pattern checked, full as
 // a model folder. Returns the folder written.
@@ -65,10 +110,7 @@ std::string save_result(const Config& c, model::Llama& llama, const model::Token
   std::string saved;
   const auto& method = c.adapter.method;
   if (method == "full") {
-    saved = run_dir + "/model";
-    make_dirs(saved);
-    llama->save(saved);
-    copy_file(tok.path(), saved + "/tokenizer.model");
+    saved = save_merged(llama, tok, run_dir + "/model");
   } else if (method == "spp") {
     // SPP merges into the base: W̃ + s·W̃' keeps every zero of W̃.
     if (!spp_keeps_zeros(llama))
@@ -85,10 +127,7 @@ std::string save_result(const Config& c, model::Llama& llama, const model::Token
     std::printf("merged SPP into the base: %.4f of the targeted weights are zero, the same "
                 "positions as before training\n",
                 total ? double(zeros) / total : 0.0);
-    saved = run_dir + "/merged";
-    make_dirs(saved);
-    llama->save(saved);
-    copy_file(tok.path(), saved + "/tokenizer.model");
+    saved = save_merged(llama, tok, run_dir + "/merged");
   } else if (method == "ia3") {
     saved = run_dir + "/adapter";
     checkpoints::save_peft_ia3(saved, llama, c.model.path);
@@ -249,14 +288,32 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
     after = trainer::evaluate_rows(llama, data.held_out, c.optim.micro_batch_size,
                                    c.eval.max_batches, grid.get());
 
+  // LoRA* (the SPP paper's baseline): the LoRA merged, then the base's zeros imposed again.
+  const bool lora_star = (method == "lora" || method == "sora") && c.adapter.merge == "masked";
+  trainer::EvalResult masked;
   std::string saved;
-  model::Llama final_model{nullptr};  // the whole trained model, on rank 0
   if (!distributed) {
     saved = save_result(c, llama, tok, run_dir);
-    final_model = llama;
+    if (lora_star) {
+      adapters::merge_into_base(llama, "masked");
+      saved += " and " + save_merged(llama, tok, run_dir + "/merged");
+      if (has_held_out)
+        masked = trainer::evaluate_rows(llama, data.held_out, c.optim.micro_batch_size,
+                                        c.eval.max_batches);
+    }
+  } else if (streams_from_checkpoint(method)) {
+    // The final checkpoint holds every trained tensor: rank 0 exports from it and the base folder
+    // tensor by tensor, as `spartan merge` does, never holding the whole model.
+    if (root) saved = export_from_checkpoint(c, run_dir, lora_star);
+    grid->world().barrier();
+    if (lora_star && has_held_out) {  // the merged folder, loaded as this layout's shards
+      model::Llama merged = model::load_llama(run_dir + "/merged", dtype, shard);
+      masked = trainer::evaluate_rows(merged, data.held_out, c.optim.micro_batch_size,
+                                      c.eval.max_batches, grid.get());
+    }
   } else {
-    // Rank 0 puts the trained tensors into the whole model and saves it as one process would
-    // (SPP's zero check included).
+    // Prompt, prefix and block adapters feed modules outside the projections: rank 0 puts the
+    // trained tensors into a whole model and saves it as one process would.
     model::NamedTensors trained =
         trainer::gather_to_root(llama, *grid, adapters::trainable_parameters(llama));
     if (root) {
@@ -266,24 +323,9 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
       torch::NoGradGuard no_grad;
       for (const auto& [name, tensor] : trained) params[name].copy_(tensor);
       saved = save_result(c, whole, tok, run_dir);
-      final_model = whole;
     }
   }
   if (!root) return;
-  // LoRA* (the SPP paper's baseline): the LoRA merged, then the base's zeros imposed again.
-  const bool lora_star = (method == "lora" || method == "sora") && c.adapter.merge == "masked";
-  trainer::EvalResult masked;
-  if (lora_star) {
-    adapters::merge_into_base(final_model, "masked");
-    const std::string folder = run_dir + "/merged";
-    make_dirs(folder);
-    final_model->save(folder);
-    copy_file(tok.path(), folder + "/tokenizer.model");
-    if (has_held_out)
-      masked = trainer::evaluate_rows(final_model, data.held_out, c.optim.micro_batch_size,
-                                      c.eval.max_batches);
-    saved += " and " + folder;
-  }
   std::printf("\n%-28s %s\n", "", "held-out loss  perplexity");
   if (has_held_out) {
     std::printf("%-28s %13.4f  %10.2f\n", "before training", before.loss, before.ppl);

@@ -53,6 +53,18 @@ done
 test -f runs/lora-tp2-pp1/adapter/adapter_model.safetensors
 test -f runs/spp-tp1-pp2/merged/model.safetensors
 grep -q "exported as LoRA" sora-tp2-pp1.log
+# A distributed run exports from its final checkpoint through the streaming merge (rank 0 never
+# loads the whole model): the same bytes as `spartan merge` of that run, for SPP's merged folder
+# and LoRA*'s re-masked one, whose held-out loss is evaluated on the layout's shards.
+"$spartan" merge --run runs/spp-tp2-pp1 --out spp-offline > /dev/null
+cmp spp-offline/model.safetensors runs/spp-tp2-pp1/merged/model.safetensors
+grep -q "merged SPP into the base (streamed from .*step-00000003)" spp-tp2-pp1.log
+"${mpirun[@]}" "$spartan" train --config c.toml --set adapter.merge=\"masked\" \
+  --set parallel.tp=2 --set run.name=lora-star > lora-star.log
+"$spartan" merge --run runs/lora-star --out lora-star-offline > /dev/null
+cmp lora-star-offline/model.safetensors runs/lora-star/merged/model.safetensors
+cmp lora-star-offline/adapter/adapter_model.safetensors runs/lora-star/adapter/adapter_model.safetensors
+grep -q "^merged, zeros re-imposed" lora-star.log
 
 # A layout for 4 ranks started on 2: every rank stops, well within the timeout, with the error.
 set +e
