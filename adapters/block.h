@@ -66,6 +66,7 @@ class TinyAttentionAdapter : public model::BlockAdapter {
   TinyAttentionAdapter(int64_t hidden, int64_t heads, int64_t head_dim);
   torch::Tensor forward(const torch::Tensor& block_input,
                         const torch::Tensor& block_output) override;
+  bool mixes_positions() const override { return true; }
 
   int64_t heads, head_dim;
   torch::Tensor qkv_weight;  // (3·heads·head_dim, H), N(0, 0.02²)

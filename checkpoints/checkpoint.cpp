@@ -14,6 +14,7 @@
 #include <memory>
 #include <sstream>
 
+#include "adapters/adapter.h"
 #include "checkpoints/h5.h"
 #include "common/error.h"
 #include "common/hash.h"
@@ -296,6 +297,14 @@ int64_t Checkpoint::verify() const {
   int64_t bytes = 0;
   for (const auto& [key, t] : manifest_["tensors"].items()) bytes += global(key).nbytes();
   return bytes;
+}
+
+void load_trained(const Checkpoint& ck, const AdapterConfig& adapter, model::Llama& model) {
+  adapters::attach(model, adapter);
+  torch::NoGradGuard no_grad;
+  auto params = model->named_parameters();
+  for (const auto& [name, p] : adapters::trainable_parameters(model))
+    params[name].copy_(ck.global("params/" + name).to(p.scalar_type()));
 }
 
 std::vector<Entry> mask_digests(model::Llama& model, parallel::Grid& grid,

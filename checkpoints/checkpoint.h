@@ -26,6 +26,7 @@
 #include <nlohmann/json.hpp>
 
 #include "checkpoints/manifest.h"
+#include "common/config.h"
 #include "model/llama.h"
 #include "parallel/grid.h"
 
@@ -88,6 +89,11 @@ class Checkpoint {
   nlohmann::json manifest_;
   mutable std::map<std::string, std::unique_ptr<H5File>> files_;
 };
+
+// Attaches `adapter` (a run's configuration) to `model`, the whole model in one process, and
+// loads every trained tensor of the checkpoint into it (full fine-tuning: the weights
+// themselves). The adapted model of that step, as the run had it.
+void load_trained(const Checkpoint& ck, const AdapterConfig& adapter, model::Llama& model);
 
 // A digest of each targeted base weight's zero pattern that does not depend on the layout: for
 // every output row, the wrapping sum of a hash of each zero's column index, summed over TP.

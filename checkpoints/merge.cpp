@@ -287,13 +287,7 @@ MergeReport merge_run(const std::string& run_dir, int64_t step, const std::strin
       const torch::Dtype dtype = torch::kFloat32;
       model::Llama merged = model::load_llama(out, dtype);
       model::Llama adapted = model::load_llama(c.model.path, dtype);
-      if (method != "full") {
-        adapters::attach(adapted, c.adapter);
-        torch::NoGradGuard no_grad;
-        auto params = adapted->named_parameters();
-        for (const auto& np : adapters::trainable_parameters(adapted))
-          params[np.first].copy_(ck.global("params/" + np.first));
-      }
+      if (method != "full") load_trained(ck, c.adapter, adapted);
       merged->eval();
       adapted->eval();
       torch::NoGradGuard no_grad;

@@ -16,6 +16,7 @@ void add_config_command(CLI::App& app);  // spartan config --explain | --check F
 void add_model_command(CLI::App& app);   // spartan model info PATH | init --config FILE
 void add_train_command(CLI::App& app);   // spartan train --config FILE
 void add_eval_command(CLI::App& app);    // spartan eval --model DIR --data FILE
+void add_generate_command(CLI::App& app);  // spartan generate --model DIR --prompt TEXT
 void add_data_commands(CLI::App& app);   // spartan tokenizer train | spartan data dictd
 void add_prune_command(CLI::App& app);   // spartan prune --config FILE
 void add_ckpt_command(CLI::App& app);    // spartan ckpt info DIR

@@ -61,6 +61,7 @@ int main(int argc, char** argv) {
   spartan::launcher::add_model_command(app);
   spartan::launcher::add_train_command(app);
   spartan::launcher::add_eval_command(app);
+  spartan::launcher::add_generate_command(app);
   spartan::launcher::add_prune_command(app);
   spartan::launcher::add_data_commands(app);
   spartan::launcher::add_ckpt_command(app);

@@ -76,6 +76,9 @@ class BlockAdapter : public torch::nn::Module {
   virtual torch::Tensor forward(const torch::Tensor& block_input,   // (B, T, H)
                                 const torch::Tensor& block_output)  // (B, T, H)
       = 0;                                                          // -> (B, T, H)
+  // Whether one position's output depends on other positions (tiny attention): such a block
+  // cannot run on a KV cache's new positions alone.
+  virtual bool mixes_positions() const { return false; }
 };
 
 // Rewrites the input embeddings; prompt tuning concatenates num_virtual_tokens() learned vectors

@@ -142,7 +142,7 @@ AttentionImpl::AttentionImpl(const LlamaArch& a, torch::Dtype dtype, parallel::C
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& input, const Rotary& rope,
-                                     const torch::Tensor& prefix) {
+                                     const torch::Tensor& prefix, KvCache::Layer* cache) {
   // Column-parallel q, k, v share one input: one all-reduce of its gradient.
   const auto x = tp ? parallel::copy_to_group(input, *tp) : input;
   const int64_t B = x.size(0), T = x.size(1);
@@ -151,15 +151,25 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& input, const Rotary& r
   auto v = v_proj(x).view({B, T, num_kv_heads, head_dim}).transpose(1, 2);  // (B, nkv, T, hd)
   q = q * rope.cos + rotate_half(q) * rope.sin;
   k = k * rope.cos + rotate_half(k) * rope.sin;
-  const int64_t P = prefix.defined() ? prefix.size(1) : 0, S = P + T;  // keys per query row
-  if (P > 0) {  // prefix tuning: (2, P, n_kv·hd) in front of the keys and values
+  const bool cached = cache && cache->k.defined();
+  if (prefix.defined() && !cached) {  // prefix tuning: (2, n, n_kv·hd) in front of the keys, values
+    const int64_t n = prefix.size(1);
     auto heads = [&](const torch::Tensor& t) {
-      return t.to(k.scalar_type()).view({P, num_kv_heads, head_dim}).transpose(0, 1)
-          .unsqueeze(0).expand({B, num_kv_heads, P, head_dim});
+      return t.to(k.scalar_type()).view({n, num_kv_heads, head_dim}).transpose(0, 1)
+          .unsqueeze(0).expand({B, num_kv_heads, n, head_dim});
     };
     k = torch::cat({heads(prefix[0]), k}, 2);
     v = torch::cat({heads(prefix[1]), v}, 2);
   }
+  if (cached) {  // the positions already run, then these
+    k = torch::cat({cache->k, k}, 2);
+    v = torch::cat({cache->v, v}, 2);
+  }
+  if (cache) {
+    cache->k = k;
+    cache->v = v;
+  }
+  const int64_t S = k.size(2), P = S - T;  // keys per query row; those in front of this piece
   if (num_kv_heads != num_heads) {  // grouped-query attention: repeat each KV head
     const int64_t rep = num_heads / num_kv_heads;
     k = k.unsqueeze(2).expand({B, num_kv_heads, rep, S, head_dim}).reshape({B, num_heads, S,
@@ -206,15 +216,20 @@ DecoderLayerImpl::DecoderLayerImpl(const LlamaArch& a, torch::Dtype dtype,
 }
 
 torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const Rotary& rope,
-                                        const torch::Tensor& prefix) {
+                                        const torch::Tensor& prefix, KvCache::Layer* cache) {
   auto h = input_layernorm(x);
-  auto a = self_attn(h, rope, prefix);
+  auto a = self_attn->forward(h, rope, prefix, cache);
   if (after_attention_) a = after_attention_->forward(h, a);
   auto y = x + a;
   h = post_attention_layernorm(y);
   auto m = mlp(h);
   if (after_mlp_) m = after_mlp_->forward(h, m);
   return y + m;
+}
+
+bool DecoderLayerImpl::mixes_positions() const {
+  return (after_attention_ && after_attention_->mixes_positions()) ||
+         (after_mlp_ && after_mlp_->mixes_positions());
 }
 
 Projection& DecoderLayerImpl::projection(Proj p) {
@@ -328,7 +343,7 @@ torch::Tensor LlamaImpl::embed(const torch::Tensor& input_ids) {
   return h;
 }
 
-torch::Tensor LlamaImpl::run_layers(const torch::Tensor& input) {
+torch::Tensor LlamaImpl::run_layers(const torch::Tensor& input, KvCache* cache) {
   // Prefix tuning: every layer's keys and values at once, (L, 2, P, n_kv·hd) for the whole
   // model; each layer takes its own and this rank's KV heads, and the real tokens' positions
   // start after the prefix.
@@ -337,6 +352,10 @@ torch::Tensor LlamaImpl::run_layers(const torch::Tensor& input) {
   if (kv_adapter_) {
     prefixes = kv_adapter_->forward();
     offset = kv_adapter_->num_virtual_tokens();
+  }
+  if (cache) {
+    offset += cache->positions;
+    cache->layers.resize(layers_.size());
   }
   const Rotary rope =
       rotary_tables(arch_, input.size(1), input.scalar_type(), input.device(), offset);
@@ -348,8 +367,9 @@ torch::Tensor LlamaImpl::run_layers(const torch::Tensor& input) {
       prefix = prefixes[first_layer_ + i];
       if (kv.split != TpSplit::none) prefix = prefix.narrow(-1, kv.begin, kv.size());
     }
-    h = layers_[i](h, rope, prefix);
+    h = layers_[i]->forward(h, rope, prefix, cache ? &cache->layers[i] : nullptr);
   }
+  if (cache) cache->positions += input.size(1);
   return h;
 }
 
@@ -376,10 +396,20 @@ torch::Tensor LlamaImpl::head_losses(const torch::Tensor& hidden, const torch::T
       .view({B, T - 1});
 }
 
-torch::Tensor LlamaImpl::forward(const torch::Tensor& input_ids) {
+bool LlamaImpl::supports_kv_cache() const {
+  for (const auto& layer : layers_)
+    if (layer->mixes_positions()) return false;
+  return true;
+}
+
+torch::Tensor LlamaImpl::forward(const torch::Tensor& input_ids, KvCache* cache) {
   TORCH_CHECK(shard_.embedding && shard_.head && end_layer() - first_layer_ == arch_.num_layers,
               "forward() needs every layer on this rank");
-  auto h = drop_virtual(norm_(run_layers(embed(input_ids))), input_ids.size(1));
+  // Prompt tuning's virtual tokens lead the sequence: only its first piece gets them.
+  const auto e = cache && cache->positions > 0
+                     ? parallel::vocab_parallel_embedding(input_ids, embed_, vocab_begin_, *tp_)
+                     : embed(input_ids);
+  auto h = drop_virtual(norm_(run_layers(e, cache)), input_ids.size(1));
   h = parallel::copy_to_group(h, *tp_);
   auto logits = torch::linear(h, lm_head_weight()).to(torch::kFloat32);  // (B, T, V/tp)
   return parallel::gather_from_group(logits, *tp_);

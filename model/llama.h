@@ -76,13 +76,26 @@ struct Rotary {
 Rotary rotary_tables(const LlamaArch& arch, int64_t seq_len, torch::Dtype dtype,
                      const torch::Device& device, int64_t offset = 0);
 
+// Keys and values of the positions a generation has run so far (model/generate.h): per layer of
+// this rank, after the rotary embedding and before grouped-query repetition, prefix-tuning keys
+// first. Feeding a sequence in pieces through forward(ids, &cache) gives the logits of feeding it
+// whole.
+struct KvCache {
+  struct Layer {
+    torch::Tensor k, v;  // (B, n_kv, S, head_dim)
+  };
+  std::vector<Layer> layers;
+  int64_t positions = 0;  // sequence positions run (prompt tuning's virtual tokens included)
+};
+
 class AttentionImpl : public torch::nn::Module {
  public:
   AttentionImpl(const LlamaArch& arch, torch::Dtype dtype, parallel::Communicator* tp = nullptr);
   // (B, T, H) -> (B, T, H); `prefix`: (2, P, this rank's n_kv·head_dim) keys and values in
-  // front of the sequence's own, or undefined.
+  // front of the sequence's own, or undefined. With `cache`, its keys and values come first and
+  // the new ones are appended to it (the prefix only while it is empty).
   torch::Tensor forward(const torch::Tensor& x, const Rotary& rope,
-                        const torch::Tensor& prefix = {});
+                        const torch::Tensor& prefix = {}, KvCache::Layer* cache = nullptr);
   Projection q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   int64_t num_heads, num_kv_heads, head_dim;  // this rank's heads
   parallel::Communicator* tp;
@@ -102,7 +115,9 @@ class DecoderLayerImpl : public torch::nn::Module {
  public:
   DecoderLayerImpl(const LlamaArch& arch, torch::Dtype dtype, parallel::Communicator* tp = nullptr);
   torch::Tensor forward(const torch::Tensor& x, const Rotary& rope,
-                        const torch::Tensor& prefix = {});
+                        const torch::Tensor& prefix = {}, KvCache::Layer* cache = nullptr);
+  // Whether a block adapter mixes positions (tiny attention): a KV cache cannot serve it.
+  bool mixes_positions() const;
   Projection& projection(Proj p);
   // Block hooks (Houlsby, Compacter, tiny-attention); nullptr detaches.
   void attach_after_attention(std::shared_ptr<BlockAdapter> adapter);
@@ -122,15 +137,19 @@ class LlamaImpl : public torch::nn::Module {
   LlamaImpl(const LlamaArch& arch, torch::Dtype dtype, const Shard& shard = {});
 
   // (B, T) int64 token ids -> (B, T, V) fp32 logits. Needs every layer on this rank; under TP
-  // the vocabulary slices are gathered.
-  torch::Tensor forward(const torch::Tensor& input_ids);
+  // the vocabulary slices are gathered. With `cache`, the ids continue the positions it holds
+  // (see KvCache); prompt tuning's virtual tokens go in front of the first piece only.
+  torch::Tensor forward(const torch::Tensor& input_ids, KvCache* cache = nullptr);
+  // Whether forward(ids, &cache) is exact for this model (no block adapter mixes positions).
+  bool supports_kv_cache() const;
   // Next-token losses (B, T-1) of ids with labels (-100 = ignored, loss 0), every layer on this
   // rank; under TP with the vocab-parallel cross-entropy (no rank builds full logits).
   torch::Tensor losses(const torch::Tensor& input_ids, const torch::Tensor& labels);
 
   // The three parts a pipeline stage runs.
   torch::Tensor embed(const torch::Tensor& input_ids);  // first stage: (B, T) -> (B, P + T, H)
-  torch::Tensor run_layers(const torch::Tensor& h);     // this rank's layers
+  torch::Tensor run_layers(const torch::Tensor& h,      // this rank's layers
+                           KvCache* cache = nullptr);
   torch::Tensor head_losses(const torch::Tensor& h,     // last stage: (B, P + T, H) -> (B, T-1)
                             const torch::Tensor& labels);
 

@@ -78,6 +78,22 @@ grep -q "window 16, stride 8" eval_text.log
 # The adapter changes the numbers.
 ! diff -q eval_base.log eval_lora.log > /dev/null
 
+# generate: a run's checkpoint applied from its shards gives the tokens of its exported PEFT
+# adapter (greedy), for LoRA and for SoRA (exported as a LoRA of its kept ranks).
+for run in lora sora; do
+  "$spartan" generate --run runs/$run --input <(printf 'What is 1 plus 3?\nWhat is 2 plus 6?\n') \
+    --max-new-tokens 12 --jsonl > gen-run.log
+  "$spartan" generate --model runs/full/model --adapter runs/$run/adapter \
+    --input <(printf 'What is 1 plus 3?\nWhat is 2 plus 6?\n') --max-new-tokens 12 --jsonl > gen-peft.log
+  [[ $(wc -l < gen-run.log) == 2 ]] || { cat gen-run.log; exit 1; }
+  diff <(grep -o '"completion":"[^"]*"' gen-run.log) <(grep -o '"completion":"[^"]*"' gen-peft.log) ||
+    { echo "generate: $run's checkpoint and its PEFT adapter differ"; exit 1; }
+done
+set +e
+out=$("$spartan" generate --run runs/lora --prompt "" 2>&1); rc=$?
+set -e
+[[ $rc == 2 && "$out" == "spartan: error: no prompt"* ]] || { echo "$out"; exit 1; }
+
 # Pruning the trained model: Wanda 2:4, calibrated on the text; the folder reports 2:4.
 cat > prune.toml <<TOML
 [model]

@@ -1,0 +1,162 @@
+// spartan generate: continue prompts with a model folder, alone or with an adapter (a PEFT folder,
+// or a run's checkpoint applied from its shards), through the training template.
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "checkpoints/checkpoint.h"
+#include "checkpoints/peft.h"
+#include "common/config.h"
+#include "common/error.h"
+#include "common/files.h"
+#include "data/dataset.h"
+#include "launcher/commands.h"
+#include "model/generate.h"
+#include "model/hf_config.h"
+#include "model/llama.h"
+#include "model/tokenizer.h"
+
+namespace spartan::launcher {
+namespace {
+
+struct GenerateCli {
+  std::string model, adapter, run, tokenizer, prompt, input, templ = "alpaca", dtype = "fp32";
+  int64_t step = -1;
+  bool jsonl = false;
+  model::GenerateOptions o;
+};
+
+// The checkpoint folder of a run: step N, or its newest.
+std::string run_checkpoint(const std::string& run, int64_t step) {
+  if (step < 0) {
+    const std::string newest = checkpoints::latest(run);
+    if (newest.empty())
+      throw UsageError("the run has no checkpoint", run + "/checkpoints",
+                       "name a run folder that has trained (runs/<name>)");
+    return newest;
+  }
+  char name[48];
+  std::snprintf(name, sizeof name, "/checkpoints/step-%08lld", static_cast<long long>(step));
+  return run + name;
+}
+
+// The prompts as records: --prompt is an instruction; --input is Alpaca records (.json, .jsonl:
+// instruction and input) or one instruction per line.
+std::vector<data::Record> read_prompts(const GenerateCli& c) {
+  std::vector<data::Record> prompts;
+  if (!c.prompt.empty()) prompts.push_back({c.prompt, "", ""});
+  if (!c.input.empty()) {
+    std::error_code ec;
+    if (std::filesystem::is_directory(c.input, ec))
+      throw UsageError("--input is a folder", c.input, "give a file with one prompt per line");
+    const auto dot = c.input.rfind('.');
+    const std::string ext = dot == std::string::npos ? "" : c.input.substr(dot);
+    if (ext == ".json" || ext == ".jsonl") {
+      for (auto& r : data::read_alpaca(c.input)) prompts.push_back(std::move(r));
+    } else {
+      std::ifstream in(c.input);
+      if (!in) throw Error("cannot read the prompts", c.input, "check --input");
+      for (std::string line; std::getline(in, line);)
+        if (line.find_first_not_of(" \t\r") != std::string::npos) prompts.push_back({line, "", ""});
+    }
+  }
+  if (prompts.empty())
+    throw UsageError("no prompt: --prompt is empty and --input holds none", "command line",
+                     "give --prompt TEXT or --input FILE (one prompt per line, or Alpaca JSONL)");
+  return prompts;
+}
+
+void generate(const GenerateCli& c) {
+  if (!c.adapter.empty() && !c.run.empty())
+    throw UsageError("--adapter and --run both name an adapter", "command line", "give one");
+  if (c.o.max_new_tokens < 1)
+    throw UsageError("--max-new-tokens must be at least 1", "command line", "");
+  if (c.o.temperature < 0 || !(c.o.top_p > 0 && c.o.top_p <= 1) || c.o.top_k < 0)
+    throw UsageError("--temperature must be >= 0, --top-p in (0, 1], --top-k >= 0", "command line",
+                     "");
+  const std::vector<data::Record> prompts = read_prompts(c);
+  // A run brings its base model unless --model names one.
+  Config run_config;
+  std::string checkpoint;
+  if (!c.run.empty()) {
+    checkpoint = run_checkpoint(c.run, c.step);
+    run_config = load_config(c.run + "/config.resolved.toml");
+  }
+  const std::string model_dir = !c.model.empty() ? c.model : run_config.model.path;
+  if (model_dir.empty())
+    throw UsageError("no model folder", "command line", "give --model DIR (or --run DIR)");
+  model::Llama llama =
+      model::load_llama(model_dir, c.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32);
+  const std::string tok_path = !c.tokenizer.empty() ? c.tokenizer
+                               : !run_config.data.tokenizer.empty()
+                                   ? run_config.data.tokenizer
+                                   : model_dir + "/tokenizer.model";
+  model::Tokenizer tok(tok_path);
+  model::check_tokenizer_fits(llama->arch(), tok.vocab_size(), tok.path());
+  if (!c.adapter.empty()) checkpoints::load_peft_adapter(c.adapter, llama);
+  if (!checkpoint.empty())
+    checkpoints::load_trained(checkpoints::Checkpoint(checkpoint), run_config.adapter, llama);
+
+  model::GenerateOptions o = c.o;
+  o.eos_id = tok.eos_id();
+  for (const auto& record : prompts) {
+    const std::string& text = record.instruction;
+    const std::string prompt = c.templ == "alpaca" ? data::alpaca_prompt(record) : text;
+    auto g = model::generate(llama, tok.encode(prompt, /*add_bos=*/true), o);
+    std::vector<int64_t> shown = g.tokens;
+    if (g.stopped_at_eos) shown.pop_back();
+    const std::string completion = tok.decode(shown);
+    const double rate = g.seconds > 0 ? double(g.tokens.size()) / g.seconds : 0.0;
+    if (c.jsonl) {
+      std::printf("%s\n", nlohmann::json{{"prompt", text},
+                                         {"reference", record.output},
+                                         {"completion", completion},
+                                         {"tokens", g.tokens.size()},
+                                         {"prompt_tokens", g.prompt_tokens},
+                                         {"stopped_at_eos", g.stopped_at_eos},
+                                         {"tokens_per_s", rate}}
+                              .dump()
+                              .c_str());
+    } else {
+      std::printf("> %s\n%s\n\n", text.c_str(), completion.c_str());
+    }
+    std::fflush(stdout);
+  }
+}
+
+}  // namespace
+
+void add_generate_command(CLI::App& app) {
+  auto c = std::make_shared<GenerateCli>();
+  CLI::App* cmd = app.add_subcommand(
+      "generate",
+      "continue prompts with a model folder, a PEFT adapter or a run's checkpoint "
+      "(KV-cached; greedy by default, as transformers' generate)");
+  cmd->add_option("--model", c->model, "Hugging Face model folder (default: the run's base)");
+  cmd->add_option("--adapter", c->adapter, "PEFT adapter folder (LoRA, (IA)^3, prompt, prefix)");
+  cmd->add_option("--run", c->run, "a run folder: its adapter from a checkpoint, no merge needed");
+  cmd->add_option("--step", c->step, "the run's checkpoint step (default: the newest)");
+  cmd->add_option("--prompt", c->prompt, "the prompt (with --template alpaca: the instruction)");
+  cmd->add_option("--input", c->input,
+                  "prompts: Alpaca records (.json, .jsonl) or a text file, one per line");
+  cmd->add_option("--template", c->templ, "alpaca (as training) | none")
+      ->check(CLI::IsMember({"alpaca", "none"}));
+  cmd->add_option("--tokenizer", c->tokenizer, "tokenizer.model (default: the run's or model's)");
+  cmd->add_option("--max-new-tokens", c->o.max_new_tokens, "most tokens to add (default 64)");
+  cmd->add_option("--temperature", c->o.temperature, "0 = greedy (default); > 0 samples");
+  cmd->add_option("--top-p", c->o.top_p, "nucleus sampling mass (default 1)");
+  cmd->add_option("--top-k", c->o.top_k, "sample from the k most likely (default 0 = all)");
+  cmd->add_option("--seed", c->o.seed, "sampling seed (default 0)");
+  cmd->add_option("--dtype", c->dtype, "fp32 | bf16")->check(CLI::IsMember({"fp32", "bf16"}));
+  cmd->add_flag("--jsonl", c->jsonl,
+                "one JSON line per prompt: prompt, completion, tokens, tokens_per_s");
+  cmd->callback([c] { generate(*c); });
+}
+
+}  // namespace spartan::launcher
