@@ -299,12 +299,15 @@ int64_t Checkpoint::verify() const {
   return bytes;
 }
 
-void load_trained(const Checkpoint& ck, const AdapterConfig& adapter, model::Llama& model) {
+void load_trained(const Checkpoint& ck, const AdapterConfig& adapter, model::Llama& model,
+                  parallel::Grid* grid) {
   adapters::attach(model, adapter);
   torch::NoGradGuard no_grad;
   auto params = model->named_parameters();
-  for (const auto& [name, p] : adapters::trainable_parameters(model))
-    params[name].copy_(ck.global("params/" + name).to(p.scalar_type()));
+  for (const auto& [name, p] : adapters::trainable_parameters(model)) {
+    const std::string key = "params/" + name;
+    params[name].copy_(grid ? ck.local(key, model->placement(name), p, *grid) : ck.global(key));
+  }
 }
 
 std::vector<Entry> mask_digests(model::Llama& model, parallel::Grid& grid,

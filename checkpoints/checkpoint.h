@@ -90,10 +90,12 @@ class Checkpoint {
   mutable std::map<std::string, std::unique_ptr<H5File>> files_;
 };
 
-// Attaches `adapter` (a run's configuration) to `model`, the whole model in one process, and
-// loads every trained tensor of the checkpoint into it (full fine-tuning: the weights
-// themselves). The adapted model of that step, as the run had it.
-void load_trained(const Checkpoint& ck, const AdapterConfig& adapter, model::Llama& model);
+// Attaches `adapter` (a run's configuration) to `model` and loads every trained tensor of the
+// checkpoint into it (full fine-tuning: the weights themselves): the adapted model of that step.
+// With `grid`, `model` is this rank's TP shard and gets its slices (any layout the checkpoint was
+// saved on); without, the whole model in one process.
+void load_trained(const Checkpoint& ck, const AdapterConfig& adapter, model::Llama& model,
+                  parallel::Grid* grid = nullptr);
 
 // A digest of each targeted base weight's zero pattern that does not depend on the layout: for
 // every output row, the wrapping sum of a hash of each zero's column index, summed over TP.

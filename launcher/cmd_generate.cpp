@@ -21,6 +21,8 @@
 #include "model/hf_config.h"
 #include "model/llama.h"
 #include "model/tokenizer.h"
+#include "parallel/grid.h"
+#include "parallel/mpi.h"
 
 namespace spartan::launcher {
 namespace {
@@ -91,8 +93,31 @@ void generate(const GenerateCli& c) {
   const std::string model_dir = !c.model.empty() ? c.model : run_config.model.path;
   if (model_dir.empty())
     throw UsageError("no model folder", "command line", "give --model DIR (or --run DIR)");
+  // Under mpirun the ranks split the model by tensor parallelism and generate the same tokens.
+  const int world = parallel::launched_by_mpi() ? parallel::world_size() : 1;
+  std::unique_ptr<parallel::Grid> grid;
+  model::Shard shard;
+  if (world > 1) {
+    const model::LlamaArch arch = model::read_hf_config(model_dir);
+    const std::string where = "mpirun -np " + std::to_string(world) +
+                              " (generate splits the model "
+                              "over the ranks by tensor parallelism)";
+    if (arch.num_heads % world != 0 ||
+        (arch.num_kv_heads % world != 0 && world % arch.num_kv_heads != 0) ||
+        arch.vocab_size % world != 0)
+      throw UsageError(std::to_string(world) + " ranks do not split the model's " +
+                           std::to_string(arch.num_heads) + " heads, " +
+                           std::to_string(arch.num_kv_heads) + " KV heads and vocabulary of " +
+                           std::to_string(arch.vocab_size),
+                       where, "use a number of ranks that divides them, as parallel.tp would");
+    if (!c.adapter.empty())
+      throw UsageError("a PEFT adapter folder is applied on one process", "--adapter",
+                       "run generate without mpirun, or give --run (its checkpoint loads sharded)");
+    grid = parallel::Grid::create({world, 1, 1}, where);
+    shard = model::make_shard(*grid, arch.num_layers);
+  }
   model::Llama llama =
-      model::load_llama(model_dir, c.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32);
+      model::load_llama(model_dir, c.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32, shard);
   const std::string tok_path = !c.tokenizer.empty() ? c.tokenizer
                                : !run_config.data.tokenizer.empty()
                                    ? run_config.data.tokenizer
@@ -101,10 +126,28 @@ void generate(const GenerateCli& c) {
   model::check_tokenizer_fits(llama->arch(), tok.vocab_size(), tok.path());
   if (!c.adapter.empty()) checkpoints::load_peft_adapter(c.adapter, llama);
   if (!checkpoint.empty())
-    checkpoints::load_trained(checkpoints::Checkpoint(checkpoint), run_config.adapter, llama);
+    checkpoints::load_trained(checkpoints::Checkpoint(checkpoint), run_config.adapter, llama,
+                              grid.get());
+  const bool root = !grid || grid->rank() == 0;
 
+  // A run's checkpoint on another base: refused, naming what differs.
+  if (!checkpoint.empty() && !c.model.empty()) {
+    const checkpoints::Checkpoint ck(checkpoint);
+    const auto& identity = ck.manifest()["identity"];
+    const std::string shape = identity.value("base model", "");
+    const std::string values = identity.value("base model values", "");
+    if ((!shape.empty() && shape != checkpoints::base_model_digest(model_dir)) ||
+        (!values.empty() && values != checkpoints::base_values_digest(model_dir)))
+      throw UsageError(
+          "the run trained on another base model (its config.json, tensors or "
+          "sampled values differ from " +
+              model_dir + ")",
+          "--model", "leave out --model to use the run's base (" + run_config.model.path + ")");
+  }
   model::GenerateOptions o = c.o;
   o.eos_id = tok.eos_id();
+  int64_t prompt_tokens = 0, new_tokens = 0;
+  double prompt_seconds = 0, new_seconds = 0;
   for (const auto& record : prompts) {
     const std::string& text = record.instruction;
     const std::string prompt = c.templ == "alpaca" ? data::alpaca_prompt(record) : text;
@@ -113,6 +156,17 @@ void generate(const GenerateCli& c) {
     if (g.stopped_at_eos) shown.pop_back();
     const std::string completion = tok.decode(shown);
     const double rate = g.seconds > 0 ? double(g.tokens.size()) / g.seconds : 0.0;
+    prompt_tokens += g.prompt_tokens;
+    new_tokens += static_cast<int64_t>(g.tokens.size());
+    prompt_seconds += g.prompt_seconds;
+    new_seconds += g.seconds - g.prompt_seconds;
+    if (!root) continue;
+    if (g.cut_tokens > 0)
+      std::fprintf(stderr,
+                   "spartan: warning: the prompt was cut from the left by %lld tokens to %lld, so "
+                   "that it and --max-new-tokens fit the model's %lld positions\n",
+                   static_cast<long long>(g.cut_tokens), static_cast<long long>(g.prompt_tokens),
+                   static_cast<long long>(llama->arch().max_position_embeddings));
     if (c.jsonl) {
       std::printf("%s\n", nlohmann::json{{"prompt", text},
                                          {"reference", record.output},
@@ -128,6 +182,15 @@ void generate(const GenerateCli& c) {
     }
     std::fflush(stdout);
   }
+  // Throughput on stderr, so that stdout stays the completions (or JSON lines) alone.
+  if (root)
+    std::fprintf(stderr,
+                 "%zu prompts: %lld prompt tokens at %.0f tokens/s, %lld generated at %.1f "
+                 "tokens/s\n",
+                 prompts.size(), static_cast<long long>(prompt_tokens),
+                 prompt_seconds > 0 ? prompt_tokens / prompt_seconds : 0.0,
+                 static_cast<long long>(new_tokens),
+                 new_seconds > 0 ? new_tokens / new_seconds : 0.0);
 }
 
 }  // namespace

@@ -37,9 +37,11 @@ Generation generate(Llama& model, std::vector<int64_t> prompt, const GenerateOpt
   const int64_t new_tokens = std::min<int64_t>(o.max_new_tokens, std::max<int64_t>(room - 1, 0));
   // Cut from the left, keeping the first token (BOS), so that prompt + new tokens fit.
   const int64_t keep = std::max<int64_t>(1, room - new_tokens);
-  if (static_cast<int64_t>(prompt.size()) > keep)
+  if (static_cast<int64_t>(prompt.size()) > keep) {
+    g.cut_tokens = static_cast<int64_t>(prompt.size()) - keep;
     prompt.erase(prompt.begin() + 1,
                  prompt.begin() + (static_cast<int64_t>(prompt.size()) - keep + 1));
+  }
   g.prompt_tokens = static_cast<int64_t>(prompt.size());
   auto gen = torch::make_generator<torch::CPUGeneratorImpl>(o.seed);
   const bool cached = o.use_cache && model->supports_kv_cache();
@@ -51,6 +53,9 @@ Generation generate(Llama& model, std::vector<int64_t> prompt, const GenerateOpt
                             ? model->forward(ids, &cache)
                             : model->forward(torch::tensor(sequence, torch::kInt64).unsqueeze(0));
     const int64_t next = pick(logits[0][logits.size(1) - 1], o, gen);
+    if (i == 0)
+      g.prompt_seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     g.tokens.push_back(next);
     sequence.push_back(next);
     if (next == o.eos_id) {

@@ -25,6 +25,8 @@ struct Generation {
   std::vector<int64_t> tokens;  // the new tokens
   bool stopped_at_eos = false;
   int64_t prompt_tokens = 0;  // after any cut from the left
+  int64_t cut_tokens = 0;     // cut from the left of the prompt to fit the positions
+  double prompt_seconds = 0;  // the prompt's forward pass (the first token's logits)
   double seconds = 0;         // the whole generation, prompt included
 };
 

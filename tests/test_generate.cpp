@@ -121,5 +121,6 @@ TEST(Generate, SamplingAndLongPrompts) {
   o.max_new_tokens = 8;
   const auto cut = model::generate(m, long_prompt, o);  // 64 positions: 56 prompt tokens kept
   EXPECT_EQ(cut.prompt_tokens, 56);
+  EXPECT_EQ(cut.cut_tokens, 44);
   EXPECT_EQ(cut.tokens.size(), 8u);
 }

@@ -93,6 +93,16 @@ set +e
 out=$("$spartan" generate --run runs/lora --prompt "" 2>&1); rc=$?
 set -e
 [[ $rc == 2 && "$out" == "spartan: error: no prompt"* ]] || { echo "$out"; exit 1; }
+# The LoRA run trained on runs/full/model; the initial base has its shapes but other values.
+set +e
+out=$("$spartan" generate --run runs/lora --model base --prompt "hi" 2>&1); rc=$?
+set -e
+[[ $rc == 2 && "$out" == "spartan: error: the run trained on another base model"* ]] ||
+  { echo "$out"; exit 1; }
+"$spartan" generate --run runs/lora --prompt "$(printf 'word %.0s' $(seq 1 700))" \
+  --max-new-tokens 4 > /dev/null 2> long.err
+grep -q "spartan: warning: the prompt was cut from the left by" long.err || { cat long.err; exit 1; }
+grep -q "generated at" long.err
 
 # Pruning the trained model: Wanda 2:4, calibrated on the text; the folder reports 2:4.
 cat > prune.toml <<TOML

@@ -65,6 +65,14 @@ grep -q "merged SPP into the base (streamed from .*step-00000003)" spp-tp2-pp1.l
 cmp lora-star-offline/model.safetensors runs/lora-star/merged/model.safetensors
 cmp lora-star-offline/adapter/adapter_model.safetensors runs/lora-star/adapter/adapter_model.safetensors
 grep -q "^merged, zeros re-imposed" lora-star.log
+# generate under mpirun splits the model over the ranks (TP) and gives one process's tokens, from
+# a checkpoint saved on another layout (PP=2).
+for run in lora-tp1-pp2 sora-tp2-pp1; do
+  "$spartan" generate --run runs/$run --prompt "What is 2 plus 6?" --max-new-tokens 12 > gen-1.log
+  "${mpirun[@]}" "$spartan" generate --run runs/$run --prompt "What is 2 plus 6?" \
+    --max-new-tokens 12 > gen-2.log
+  diff gen-1.log gen-2.log || { echo "generate: 2 ranks differ from one ($run)"; exit 1; }
+done
 
 # A layout for 4 ranks started on 2: every rank stops, well within the timeout, with the error.
 set +e
