@@ -63,6 +63,19 @@ void merge_into_base(model::Llama& model, const std::string& lora_merge) {
     }
 }
 
+int64_t zeros_lost(model::Llama& model) {
+  torch::NoGradGuard no_grad;
+  int64_t lost = 0;
+  for (int64_t l = model->first_layer(); l < model->end_layer(); ++l)
+    for (model::Proj p : model::kAllProjections) {
+      auto& proj = model->projection(l, p);
+      const auto* spp = dynamic_cast<const SppLinear*>(proj->adapter().get());
+      if (!spp) continue;
+      lost += (proj->weight.eq(0) & spp->merged_weight(proj->weight).ne(0)).sum().item<int64_t>();
+    }
+  return lost;
+}
+
 std::shared_ptr<model::LinearAdapter> make_linear_adapter(const AdapterConfig& config,
                                                           model::Proj p, int64_t out,
                                                           int64_t in) {

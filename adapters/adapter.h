@@ -41,6 +41,10 @@ torch::Tensor merged_weight(const model::LinearAdapter& adapter, const torch::Te
 // lora_merge "masked" re-masked with the base's zero pattern (the SPP paper's LoRA*).
 void merge_into_base(model::Llama& model, const std::string& lora_merge);
 
+// The zeros of this rank's pruned base weights that the merged SPP weights would not keep,
+// summed over its SPP modules: 0 by construction (logged at each evaluation as a check).
+int64_t zeros_lost(model::Llama& model);
+
 // Replaces every SoRA module by the LoRA of its non-zero gates (rank removal); returns the total
 // rank kept.
 int64_t sora_to_lora(model::Llama& model);

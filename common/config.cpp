@@ -69,6 +69,9 @@ void schema(V& v, Config& c) {
   v("run.seed", c.run.seed, "seed for initialisation, dropout and data order", at_least(0));
   v("run.log_every", c.run.log_every, "rank 0 prints a progress line every k optimizer steps",
     at_least(1));
+  v("run.tensorboard", c.run.tensorboard,
+    "write TensorBoard event files under <run>/tb as training goes (`tensorboard --logdir runs`)",
+    any());
   v("run.memory_limit_gb", c.run.memory_limit_gb,
     "memory one rank may use, in GB; 0 = the machine's (its cgroup limit or physical memory) "
     "shared by the ranks on it. A run estimated to need more is refused before it loads",

@@ -21,6 +21,7 @@ struct RunConfig {
   std::string output_dir = "runs";
   int64_t seed = 1234;
   int64_t log_every = 10;            // progress line every k optimizer steps
+  bool tensorboard = true;           // TensorBoard event files under <run>/tb
   double memory_limit_gb = 0;        // one rank's memory; 0 = the machine's share
 };
 

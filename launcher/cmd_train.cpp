@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include "adapters/adapter.h"
@@ -64,6 +65,38 @@ std::string save_merged(model::Llama& llama, const model::Tokenizer& tok, const 
   llama->save(folder);
   copy_file(tok.path(), folder + "/tokenizer.model");
   return folder;
+}
+
+// The fraction of zeros among the base's projection weights (what pruning targets), over the
+// grid: each TP rank and stage holds its own part.
+double projection_sparsity(model::Llama& llama, parallel::Grid& grid) {
+  torch::NoGradGuard no_grad;
+  int64_t zeros = 0, total = 0;
+  for (int64_t l = llama->first_layer(); l < llama->end_layer(); ++l)
+    for (model::Proj p : model::kAllProjections) {
+      const auto& w = llama->projection(l, p)->weight;
+      zeros += w.eq(0).sum().item<int64_t>();
+      total += w.numel();
+    }
+  auto t = torch::tensor({zeros, total}, torch::kInt64);
+  grid.tp().all_reduce(t);
+  grid.pp().all_reduce(t);
+  return t[1].item<int64_t>() ? double(t[0].item<int64_t>()) / double(t[1].item<int64_t>()) : 0.0;
+}
+
+nlohmann::json eval_json(const trainer::EvalResult& e) {
+  return {{"loss", e.loss}, {"perplexity", e.ppl}};
+}
+
+// <run>/summary.json, what `spartan runs summary` reads: written when training starts ("status":
+// "running"; a run killed later keeps it) and again when it ends ("done").
+void write_summary(const std::string& run_dir, const nlohmann::json& summary) {
+  const std::string path = run_dir + "/summary.json", tmp = path + ".tmp";
+  std::ofstream out(tmp, std::ios::trunc);
+  out << summary.dump(2) << "\n";
+  out.close();
+  if (!out || std::rename(tmp.c_str(), path.c_str()) != 0)
+    throw Error("cannot write the run summary", path, "check that the run folder is writable");
 }
 
 // Methods whose result the final checkpoint alone can give (with the base folder): their trained
@@ -207,7 +240,6 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
   if (root) {
     make_dirs(run_dir);
     std::ofstream(run_dir + "/config.resolved.toml") << to_toml(c);
-    if (resume.empty()) std::remove((run_dir + "/metrics.jsonl").c_str());  // a new run
   }
   grid->world().barrier();
 
@@ -252,7 +284,21 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
   install_stop_signals();
   t.stop_signal = pending_stop_signal;
   if (!resume.empty()) t.resume_from(resume);
+  // LoRA* (the SPP paper's baseline): the LoRA merged, then the base's zeros imposed again.
+  const bool lora_star = (method == "lora" || method == "sora") && c.adapter.merge == "masked";
+  nlohmann::json summary = {
+      {"format", 1},
+      {"status", "running"},
+      {"method", lora_star ? method + "*" : method},
+      {"base", c.model.path},
+      {"base_parameters", llama->arch().num_parameters()},
+      {"base_sparsity", projection_sparsity(llama, *grid)},
+      {"dtype", c.model.dtype},
+      {"trainable_parameters", trainable},
+      {"layout", {{"dp", layout.dp}, {"pp", layout.pp}, {"tp", layout.tp}}},
+      {"total_steps", t.total_steps()}};
   if (root) {
+    write_summary(run_dir, summary);
     std::printf("run          %s\n", run_dir.c_str());
     if (distributed)
       std::printf("layout       %d ranks: dp %lld x pp %lld x tp %lld\n", grid->world_size(),
@@ -288,8 +334,6 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
     after = trainer::evaluate_rows(llama, data.held_out, c.optim.micro_batch_size,
                                    c.eval.max_batches, grid.get());
 
-  // LoRA* (the SPP paper's baseline): the LoRA merged, then the base's zeros imposed again.
-  const bool lora_star = (method == "lora" || method == "sora") && c.adapter.merge == "masked";
   trainer::EvalResult masked;
   std::string saved;
   if (!distributed) {
@@ -341,6 +385,18 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
     std::printf("; %.0f%% of the time in communication, %.2f MB moved by rank 0",
                 100.0 * s.comm_share, s.comm.bytes / 1e6);
   std::printf("); saved %s\n", saved.c_str());
+  summary["status"] = "done";
+  summary["steps"] = s.steps;
+  summary["skipped_steps"] = s.skipped_steps;
+  summary["train_loss"] = s.last_loss;
+  summary["seconds"] = s.seconds;  // of this process; a resumed run's earlier part is not in it
+  summary["tokens_per_s"] = s.tokens_per_s;
+  summary["saved"] = saved;
+  if (has_held_out) {
+    summary["held_out"] = {{"before", eval_json(before)}, {"after", eval_json(after)}};
+    if (lora_star) summary["held_out"]["re_masked"] = eval_json(masked);
+  }
+  write_summary(run_dir, summary);
 }
 
 }  // namespace

@@ -2,11 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
-#include <fstream>
-#include <map>
-
-#include <nlohmann/json.hpp>
 
 #include "common/error.h"
 
@@ -106,108 +101,6 @@ double XiSchedule::xi(int64_t step) const {
 
 bool XiSchedule::phase_ends(int64_t step) const {
   return step + 1 == total_steps_ || (step + 1) % phase_steps_ == 0;
-}
-
-void write_xi_curve_svg(const std::string& path, const std::vector<XiPoint>& points,
-                        int64_t total_gate_entries) {
-  std::ofstream out(path);
-  if (!out) throw Error("cannot write the SoRA curve", path, "check the run folder is writable");
-  const double W = 640, H = 400, left = 70, right = 150, top = 40, bottom = 60;
-  double lo = 1e300, hi = -1e300;
-  for (const auto& p : points) {
-    lo = std::min({lo, p.train_loss, p.held_out_loss});
-    hi = std::max({hi, p.train_loss, p.held_out_loss});
-  }
-  if (points.empty()) lo = 0, hi = 1;
-  if (hi - lo < 1e-9) lo -= 0.5, hi += 0.5;
-  const double pad = 0.08 * (hi - lo);
-  lo -= pad, hi += pad;
-  const double xmax = std::max<double>(total_gate_entries, 1);
-  auto X = [&](double n) { return left + (W - left - right) * n / xmax; };
-  auto Y = [&](double loss) { return top + (H - top - bottom) * (hi - loss) / (hi - lo); };
-  char buf[256];
-  out << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H
-      << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
-      << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-      << "<text x=\"" << W / 2 << "\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">SoRA: "
-         "memorisation and generalisation against non-zero gates</text>\n";
-  std::snprintf(buf, sizeof buf,
-                "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n"
-                "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n",
-                left, H - bottom, W - right, H - bottom, left, top, left, H - bottom);
-  out << buf;
-  for (int i = 0; i <= 4; ++i) {  // ticks: gates (x) and loss (y)
-    const double n = xmax * i / 4, loss = lo + (hi - lo) * i / 4;
-    std::snprintf(buf, sizeof buf,
-                  "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%.0f</text>\n"
-                  "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%.3f</text>\n",
-                  X(n), H - bottom + 16, n, left - 6, Y(loss) + 4, loss);
-    out << buf;
-  }
-  std::snprintf(buf, sizeof buf,
-                "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">non-zero gate entries (of "
-                "%lld)</text>\n<text x=\"16\" y=\"%.1f\" transform=\"rotate(-90 16 %.1f)\" "
-                "text-anchor=\"middle\">loss</text>\n",
-                (left + W - right) / 2, H - 18, static_cast<long long>(total_gate_entries),
-                (top + H - bottom) / 2, (top + H - bottom) / 2);
-  out << buf;
-  struct Series {
-    const char* name;
-    const char* color;
-    double XiPoint::*loss;
-  };
-  const Series series[] = {{"train (memorisation)", "#1f77b4", &XiPoint::train_loss},
-                           {"held-out (generalisation)", "#d62728", &XiPoint::held_out_loss}};
-  int row = 0;
-  for (const auto& s : series) {
-    std::string line;
-    for (const auto& p : points) {
-      std::snprintf(buf, sizeof buf, "%s%.1f,%.1f", line.empty() ? "" : " ", X(p.nonzero),
-                    Y(p.*s.loss));
-      line += buf;
-    }
-    out << "<polyline fill=\"none\" stroke=\"" << s.color << "\" stroke-width=\"2\" points=\""
-        << line << "\"/>\n";
-    for (const auto& p : points) {
-      std::snprintf(buf, sizeof buf,
-                    "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" fill=\"%s\"><title>xi %g: %lld "
-                    "non-zero, loss %.4f</title></circle>\n",
-                    X(p.nonzero), Y(p.*s.loss), s.color, p.xi,
-                    static_cast<long long>(p.nonzero), p.*s.loss);
-      out << buf;
-    }
-    std::snprintf(buf, sizeof buf,
-                  "<rect x=\"%.1f\" y=\"%.1f\" width=\"12\" height=\"3\" fill=\"%s\"/>\n"
-                  "<text x=\"%.1f\" y=\"%.1f\">%s</text>\n",
-                  W - right + 10, top + 10 + 20.0 * row, s.color, W - right + 26,
-                  top + 14 + 20.0 * row, s.name);
-    out << buf;
-    ++row;
-  }
-  for (const auto& p : points) {  // ξ above each held-out point
-    std::snprintf(buf, sizeof buf,
-                  "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"10\" "
-                  "fill=\"#555\">xi %g</text>\n",
-                  X(p.nonzero), std::min(Y(p.held_out_loss), Y(p.train_loss)) - 8, p.xi);
-    out << buf;
-  }
-  out << "</svg>\n";
-  if (!out) throw Error("cannot write the SoRA curve", path, "check the disk has space");
-}
-
-std::vector<XiPoint> read_xi_points(const std::string& metrics_path) {
-  std::map<int64_t, XiPoint> by_step;
-  std::ifstream in(metrics_path);
-  for (std::string line; std::getline(in, line);) {
-    const auto j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_discarded() || j.value("event", "") != "xi_phase") continue;
-    by_step[j["step"].get<int64_t>()] = {j["xi"].get<double>(), j["gate_nonzero"].get<int64_t>(),
-                                         j["train_loss"].get<double>(),
-                                         j["eval_loss"].get<double>()};
-  }
-  std::vector<XiPoint> points;
-  for (const auto& [step, p] : by_step) points.push_back(p);
-  return points;
 }
 
 }  // namespace spartan::trainer

@@ -66,18 +66,4 @@ class XiSchedule {
   int64_t phase_steps_ = 1, total_steps_ = 1;
 };
 
-// One point of the curve: after a phase, at threshold ξ.
-struct XiPoint {
-  double xi = 0;
-  int64_t nonzero = 0;
-  double train_loss = 0, held_out_loss = 0;
-};
-// The points logged to metrics.jsonl ("event": "xi_phase"), in step order; of records with the
-// same step (a resumed run logs the steps after its checkpoint again) the last counts.
-std::vector<XiPoint> read_xi_points(const std::string& metrics_path);
-// The memorisation/generalisation plot: train and held-out loss against non-zero gate entries,
-// one point per ξ, as a self-contained SVG.
-void write_xi_curve_svg(const std::string& path, const std::vector<XiPoint>& points,
-                        int64_t total_gate_entries);
-
 }  // namespace spartan::trainer

@@ -18,6 +18,7 @@
 #include "common/error.h"
 #include "data/sampler.h"
 #include "trainer/optimizer.h"
+#include "trainer/run_log.h"
 #include "trainer/schedule.h"
 #include "trainer/distributed.h"
 #include "trainer/sora_gates.h"
@@ -98,27 +99,6 @@ torch::Tensor rng_state() {
 void set_rng_state(const torch::Tensor& s) {
   std::lock_guard<std::mutex> lock(cpu_generator().mutex());
   cpu_generator().set_state(s.to(torch::kUInt8));
-}
-
-// On resume from `step`: metrics.jsonl keeps the records up to that step, so that the steps the
-// interrupted run logged after its checkpoint appear once, from the resumed run. A record torn
-// by the kill (not valid JSON) is dropped too. Written beside and renamed over the file.
-void keep_metrics_until(const std::string& path, int64_t step) {
-  std::ifstream in(path);
-  if (!in) return;
-  const std::string tmp = path + ".tmp";
-  std::ofstream out(tmp, std::ios::trunc);
-  std::string line;
-  while (std::getline(in, line)) {
-    const auto record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (record.is_discarded() || !record.is_object()) continue;
-    if (record.contains("step") && record["step"].is_number() && record["step"].get<int64_t>() > step)
-      continue;
-    out << line << "\n";
-  }
-  out.close();
-  if (!out || std::rename(tmp.c_str(), path.c_str()) != 0)
-    throw Error("cannot rewrite metrics.jsonl", path, "check that the run folder is writable");
 }
 
 // The first key whose value differs between this run's identity `a` and a checkpoint's `b`, or
@@ -255,17 +235,16 @@ TrainSummary Trainer::run() {
     const auto& topo = m["topology"];
     if (topo["tp"] == grid_.layout().tp && topo["pp"] == grid_.layout().pp && ck.has(rng_key))
       set_rng_state(ck.local(rng_key, by_tp_rank, rng_state(), grid_));
-    if (root) {
-      keep_metrics_until(run_dir_ + "/metrics.jsonl", start_step);
+    if (root)
       std::printf("resumed from %s at step %lld\n", resume_.c_str(),
                   static_cast<long long>(start_step));
-    }
   }
-  std::ofstream metrics;
+  // metrics.jsonl and TensorBoard; a resumed run drops what the interrupted one logged after its
+  // checkpoint.
+  std::unique_ptr<RunLog> log;
   if (root) {
-    metrics.open(run_dir_ + "/metrics.jsonl", std::ios::app);
-    if (!metrics)
-      throw Error("cannot write metrics.jsonl", run_dir_, "check that the run folder is writable");
+    log = std::make_unique<RunLog>(run_dir_, start_step, config_.run.tensorboard);
+    if (!resume_.empty()) log->write({{"step", start_step}, {"event", "resumed"}});
   }
   auto save_checkpoint = [&](int64_t steps_done, double loss) {
     checkpoints::SaveRequest req;
@@ -328,6 +307,7 @@ TrainSummary Trainer::run() {
     const double loss_value = loss_t.item<double>();
 
     const double lr = schedule.lr(step);
+    const double gate_lr = sora.gate_lr > 0 ? lr * sora.gate_lr / o.lr : lr;
     double grad_norm = 0;
     if (!std::isfinite(loss_value)) {
       ++summary.skipped_steps;
@@ -345,7 +325,7 @@ TrainSummary Trainer::run() {
       optimizer.step(lr);
       if (gate_optimizer) {
         gate_optimizer->set_xi(xi_schedule.xi(step));
-        gate_optimizer->step(sora.gate_lr > 0 ? lr * sora.gate_lr / o.lr : lr);
+        gate_optimizer->step(gate_lr);
       }
       summary.last_loss = loss_value;
     }
@@ -370,9 +350,17 @@ TrainSummary Trainer::run() {
       EvalResult ev;
       const bool evaluate = !held_out_.ids.empty() && config_.eval.every > 0 &&
                             ((step + 1) % config_.eval.every == 0 || last);
-      if (evaluate)
+      int64_t zeros_lost = 0;  // SPP: base zeros the merged weights would not keep (want 0)
+      if (evaluate) {
         ev = evaluate_rows(model_, held_out_, o.micro_batch_size, config_.eval.max_batches,
                            &grid_);
+        if (config_.adapter.method == "spp") {
+          auto t = torch::tensor({adapters::zeros_lost(model_)}, torch::kInt64);
+          grid_.tp().all_reduce(t);  // the shards of a stage, then the stages
+          grid_.pp().all_reduce(t);
+          zeros_lost = t.item<int64_t>();
+        }
+      }
       const auto now = Clock::now();
       const double elapsed = std::chrono::duration<double>(now - start).count();
       const double window = std::chrono::duration<double>(now - last_log).count();
@@ -381,6 +369,7 @@ TrainSummary Trainer::run() {
       comm_at_log = comm;
       const double tps = window > 0 ? tokens_since_log / window : 0.0;
       const double eta = elapsed / (step + 1 - start_step) * (total_steps_ - step - 1);
+      const double memory_gib = resident_bytes() / double(1ull << 30);
       if (root) {
         std::string ranks, comm_text;
         if (gate_optimizer)
@@ -394,7 +383,7 @@ TrainSummary Trainer::run() {
                     "ETA %s | mem %.2f GiB\n",
                     static_cast<long long>(step + 1), static_cast<long long>(total_steps_),
                     loss_value, lr, grad_norm, ranks.c_str(), tps, comm_text.c_str(),
-                    duration(eta).c_str(), resident_bytes() / double(1ull << 30));
+                    duration(eta).c_str(), memory_gib);
         if (evaluate)
           std::printf("           held-out loss %.4f, perplexity %.2f\n", ev.loss, ev.ppl);
         std::fflush(stdout);
@@ -402,8 +391,13 @@ TrainSummary Trainer::run() {
                               {"lr", lr},                   {"grad_norm", grad_norm},
                               {"tokens", tokens_seen},      {"tokens_per_s", tps},
                               {"elapsed_s", elapsed},
-                              {"skipped_steps", summary.skipped_steps}};
-        if (gate_optimizer) rec["gate_nonzero"] = nonzero;
+                              {"skipped_steps", summary.skipped_steps},
+                              {"memory_gib", memory_gib}};
+        if (gate_optimizer) {
+          rec["gate_nonzero"] = nonzero;
+          rec["gate_lr"] = gate_lr;
+          rec["xi"] = xi_schedule.xi(step);
+        }
         if (grid_.world_size() > 1) {
           rec["comm_share"] = share;
           rec["comm_bytes"] = {{"tp", grid_.tp().stats().bytes},
@@ -413,15 +407,15 @@ TrainSummary Trainer::run() {
         if (evaluate) {
           rec["eval_loss"] = ev.loss;
           rec["eval_ppl"] = ev.ppl;
+          if (config_.adapter.method == "spp") rec["spp_zeros_lost"] = zeros_lost;
         }
-          metrics << rec.dump() << "\n";
-        metrics.flush();
+        log->write(rec);
       }
       last_log = now;
       tokens_since_log = 0;
     }
     if (xi_phases && xi_schedule.phase_ends(step))
-      log_xi_phase(step, xi_schedule.xi(step), whole_model(gate_optimizer->nonzero()), metrics);
+      log_xi_phase(step, xi_schedule.xi(step), whole_model(gate_optimizer->nonzero()), log.get());
     const int64_t every = config_.checkpoint.every;
     const bool save = checkpointing_ && ((every > 0 && (step + 1) % every == 0) || last);
     if (save) save_checkpoint(step + 1, loss_value);
@@ -436,11 +430,8 @@ TrainSummary Trainer::run() {
       }
     }
   }
-  if (xi_phases && root) {
-    const std::string svg = run_dir_ + "/sora_xi_curve.svg";
-    write_xi_curve_svg(svg, read_xi_points(run_dir_ + "/metrics.jsonl"), total_gate_entries);
-    std::printf("SoRA memorisation/generalisation curve: %s\n", svg.c_str());
-  }
+  if (xi_phases && root)
+    std::printf("SoRA memorisation/generalisation curve: spartan runs plot %s\n", run_dir_.c_str());
   summary.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   summary.tokens_per_s =
       summary.seconds > 0 ? (tokens_seen - tokens_at_start) / summary.seconds : 0.0;
@@ -450,7 +441,7 @@ TrainSummary Trainer::run() {
   return summary;
 }
 
-void Trainer::log_xi_phase(int64_t step, double xi, int64_t nonzero, std::ofstream& metrics) {
+void Trainer::log_xi_phase(int64_t step, double xi, int64_t nonzero, RunLog* log) {
   // Memorisation: loss on as many training rows as there are held-out rows.
   const int64_t batch = config_.optim.micro_batch_size;
   const int64_t rows = held_out_.rows();
@@ -463,12 +454,9 @@ void Trainer::log_xi_phase(int64_t step, double xi, int64_t nonzero, std::ofstre
               "%.4f\n",
               xi, static_cast<long long>(nonzero), train.loss, held_out.loss);
   std::fflush(stdout);
-  metrics << nlohmann::json{{"step", step + 1},         {"event", "xi_phase"},
-                            {"xi", xi},                 {"gate_nonzero", nonzero},
-                            {"train_loss", train.loss}, {"eval_loss", held_out.loss}}
-                 .dump()
-          << "\n";
-  metrics.flush();
+  log->write({{"step", step + 1},         {"event", "xi_phase"},
+              {"xi", xi},                 {"gate_nonzero", nonzero},
+              {"train_loss", train.loss}, {"eval_loss", held_out.loss}});
 }
 
 }  // namespace spartan::trainer

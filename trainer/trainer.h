@@ -64,7 +64,7 @@ class Trainer {
  private:
   // End of a SoRA xi phase: train and held-out loss with the non-zero gate entries, printed and
   // logged (rank 0).
-  void log_xi_phase(int64_t step, double xi, int64_t nonzero, std::ofstream& metrics);
+  void log_xi_phase(int64_t step, double xi, int64_t nonzero, class RunLog* log);
 
   const Config& config_;
   model::Llama& model_;

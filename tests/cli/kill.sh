@@ -4,7 +4,8 @@
 # same command, until it finishes. Some kills land inside a checkpoint save (SPARTAN_FAULT
 # kill-in-save), the others wherever the random delay falls: start-up, a step, a save, the
 # export. The final adapter must equal an uninterrupted run's bit for bit, and metrics.jsonl
-# must hold every step once with the uninterrupted run's losses.
+# must hold every step once with the uninterrupted run's losses; so must the TensorBoard event
+# file, read by the tensorboard package when $SPARTAN_PYTHON (the venv's python) has it.
 #
 #   kill.sh SPARTAN FIXTURES [KILLS_PER_LAYOUT]     (seed: $SPARTAN_KILL_SEED, printed)
 set -euo pipefail
@@ -92,6 +93,10 @@ for layout in 1 tp2; do
     diff <(step_losses runs/straight-$layout/metrics.jsonl) \
          <(step_losses runs/$name/metrics.jsonl) ||
       fail "$name: metrics.jsonl differs from the uninterrupted run's (steps or losses)"
+    if [[ -n "${SPARTAN_PYTHON:-}" ]] && "$SPARTAN_PYTHON" -c "import tensorboard" 2>/dev/null; then
+      "$SPARTAN_PYTHON" "$(dirname "${BASH_SOURCE[0]}")/../golden/read_tensorboard.py" \
+        runs/$name 32 || fail "$name: the TensorBoard file after the kills"
+    fi
   done
   ((kills >= kills_wanted)) || fail "$layout: only $kills kills"
   echo "$layout: $kills kills, final adapter and every step's loss bit-identical"
