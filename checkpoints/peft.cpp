@@ -164,17 +164,22 @@ AdapterConfig load_peft_lora(const std::string& folder, model::Llama& m) {
   model::SafetensorsFile file(folder + "/adapter_model.safetensors");
   std::set<std::string> used;
   torch::NoGradGuard no_grad;
+  // Built at full size and cut to this rank's TP slices, as adapters::attach does; a pipeline
+  // stage keeps its own layers (the other stages' tensors are theirs, not unexpected).
   for (int64_t l = 0; l < m->num_layers(); ++l)
     for (model::Proj p : adapters::parse_targets(cfg.targets)) {
-      auto& proj = m->projection(l, p);
       const std::string module = model::projection_name(l, p);
+      const std::string base = kPrefix + module;
+      if (l < m->first_layer() || l >= m->end_layer()) {
+        used.insert(base + ".lora_A.weight");
+        used.insert(base + ".lora_B.weight");
+        continue;
+      }
+      auto& proj = m->projection(l, p);
       const auto r = static_cast<int64_t>(pattern_value("rank_pattern", module, cfg.r));
       const double alpha = pattern_value("alpha_pattern", module, cfg.alpha);
-      auto lora = std::make_shared<adapters::LoraLinear>(proj->weight.size(1),
-                                                         proj->weight.size(0), r, alpha,
-                                                         cfg.dropout);
-      proj->attach(lora);
-      const std::string base = kPrefix + module;
+      auto lora = std::make_shared<adapters::LoraLinear>(proj->in_features(), proj->out_features(),
+                                                         r, alpha, cfg.dropout);
       for (auto [suffix, param] : {std::pair{".lora_A.weight", lora->lora_A},
                                    std::pair{".lora_B.weight", lora->lora_B}}) {
         const std::string name = base + suffix;
@@ -188,6 +193,8 @@ AdapterConfig load_peft_lora(const std::string& folder, model::Llama& m) {
         param.copy_(t);
         used.insert(name);
       }
+      lora->shard(proj->slice());
+      proj->attach(lora);
     }
   for (const auto& t : file.tensors())
     if (!used.count(t.name))
@@ -253,10 +260,10 @@ AdapterConfig load_peft_ia3(const std::string& folder, model::Llama& m) {
       throw Error("feed-forward module set {" + proj + "} differs from Spartan's (down_proj)", path,
                   "export with feedforward_modules = [\"down_proj\"]");
     cfg.targets.push_back(model::proj_name(p));
-    for (int64_t l = 0; l < m->num_layers(); ++l) {
+    for (int64_t l = m->first_layer(); l < m->end_layer(); ++l) {  // this stage's layers
       auto& projection = m->projection(l, p);
       auto ia3 = std::make_shared<adapters::Ia3Linear>(
-          projection->weight.size(1), projection->weight.size(0), p == model::Proj::down);
+          projection->in_features(), projection->out_features(), p == model::Proj::down);
       const std::string name = kPrefix + model::projection_name(l, p) + ".ia3_l";
       if (!file.find(name))
         throw Error("tensor '" + name + "' is missing", file.path(),
@@ -266,6 +273,7 @@ AdapterConfig load_peft_ia3(const std::string& folder, model::Llama& m) {
         throw Error("tensor '" + name + "' has the wrong shape for this base model", file.path(),
                     "use the adapter with the base model it was trained on");
       ia3->ia3_l.copy_(t);
+      ia3->shard(projection->slice());  // full size in the file, this rank's TP slice kept
       projection->attach(ia3);
     }
   }

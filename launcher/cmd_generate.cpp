@@ -110,9 +110,6 @@ void generate(const GenerateCli& c) {
                            std::to_string(arch.num_kv_heads) + " KV heads and vocabulary of " +
                            std::to_string(arch.vocab_size),
                        where, "use a number of ranks that divides them, as parallel.tp would");
-    if (!c.adapter.empty())
-      throw UsageError("a PEFT adapter folder is applied on one process", "--adapter",
-                       "run generate without mpirun, or give --run (its checkpoint loads sharded)");
     grid = parallel::Grid::create({world, 1, 1}, where);
     shard = model::make_shard(*grid, arch.num_layers);
   }

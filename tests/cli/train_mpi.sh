@@ -73,6 +73,19 @@ for run in lora-tp1-pp2 sora-tp2-pp1; do
     --max-new-tokens 12 > gen-2.log
   diff gen-1.log gen-2.log || { echo "generate: 2 ranks differ from one ($run)"; exit 1; }
 done
+# ... and from a PEFT adapter folder, cut to each rank's slices: LoRA, SoRA's LoRA with a
+# rank_pattern, (IA)^3, prompt and prefix tuning.
+for method in ia3 prompt prefix; do
+  "$spartan" train --config c.toml --set adapter.method=$method --set run.name=$method \
+    --set optim.lr=1e-2 > $method.log
+done
+for run in lora-tp1-pp2 sora-tp2-pp1 ia3 prompt prefix; do
+  gen=(generate --model base --adapter runs/$run/adapter --prompt "What is 2 plus 6?"
+       --tokenizer "$fixtures/tokenizer/tokenizer.model" --max-new-tokens 12)
+  "$spartan" "${gen[@]}" > gen-1.log
+  "${mpirun[@]}" "$spartan" "${gen[@]}" > gen-2.log
+  diff gen-1.log gen-2.log || { echo "generate --adapter: 2 ranks differ from one ($run)"; exit 1; }
+done
 
 # A layout for 4 ranks started on 2: every rank stops, well within the timeout, with the error.
 set +e
