@@ -48,6 +48,27 @@ TEST(GenerateGolden, GreedyEqualsTransformersGenerate) {
   }
 }
 
+// bf16 weights and compute (Spartan's --dtype bf16): transformers' bf16 greedy tokens (eager
+// attention) on three prompts whose 32 tokens differ from fp32's after a few steps, so the test
+// tells a bf16 path from an fp32 one.
+TEST(GenerateGolden, Bf16GreedyEqualsTransformersBf16) {
+  model::SafetensorsFile f(kFixtures + "/generate/golden.safetensors");
+  auto m = model::load_llama(kFixtures + "/tiny-llama-gqa", torch::kBFloat16);
+  for (int i = 0; i < 3; ++i) {
+    const std::string n = std::to_string(i);
+    const auto expected = ids(f, "bf16_base" + n);
+    ASSERT_NE(expected, ids(f, "bf16_fp32_" + n)) << "the fixture's prompt " << i;
+    for (bool cache : {true, false}) {
+      model::GenerateOptions o;
+      o.max_new_tokens = 32;
+      o.eos_id = 2;
+      o.use_cache = cache;
+      const auto g = model::generate(m, ids(f, "bf16_prompt" + n), o);
+      EXPECT_EQ(g.tokens, expected) << "prompt " << i << (cache ? " cached" : "");
+    }
+  }
+}
+
 // Feeding a sequence in pieces through the KV cache gives the logits of feeding it whole, with
 // every kind of adapter that touches attention's inputs: projections (LoRA, (IA)^3), virtual
 // tokens in front (prompt tuning), prefix keys and values (prefix tuning), a per-token block
