@@ -87,7 +87,7 @@ std::shared_ptr<model::LinearAdapter> make_linear_adapter(const AdapterConfig& c
     return std::make_shared<SoraLinear>(in, out, config.r, config.alpha, config.dropout);
   if (config.method == "spp")
     return std::make_shared<SppLinear>(in, out, config.r, config.alpha, config.dropout,
-                                       config.spp.form);
+                                       config.spp.form, config.spp.recompute_weight);
   throw UsageError("adapter method '" + config.method + "' has no projection adapter",
                    "[adapter] method", "use lora, sora, spp or ia3");
 }

@@ -6,11 +6,106 @@
 #include "common/error.h"
 
 namespace spartan::adapters {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// The two products of SPP whose weight is built from W_α and W_β, as autograd functions that keep
+// only their inputs and rebuild the m×n weight in the backward pass. Left to autograd, each
+// product would keep R(W_α), the built weight and an fp32 copy of W̃ (m×n each) for every
+// projection and micro-batch in flight: about 1.7 GB a layer for LLaMA-2-70B at TP 8, more than
+// the layer's activations (spartan plan). The backward's operations are autograd's own, in its
+// order.
+//
+//   Effective:  y = x·W_effᵀ,  W_eff = W̃ ⊙ (1 + (s·R(W_α)) ⊙ W_β)
+//   Delta:      y = x·W̃'ᵀ,     W̃'   = ((W̃ ⊙ R(W_α)) ⊙ W_β)·s
+// R(W_α) = W_α's rows repeated, row i of the weight taking block rows[i].
+struct Factors {
+  torch::Tensor W, R;
+};
+Factors factors(const torch::Tensor& weight, const torch::Tensor& alpha,
+                const torch::Tensor& rows) {
+  return {weight.to(alpha.scalar_type()), alpha.index_select(0, rows)};
+}
+
+// dL/dW_α from dL/dR(W_α): each row of R adds into its block.
+torch::Tensor alpha_grad(const torch::Tensor& dR, const torch::Tensor& alpha,
+                         const torch::Tensor& rows) {
+  return torch::zeros_like(alpha).index_add_(0, rows, dR);
+}
+
+// The weight gradient of y = x·Wᵀ: dyᵀ·x over every token.
+torch::Tensor weight_grad(const torch::Tensor& dy, const torch::Tensor& x) {
+  return dy.reshape({-1, dy.size(-1)}).t().mm(x.reshape({-1, x.size(-1)}));
+}
+
+class EffectiveProduct : public torch::autograd::Function<EffectiveProduct> {
+ public:
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& weight, const torch::Tensor& alpha,
+                               const torch::Tensor& beta, const torch::Tensor& rows,
+                               double scale) {
+    ctx->save_for_backward({x, weight, alpha, beta, rows});
+    ctx->saved_data["scale"] = scale;
+    const auto [W, R] = factors(weight, alpha, rows);
+    return torch::linear(x, W * (1.0 + scale * R * beta));
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto &x = saved[0], &weight = saved[1], &alpha = saved[2], &beta = saved[3],
+               &rows = saved[4];
+    const double scale = ctx->saved_data["scale"].toDouble();
+    const auto& dy = grads[0];
+    const auto [W, R] = factors(weight, alpha, rows);
+    const auto sR = scale * R;
+    torch::Tensor dx, dalpha, dbeta;
+    if (ctx->needs_input_grad(0)) dx = dy.matmul(W * (1.0 + sR * beta));
+    if (ctx->needs_input_grad(2) || ctx->needs_input_grad(3)) {
+      const auto du = weight_grad(dy, x) * W;  // d(1 + sR·β) = d(sR·β)
+      if (ctx->needs_input_grad(3)) dbeta = (du * sR).sum(1, /*keepdim=*/true);
+      if (ctx->needs_input_grad(2)) dalpha = alpha_grad(du * beta * scale, alpha, rows);
+    }
+    return {dx, torch::Tensor(), dalpha, dbeta, torch::Tensor(), torch::Tensor()};
+  }
+};
+
+class DeltaProduct : public torch::autograd::Function<DeltaProduct> {
+ public:
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& weight, const torch::Tensor& alpha,
+                               const torch::Tensor& beta, const torch::Tensor& rows,
+                               double scale) {
+    ctx->save_for_backward({x, weight, alpha, beta, rows});
+    ctx->saved_data["scale"] = scale;
+    const auto [W, R] = factors(weight, alpha, rows);
+    return torch::linear(x, W * R * beta * scale);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto &x = saved[0], &weight = saved[1], &alpha = saved[2], &beta = saved[3],
+               &rows = saved[4];
+    const double scale = ctx->saved_data["scale"].toDouble();
+    const auto& dy = grads[0];
+    const auto [W, R] = factors(weight, alpha, rows);
+    const auto WR = W * R;
+    torch::Tensor dx, dalpha, dbeta;
+    if (ctx->needs_input_grad(0)) dx = dy.matmul(WR * beta * scale);
+    if (ctx->needs_input_grad(2) || ctx->needs_input_grad(3)) {
+      const auto dp = weight_grad(dy, x) * scale;  // d(WR·β)
+      if (ctx->needs_input_grad(3)) dbeta = (dp * WR).sum(1, /*keepdim=*/true);
+      if (ctx->needs_input_grad(2)) dalpha = alpha_grad(dp * beta * W, alpha, rows);
+    }
+    return {dx, torch::Tensor(), dalpha, dbeta, torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
 
 SppLinear::SppLinear(int64_t in_features, int64_t out_features, int64_t r, double alpha,
-                     double dropout_p, std::string form_)
+                     double dropout_p, std::string form_, bool recompute_weight_)
     : scale(alpha / static_cast<double>(r)), dropout(dropout_p), form(std::move(form_)),
-      rows_per_block_(out_features / r) {
+      recompute_weight(recompute_weight_), rows_per_block_(out_features / r) {
   if (out_features % r != 0)
     throw UsageError("SPP rank " + std::to_string(r) + " does not divide the " +
                          std::to_string(out_features) + " outputs of a target projection",
@@ -21,11 +116,15 @@ SppLinear::SppLinear(int64_t in_features, int64_t out_features, int64_t r, doubl
   torch::nn::init::kaiming_uniform_(alpha_w, std::sqrt(5.0));
 }
 
+torch::Tensor SppLinear::block_rows() const {
+  return torch::arange(row_begin_, row_begin_ + beta_w.size(0), torch::kInt64)
+      .div(rows_per_block_, "floor");
+}
+
 torch::Tensor SppLinear::expanded_alpha() const {
   if (row_begin_ == 0 && beta_w.size(0) == alpha_w.size(0) * rows_per_block_)
     return alpha_w.repeat_interleave(rows_per_block_, 0);
-  auto rows = torch::arange(row_begin_, row_begin_ + beta_w.size(0), torch::kInt64);
-  return alpha_w.index_select(0, rows.div(rows_per_block_, "floor"));
+  return alpha_w.index_select(0, block_rows());
 }
 
 void SppLinear::shard(const model::TpSlice& slice) {
@@ -64,10 +163,17 @@ torch::Tensor SppLinear::forward(const torch::Tensor& x, const torch::Tensor& we
   const bool drop = dropout > 0 && is_training();
   const auto dtype = x.scalar_type();
   auto xa = x.to(alpha_w.scalar_type());
-  if (form == "effective") {
-    auto W = weight.to(alpha_w.scalar_type());
+  if (form == "effective" && recompute_weight) {
     if (!drop)  // one product with W_eff = W̃ ⊙ (1 + s·R(W_α)·W_β)
-      return torch::linear(xa, W * (1.0 + scale * expanded_alpha() * beta_w)).to(dtype);
+      return EffectiveProduct::apply(xa, weight, alpha_w, beta_w, block_rows(), scale).to(dtype);
+    auto base = torch::linear(x, weight);
+    auto delta = DeltaProduct::apply(torch::dropout(xa, dropout, true), weight, alpha_w, beta_w,
+                                     block_rows(), scale);
+    return (base + delta).to(base.scalar_type());
+  }
+  if (form == "effective") {  // the same products, the weights kept by autograd
+    auto W = weight.to(alpha_w.scalar_type());
+    if (!drop) return torch::linear(xa, W * (1.0 + scale * expanded_alpha() * beta_w)).to(dtype);
     auto base = torch::linear(x, weight);
     auto delta = torch::linear(torch::dropout(xa, dropout, true), delta_weight(weight));
     return (base + delta).to(base.scalar_type());

@@ -29,8 +29,10 @@ namespace spartan::adapters {
 
 class SppLinear : public model::LinearAdapter {
  public:
+  // `recompute_weight`: the effective form's products rebuild their m×n weight in the backward
+  // pass (keeping only their input) instead of leaving autograd to keep it.
   SppLinear(int64_t in_features, int64_t out_features, int64_t r, double alpha, double dropout,
-            std::string form);
+            std::string form, bool recompute_weight = true);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& weight) override;
 
   // s·W̃' for the frozen weight W̃ (m, n): what merging adds.
@@ -45,9 +47,11 @@ class SppLinear : public model::LinearAdapter {
   torch::Tensor beta_w;   // W_β (m, 1)
   double scale, dropout;
   std::string form;
+  bool recompute_weight;
 
  private:
   torch::Tensor expanded_alpha() const;  // R(W_α) for this rank's rows (m, n)
+  torch::Tensor block_rows() const;      // the block of W_α each of this rank's rows takes
   int64_t rows_per_block_;               // m/r of the whole weight
   int64_t row_begin_ = 0;                // first global row this rank holds
   model::TpSlice slice_;

@@ -5,7 +5,7 @@
 //   bench_lora_step [--layers 6 --hidden 512 --intermediate 1376 --heads 8 --kv-heads 8
 //                    --vocab 32000 --seq 256 --batch 4 --rank 8 --steps 5]
 //                   [--method lora|sora|spp|ia3|houlsby|compacter|tiny_attention|prompt|prefix
-//                    --spp-form effective|blocked --dropout 0]  (other sizes: their defaults)
+//                    --spp-form effective|blocked --spp-keep-weight --dropout 0]  (other sizes: their defaults)
 //                   [--peer PYTHON]   (default: .venv/bin/python if it exists; LoRA only,
 //                                      as PEFT has neither SoRA nor SPP)
 //
@@ -78,6 +78,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"lora", "sora", "spp", "ia3", "houlsby", "compacter",
                              "tiny_attention", "prompt", "prefix"}));
   app.add_option("--spp-form", spp_form)->check(CLI::IsMember({"effective", "blocked"}));
+  bool spp_keep_weight = false;  // autograd keeps W_eff instead of the backward rebuilding it
+  app.add_flag("--spp-keep-weight", spp_keep_weight);
   app.add_option("--dropout", dropout);
   CLI11_PARSE(app, argc, argv);
   trainer::configure_runtime();
@@ -99,6 +101,7 @@ int main(int argc, char** argv) {
   cfg.alpha = 2.0 * rank;
   cfg.dropout = dropout;
   cfg.spp.form = spp_form;
+  cfg.spp.recompute_weight = !spp_keep_weight;
   adapters::attach(m, cfg);
   auto params = adapters::trainable_parameters(m);
   trainer::AdamW opt(params, trainer::decay_matrices(params), {});

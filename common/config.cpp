@@ -151,6 +151,12 @@ void schema(V& v, Config& c) {
   v("adapter.spp.form", c.adapter.spp.form,
     "effective: one product with W_eff; blocked: the paper's eq. 7 without W_eff",
     one_of({"effective", "blocked"}));
+  v("adapter.spp.recompute_weight", c.adapter.spp.recompute_weight,
+    "effective form: rebuild the m×n weight in the backward pass instead of keeping it for every "
+    "projection and in-flight micro-batch (about 1.7 GB a layer for LLaMA-2-70B at tp 8, see "
+    "`spartan plan`); false keeps it (plain autograd): more memory, and no faster on the CPU "
+    "step benchmark",
+    any());
 
   v.section("adapter.prompt", "prompt tuning (Lester et al. 2021)");
   v("adapter.prompt.num_virtual_tokens", c.adapter.prompt.num_virtual_tokens,

@@ -79,6 +79,7 @@ struct PrefixConfig {
 
 struct SppConfig {
   std::string form = "effective";    // effective | blocked
+  bool recompute_weight = true;      // effective form: rebuild W_eff in backward, not keep it
 };
 
 // Houlsby adapters and Compacter: a bottleneck after the attention and the FFN block.

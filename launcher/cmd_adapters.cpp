@@ -17,6 +17,7 @@
 #include "common/config.h"
 #include "common/files.h"
 #include "launcher/commands.h"
+#include "launcher/model_shape.h"
 #include "model/hf_config.h"
 #include "model/llama.h"
 
@@ -161,11 +162,8 @@ std::vector<Row> count_methods(const Config& c, const model::LlamaArch& a) {
 
 void print_tables(const std::string& config_path, const std::vector<std::string>& overrides) {
   const Config c = load_config(config_path, overrides);
-  const bool folder = !c.model.path.empty() && file_exists(c.model.path + "/config.json");
-  const model::LlamaArch a = folder ? model::read_hf_config(c.model.path)
-                                    : model::arch_from_init(c.model.init);
-  const std::string origin = folder ? c.model.path + "/config.json"
-                                    : "[model.init] of " + c.file;
+  std::string origin;
+  const model::LlamaArch a = model_arch(c, &origin);
   const auto mark = [&](const std::string& method) {
     return method == c.adapter.method ? "*" : " ";
   };

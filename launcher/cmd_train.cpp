@@ -88,7 +88,7 @@ nlohmann::json eval_json(const trainer::EvalResult& e) {
   return {{"loss", e.loss}, {"perplexity", e.ppl}};
 }
 
-// <run>/summary.json, what `spartan runs summary` reads: written when training starts ("status":
+// <run>/summary.json, what `spartan runs summary` reads: written when a new run starts ("status":
 // "running"; a run killed later keeps it) and again when it ends ("done").
 void write_summary(const std::string& run_dir, const nlohmann::json& summary) {
   const std::string path = run_dir + "/summary.json", tmp = path + ".tmp";
@@ -298,7 +298,9 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
       {"layout", {{"dp", layout.dp}, {"pp", layout.pp}, {"tp", layout.tp}}},
       {"total_steps", t.total_steps()}};
   if (root) {
-    write_summary(run_dir, summary);
+    // A resumed run leaves the summary as it is until it ends: a checkpoint refused on resume
+    // must not change what the run folder says.
+    if (resume.empty()) write_summary(run_dir, summary);
     std::printf("run          %s\n", run_dir.c_str());
     if (distributed)
       std::printf("layout       %d ranks: dp %lld x pp %lld x tp %lld\n", grid->world_size(),

@@ -22,6 +22,7 @@ void add_prune_command(CLI::App& app);   // spartan prune --config FILE
 void add_ckpt_command(CLI::App& app);    // spartan ckpt info DIR
 void add_merge_command(CLI::App& app);   // spartan merge --run DIR --out DIR
 void add_adapters_command(CLI::App& app);  // spartan adapters --config FILE
+void add_plan_command(CLI::App& app);    // spartan plan FILE [--gpu-memory 80GB --suggest]
 void add_runs_command(CLI::App& app);    // spartan runs summary DIR... | plot DIR...
 void add_launch_command(CLI::App& app);  // spartan launch FILE [--hosts ...] [--dry-run]
 void add_slurm_command(CLI::App& app);   // spartan slurm FILE --nodes N --gpus-per-node G

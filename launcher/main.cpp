@@ -66,6 +66,7 @@ int main(int argc, char** argv) {
   spartan::launcher::add_data_commands(app);
   spartan::launcher::add_ckpt_command(app);
   spartan::launcher::add_runs_command(app);
+  spartan::launcher::add_plan_command(app);
   spartan::launcher::add_merge_command(app);
   spartan::launcher::add_adapters_command(app);
   spartan::launcher::add_launch_command(app);

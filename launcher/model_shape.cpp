@@ -19,6 +19,12 @@ ModelShape model_shape(const Config& config) {
   return shape;
 }
 
+model::LlamaArch model_arch(const Config& c, std::string* origin) {
+  const bool folder = !c.model.path.empty() && file_exists(c.model.path + "/config.json");
+  if (origin) *origin = folder ? c.model.path + "/config.json" : "[model.init] of " + c.file;
+  return folder ? model::read_hf_config(c.model.path) : model::arch_from_init(c.model.init);
+}
+
 ModelShape init_shape(const Config& config) {
   const ModelInitConfig& i = config.model.init;
   return {i.vocab_size, i.num_layers, i.num_heads, i.num_kv_heads, "[model.init] of " + config.file};

@@ -10,6 +10,8 @@
 namespace spartan::launcher {
 
 ModelShape model_shape(const Config& config);
+// The whole architecture by the same rule; `origin`, if given, receives where it came from.
+model::LlamaArch model_arch(const Config& config, std::string* origin = nullptr);
 // Always the shape of [model.init] (for `spartan model init`).
 ModelShape init_shape(const Config& config);
 

@@ -40,6 +40,16 @@ std::string basename_of(std::string path) {
   return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
+// The last two components of a path: "pretrain/model" says more than "model".
+std::string short_path(const std::string& path) {
+  std::string p = path;
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  const auto last = p.rfind('/');
+  if (last == std::string::npos || last == 0) return p;
+  const auto before = p.rfind('/', last - 1);
+  return before == std::string::npos ? p : p.substr(before + 1);
+}
+
 double number(const nlohmann::json& j, const char* key) {
   return j.contains(key) && j[key].is_number() ? j[key].get<double>() : NAN;
 }
@@ -319,7 +329,7 @@ std::string runs_table(const std::vector<RunInfo>& runs, bool markdown) {
     std::vector<std::string> row = {
         r.name,
         r.method.empty() ? "-" : r.method,
-        r.base.empty() ? "-" : basename_of(r.base),
+        r.base.empty() ? "-" : short_path(r.base),
         std::isfinite(r.base_sparsity) ? fixed(100 * r.base_sparsity, 1) + "%" : "-",
         count(r.trainable),
         steps,
@@ -389,7 +399,7 @@ std::vector<std::string> plot_run(const RunInfo& run, const std::string& out_dir
      << "set format x '%g'\nset xlabel 'step'\nset ylabel 'learning rate'\n"
      << "set format y '%g'\n";
   if (lr)
-    gp << "plot 'lr.dat' using 1:2 with lines lw 2 lc rgb '#2ca02c' title 'learning rate'\n";
+    gp << "unset key\nplot 'lr.dat' using 1:2 with lines lw 2 lc rgb '#2ca02c'\n";
   else
     gp << "unset key\nplot 1/0 notitle\n";
   gp << "unset multiplot\n";

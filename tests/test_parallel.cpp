@@ -27,6 +27,7 @@
 #include "adapters/spp.h"
 #include "common/files.h"
 #include "model/llama.h"
+#include "model/plan.h"
 #include "parallel/grid.h"
 #include "parallel/mpi.h"
 #include "trainer/distributed.h"
@@ -343,6 +344,42 @@ TEST(Parallel, BytesPerStepMatchTheAnalyticCount) {
     // the loss and the gradient norm are summed over the stages (8 bytes each).
     const int64_t per_step = 2 * act * M + 8 + 8;
     EXPECT_EQ(g_grid->pp().stats().bytes, steps * per_step);
+  }
+  // spartan plan (model/plan.h) predicts the same bytes, for LoRA and, on TP, SPP and SoRA too.
+  for (const std::string method : {"lora", "spp", "sora"}) {
+    if (method != "lora") {
+      if (L.tp != 2) break;
+      const Config cm = test_config(method);
+      model::Llama mm = model::load_llama(base_folder(), torch::kFloat32,
+                                          model::make_shard(*g_grid, test_arch().num_layers));
+      torch::manual_seed(cm.run.seed);
+      adapters::attach(mm, cm.adapter);
+      trainer::Trainer tm(cm, mm, *g_grid, rows, none, dir);
+      tm.run();
+    }
+    model::PlanInputs in;
+    in.arch = a;
+    in.tp = L.tp;
+    in.pp = L.pp;
+    in.dp = L.dp;
+    in.method = method;
+    in.targets = c.adapter.targets;
+    in.r = c.adapter.r;
+    in.base_bytes = f;
+    in.seq_len = T;
+    in.micro_batch = b;
+    in.global_batch = c.optim.global_batch_size;
+    const auto& stage = model::make_plan(in).stages.at(g_grid->pp_rank());
+    // (A group of one rank counts what it is given, but nothing crosses a link: the plan
+    // counts groups of several ranks.)
+    if (L.tp > 1) {
+      EXPECT_DOUBLE_EQ(double(g_grid->tp().stats().bytes), double(steps) * stage.tp_bytes)
+          << method;
+    }
+    if (L.pp > 1) {
+      EXPECT_DOUBLE_EQ(double(g_grid->pp().stats().bytes), double(steps) * stage.pp_bytes)
+          << method;
+    }
   }
 }
 
