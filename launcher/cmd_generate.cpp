@@ -93,6 +93,22 @@ void generate(const GenerateCli& c) {
   const std::string model_dir = !c.model.empty() ? c.model : run_config.model.path;
   if (model_dir.empty())
     throw UsageError("no model folder", "command line", "give --model DIR (or --run DIR)");
+  // The checkpoint's manifest, read and validated once; a run's checkpoint on another base is
+  // refused before anything is loaded, naming what differs.
+  std::unique_ptr<checkpoints::Checkpoint> ck;
+  if (!checkpoint.empty()) ck = std::make_unique<checkpoints::Checkpoint>(checkpoint);
+  if (ck && !c.model.empty()) {
+    const auto& identity = ck->manifest()["identity"];
+    const std::string shape = identity.value("base model", "");
+    const std::string values = identity.value("base model values", "");
+    if ((!shape.empty() && shape != checkpoints::base_model_digest(model_dir)) ||
+        (!values.empty() && values != checkpoints::base_values_digest(model_dir)))
+      throw UsageError(
+          "the run trained on another base model (its config.json, tensors or "
+          "sampled values differ from " +
+              model_dir + ")",
+          "--model", "leave out --model to use the run's base (" + run_config.model.path + ")");
+  }
   // Under mpirun the ranks split the model by tensor parallelism and generate the same tokens.
   const int world = parallel::launched_by_mpi() ? parallel::world_size() : 1;
   std::unique_ptr<parallel::Grid> grid;
@@ -122,25 +138,9 @@ void generate(const GenerateCli& c) {
   model::Tokenizer tok(tok_path);
   model::check_tokenizer_fits(llama->arch(), tok.vocab_size(), tok.path());
   if (!c.adapter.empty()) checkpoints::load_peft_adapter(c.adapter, llama);
-  if (!checkpoint.empty())
-    checkpoints::load_trained(checkpoints::Checkpoint(checkpoint), run_config.adapter, llama,
-                              grid.get());
+  if (ck) checkpoints::load_trained(*ck, run_config.adapter, llama, grid.get());
   const bool root = !grid || grid->rank() == 0;
 
-  // A run's checkpoint on another base: refused, naming what differs.
-  if (!checkpoint.empty() && !c.model.empty()) {
-    const checkpoints::Checkpoint ck(checkpoint);
-    const auto& identity = ck.manifest()["identity"];
-    const std::string shape = identity.value("base model", "");
-    const std::string values = identity.value("base model values", "");
-    if ((!shape.empty() && shape != checkpoints::base_model_digest(model_dir)) ||
-        (!values.empty() && values != checkpoints::base_values_digest(model_dir)))
-      throw UsageError(
-          "the run trained on another base model (its config.json, tensors or "
-          "sampled values differ from " +
-              model_dir + ")",
-          "--model", "leave out --model to use the run's base (" + run_config.model.path + ")");
-  }
   model::GenerateOptions o = c.o;
   o.eos_id = tok.eos_id();
   int64_t prompt_tokens = 0, new_tokens = 0;

@@ -99,7 +99,7 @@ void add_plan_command(CLI::App& app) {
       "plan",
       "predict memory per rank, FLOPs and traffic per step of a configured run, and "
       "whether it fits the GPUs (nothing is loaded)");
-  cmd->add_option("FILE", o->config, "configuration file")->required();
+  cmd->add_option("FILE,--config", o->config, "configuration file")->required();
   add_set_option(cmd, o->overrides);
   cmd->add_option("--gpu-memory", o->gpu_memory, "memory of one GPU (default 80GB)");
   cmd->add_option("--gpus-per-node", o->gpus_per_node, "GPUs a node (default 8)");
