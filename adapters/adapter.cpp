@@ -63,22 +63,23 @@ void merge_into_base(model::Llama& model, const std::string& lora_merge) {
     }
 }
 
-int64_t zeros_lost(model::Llama& model) {
+ZeroChanges spp_zero_changes(model::Llama& model) {
   torch::NoGradGuard no_grad;
-  int64_t lost = 0;
+  ZeroChanges z;
   for (int64_t l = model->first_layer(); l < model->end_layer(); ++l)
     for (model::Proj p : model::kAllProjections) {
       auto& proj = model->projection(l, p);
       const auto* spp = dynamic_cast<const SppLinear*>(proj->adapter().get());
       if (!spp) continue;
-      lost += (proj->weight.eq(0) & spp->merged_weight(proj->weight).ne(0)).sum().item<int64_t>();
+      const auto base = proj->weight.eq(0), merged = spp->merged_weight(proj->weight).eq(0);
+      z.lost += (base & merged.logical_not()).sum().item<int64_t>();
+      z.gained += (merged & base.logical_not()).sum().item<int64_t>();
     }
-  return lost;
+  return z;
 }
 
 std::shared_ptr<model::LinearAdapter> make_linear_adapter(const AdapterConfig& config,
-                                                          model::Proj p, int64_t out,
-                                                          int64_t in) {
+                                                          model::Proj p, int64_t out, int64_t in) {
   if (config.method == "lora")
     return std::make_shared<LoraLinear>(in, out, config.r, config.alpha, config.dropout);
   if (config.method == "ia3")  // down_proj: rescale its input, the FFN intermediate
@@ -135,13 +136,16 @@ void attach_blocks(model::Llama& model, const AdapterConfig& c) {
   if (c.method == "compacter") {
     const int64_t n = c.compacter.n;
     if (H % n != 0 || m % n != 0)
-      throw UsageError("adapter.compacter.n = " + std::to_string(n) + " does not divide the "
-                       "hidden size " + std::to_string(H) + " and the bottleneck " +
-                       std::to_string(m), "[adapter.compacter] n",
-                       "choose n dividing both");
+      throw UsageError("adapter.compacter.n = " + std::to_string(n) +
+                           " does not divide the "
+                           "hidden size " +
+                           std::to_string(H) + " and the bottleneck " + std::to_string(m),
+                       "[adapter.compacter] n", "choose n dividing both");
     if (!holds_every_layer(model))
-      throw UsageError("Compacter shares its A_i over every layer, so it cannot be split into "
-                       "pipeline stages", "[parallel] pp", "use pp = 1 with Compacter");
+      throw UsageError(
+          "Compacter shares its A_i over every layer, so it cannot be split into "
+          "pipeline stages",
+          "[parallel] pp", "use pp = 1 with Compacter");
     rule = std::make_shared<PhmRule>(n);
   }
   for (int64_t l = 0; l < model->num_layers(); ++l) {
@@ -150,10 +154,10 @@ void attach_blocks(model::Llama& model, const AdapterConfig& c) {
       after_attention = std::make_shared<HoulsbyAdapter>(H, m);
       after_mlp = std::make_shared<HoulsbyAdapter>(H, m);
     } else if (c.method == "compacter") {
-      after_attention = std::make_shared<CompacterAdapter>(H, m, c.compacter.n,
-                                                           c.compacter.rank, rule, l == 0);
-      after_mlp = std::make_shared<CompacterAdapter>(H, m, c.compacter.n, c.compacter.rank,
-                                                     rule, false);
+      after_attention =
+          std::make_shared<CompacterAdapter>(H, m, c.compacter.n, c.compacter.rank, rule, l == 0);
+      after_mlp =
+          std::make_shared<CompacterAdapter>(H, m, c.compacter.n, c.compacter.rank, rule, false);
     } else {
       after_attention = std::make_shared<TinyAttentionAdapter>(H, c.tiny_attention.heads,
                                                                c.tiny_attention.head_dim);
@@ -199,8 +203,10 @@ Attached attach(model::Llama& model, const AdapterConfig& config) {
     model->set_base_trainable(false);
     const auto& arch = model->arch();
     if (!holds_every_layer(model))
-      throw UsageError("prefix tuning's encoder feeds every layer, so it cannot be split into "
-                       "pipeline stages", "[parallel] pp", "use pp = 1 with prefix tuning");
+      throw UsageError(
+          "prefix tuning's encoder feeds every layer, so it cannot be split into "
+          "pipeline stages",
+          "[parallel] pp", "use pp = 1 with prefix tuning");
     if (model->projection(0, model::Proj::k)->slice().holders > 1)
       throw UsageError("prefix tuning with more TP ranks than KV heads", "[parallel] tp",
                        "use tp <= num_kv_heads for method \"prefix\"");

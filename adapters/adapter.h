@@ -6,10 +6,10 @@
 // base this way).
 #pragma once
 
+#include <torch/torch.h>
+
 #include <string>
 #include <vector>
-
-#include <torch/torch.h>
 
 #include "common/config.h"
 #include "model/llama.h"
@@ -28,8 +28,7 @@ Attached attach(model::Llama& model, const AdapterConfig& config);
 
 // A fresh adapter of the configured method for projection p of shape (out, in), at full size.
 std::shared_ptr<model::LinearAdapter> make_linear_adapter(const AdapterConfig& config,
-                                                          model::Proj p, int64_t out,
-                                                          int64_t in);
+                                                          model::Proj p, int64_t out, int64_t in);
 
 // The weight W with `adapter` folded in by its method's rule (see merge_into_base); an adapter
 // that cannot be merged is an Error.
@@ -41,9 +40,13 @@ torch::Tensor merged_weight(const model::LinearAdapter& adapter, const torch::Te
 // lora_merge "masked" re-masked with the base's zero pattern (the SPP paper's LoRA*).
 void merge_into_base(model::Llama& model, const std::string& lora_merge);
 
-// The zeros of this rank's pruned base weights that the merged SPP weights would not keep,
-// summed over its SPP modules: 0 by construction (logged at each evaluation as a check).
-int64_t zeros_lost(model::Llama& model);
+// How the merged SPP weights of this rank would differ from its pruned base weights' zero
+// pattern, summed over its SPP modules: zeros lost and zeros gained, both 0 by construction
+// (checked at each evaluation and before an SPP model is saved).
+struct ZeroChanges {
+  int64_t lost = 0, gained = 0;
+};
+ZeroChanges spp_zero_changes(model::Llama& model);
 
 // Replaces every SoRA module by the LoRA of its non-zero gates (rank removal); returns the total
 // rank kept.

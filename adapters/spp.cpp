@@ -11,92 +11,69 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// The two products of SPP whose weight is built from W_α and W_β, as autograd functions that keep
-// only their inputs and rebuild the m×n weight in the backward pass. Left to autograd, each
+// The two products of SPP whose weight is built from W_α and W_β, as one autograd function that
+// keeps only its inputs and rebuilds the m×n weight in the backward pass. Left to autograd, each
 // product would keep R(W_α), the built weight and an fp32 copy of W̃ (m×n each) for every
 // projection and micro-batch in flight: about 1.7 GB a layer for LLaMA-2-70B at TP 8, more than
 // the layer's activations (spartan plan). The backward's operations are autograd's own, in its
 // order.
 //
-//   Effective:  y = x·W_effᵀ,  W_eff = W̃ ⊙ (1 + (s·R(W_α)) ⊙ W_β)
-//   Delta:      y = x·W̃'ᵀ,     W̃'   = ((W̃ ⊙ R(W_α)) ⊙ W_β)·s
-// R(W_α) = W_α's rows repeated, row i of the weight taking block rows[i].
-struct Factors {
-  torch::Tensor W, R;
+//   effective  y = x·W_effᵀ,  W_eff = W̃ ⊙ (1 + P ⊙ W_β),  P = s·R(W_α)
+//   delta      y = x·W̃'ᵀ,     W̃'   = (P ⊙ W_β)·s,        P = W̃ ⊙ R(W_α)
+// R(W_α) = W_α's rows repeated, row i of the weight taking block rows[i]. In both,
+// dL/dW_β = Σ_columns G ⊙ P with G = dL/dweight ⊙ W̃ (effective) or · s (delta).
+struct Built {
+  Built(const torch::Tensor& weight, const torch::Tensor& alpha, const torch::Tensor& rows,
+        double s, bool delta_product)
+      : W(weight.to(alpha.scalar_type())), scale(s), delta(delta_product) {
+    const auto R = alpha.index_select(0, rows);
+    P = delta ? W * R : scale * R;
+  }
+  torch::Tensor weight(const torch::Tensor& beta) const {
+    return delta ? P * beta * scale : W * (1.0 + P * beta);
+  }
+  torch::Tensor W, P;
+  double scale;
+  bool delta;
 };
-Factors factors(const torch::Tensor& weight, const torch::Tensor& alpha,
-                const torch::Tensor& rows) {
-  return {weight.to(alpha.scalar_type()), alpha.index_select(0, rows)};
-}
-
-// dL/dW_α from dL/dR(W_α): each row of R adds into its block.
-torch::Tensor alpha_grad(const torch::Tensor& dR, const torch::Tensor& alpha,
-                         const torch::Tensor& rows) {
-  return torch::zeros_like(alpha).index_add_(0, rows, dR);
-}
 
 // The weight gradient of y = x·Wᵀ: dyᵀ·x over every token.
 torch::Tensor weight_grad(const torch::Tensor& dy, const torch::Tensor& x) {
   return dy.reshape({-1, dy.size(-1)}).t().mm(x.reshape({-1, x.size(-1)}));
 }
 
-class EffectiveProduct : public torch::autograd::Function<EffectiveProduct> {
+class RebuiltProduct : public torch::autograd::Function<RebuiltProduct> {
  public:
+  // `delta`: the dropout path's second product W̃', else W_eff.
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
                                const torch::Tensor& weight, const torch::Tensor& alpha,
-                               const torch::Tensor& beta, const torch::Tensor& rows,
-                               double scale) {
+                               const torch::Tensor& beta, const torch::Tensor& rows, double scale,
+                               bool delta) {
     ctx->save_for_backward({x, weight, alpha, beta, rows});
     ctx->saved_data["scale"] = scale;
-    const auto [W, R] = factors(weight, alpha, rows);
-    return torch::linear(x, W * (1.0 + scale * R * beta));
+    ctx->saved_data["delta"] = delta;
+    return torch::linear(x, Built(weight, alpha, rows, scale, delta).weight(beta));
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const auto &x = saved[0], &weight = saved[1], &alpha = saved[2], &beta = saved[3],
                &rows = saved[4];
     const double scale = ctx->saved_data["scale"].toDouble();
+    const bool delta = ctx->saved_data["delta"].toBool();
     const auto& dy = grads[0];
-    const auto [W, R] = factors(weight, alpha, rows);
-    const auto sR = scale * R;
+    const Built b(weight, alpha, rows, scale, delta);
     torch::Tensor dx, dalpha, dbeta;
-    if (ctx->needs_input_grad(0)) dx = dy.matmul(W * (1.0 + sR * beta));
+    if (ctx->needs_input_grad(0)) dx = dy.matmul(b.weight(beta));
     if (ctx->needs_input_grad(2) || ctx->needs_input_grad(3)) {
-      const auto du = weight_grad(dy, x) * W;  // d(1 + sR·β) = d(sR·β)
-      if (ctx->needs_input_grad(3)) dbeta = (du * sR).sum(1, /*keepdim=*/true);
-      if (ctx->needs_input_grad(2)) dalpha = alpha_grad(du * beta * scale, alpha, rows);
+      const auto g = weight_grad(dy, x);
+      const auto G = delta ? g * scale : g * b.W;  // d(P·W_β)
+      if (ctx->needs_input_grad(3)) dbeta = (G * b.P).sum(1, /*keepdim=*/true);
+      if (ctx->needs_input_grad(2)) {  // each row of dL/dR adds into its block of W_α
+        const auto dR = delta ? G * beta * b.W : G * beta * scale;
+        dalpha = torch::zeros_like(alpha).index_add_(0, rows, dR);
+      }
     }
-    return {dx, torch::Tensor(), dalpha, dbeta, torch::Tensor(), torch::Tensor()};
-  }
-};
-
-class DeltaProduct : public torch::autograd::Function<DeltaProduct> {
- public:
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
-                               const torch::Tensor& weight, const torch::Tensor& alpha,
-                               const torch::Tensor& beta, const torch::Tensor& rows,
-                               double scale) {
-    ctx->save_for_backward({x, weight, alpha, beta, rows});
-    ctx->saved_data["scale"] = scale;
-    const auto [W, R] = factors(weight, alpha, rows);
-    return torch::linear(x, W * R * beta * scale);
-  }
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    const auto &x = saved[0], &weight = saved[1], &alpha = saved[2], &beta = saved[3],
-               &rows = saved[4];
-    const double scale = ctx->saved_data["scale"].toDouble();
-    const auto& dy = grads[0];
-    const auto [W, R] = factors(weight, alpha, rows);
-    const auto WR = W * R;
-    torch::Tensor dx, dalpha, dbeta;
-    if (ctx->needs_input_grad(0)) dx = dy.matmul(WR * beta * scale);
-    if (ctx->needs_input_grad(2) || ctx->needs_input_grad(3)) {
-      const auto dp = weight_grad(dy, x) * scale;  // d(WR·β)
-      if (ctx->needs_input_grad(3)) dbeta = (dp * WR).sum(1, /*keepdim=*/true);
-      if (ctx->needs_input_grad(2)) dalpha = alpha_grad(dp * beta * W, alpha, rows);
-    }
-    return {dx, torch::Tensor(), dalpha, dbeta, torch::Tensor(), torch::Tensor()};
+    return {dx, torch::Tensor(), dalpha, dbeta, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -104,8 +81,11 @@ class DeltaProduct : public torch::autograd::Function<DeltaProduct> {
 
 SppLinear::SppLinear(int64_t in_features, int64_t out_features, int64_t r, double alpha,
                      double dropout_p, std::string form_, bool recompute_weight_)
-    : scale(alpha / static_cast<double>(r)), dropout(dropout_p), form(std::move(form_)),
-      recompute_weight(recompute_weight_), rows_per_block_(out_features / r) {
+    : scale(alpha / static_cast<double>(r)),
+      dropout(dropout_p),
+      form(std::move(form_)),
+      recompute_weight(recompute_weight_),
+      rows_per_block_(out_features / r) {
   if (out_features % r != 0)
     throw UsageError("SPP rank " + std::to_string(r) + " does not divide the " +
                          std::to_string(out_features) + " outputs of a target projection",
@@ -165,10 +145,11 @@ torch::Tensor SppLinear::forward(const torch::Tensor& x, const torch::Tensor& we
   auto xa = x.to(alpha_w.scalar_type());
   if (form == "effective" && recompute_weight) {
     if (!drop)  // one product with W_eff = W̃ ⊙ (1 + s·R(W_α)·W_β)
-      return EffectiveProduct::apply(xa, weight, alpha_w, beta_w, block_rows(), scale).to(dtype);
+      return RebuiltProduct::apply(xa, weight, alpha_w, beta_w, block_rows(), scale, false)
+          .to(dtype);
     auto base = torch::linear(x, weight);
-    auto delta = DeltaProduct::apply(torch::dropout(xa, dropout, true), weight, alpha_w, beta_w,
-                                     block_rows(), scale);
+    auto delta = RebuiltProduct::apply(torch::dropout(xa, dropout, true), weight, alpha_w, beta_w,
+                                       block_rows(), scale, true);
     return (base + delta).to(base.scalar_type());
   }
   if (form == "effective") {  // the same products, the weights kept by autograd
@@ -188,11 +169,11 @@ torch::Tensor SppLinear::forward(const torch::Tensor& x, const torch::Tensor& we
   for (int64_t row = row_begin_; row < row_begin_ + m;) {
     const int64_t b = row / per, stop = std::min((b + 1) * per, row_begin_ + m);
     const int64_t local = row - row_begin_, n = stop - row;
-    auto yb = torch::linear(xd * alpha_w[b], W.narrow(0, local, n));      // (B, T, n)
+    auto yb = torch::linear(xd * alpha_w[b], W.narrow(0, local, n));  // (B, T, n)
     parts.push_back(yb * beta_w.narrow(0, local, n).squeeze(1));
     row = stop;
   }
-  auto delta = torch::cat(parts, -1) * scale;                               // (B, T, m)
+  auto delta = torch::cat(parts, -1) * scale;  // (B, T, m)
   return (base + delta).to(base.scalar_type());
 }
 

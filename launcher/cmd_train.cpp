@@ -13,7 +13,6 @@
 #include <torch/torch.h>
 
 #include "adapters/adapter.h"
-#include "adapters/spp.h"
 #include "checkpoints/checkpoint.h"
 #include "checkpoints/merge.h"
 #include "checkpoints/peft.h"
@@ -44,19 +43,6 @@ namespace {
 std::string tokenizer_path(const Config& c) {
   if (!c.data.tokenizer.empty()) return c.data.tokenizer;
   return c.model.path + "/tokenizer.model";
-}
-
-// Whether every SPP adapter's merged weight keeps exactly the zeros of its projection's weight.
-bool spp_keeps_zeros(model::Llama& llama) {
-  torch::NoGradGuard no_grad;
-  for (int64_t l = llama->first_layer(); l < llama->end_layer(); ++l)
-    for (model::Proj p : model::kAllProjections) {
-      auto& proj = llama->projection(l, p);
-      auto spp = std::dynamic_pointer_cast<adapters::SppLinear>(proj->adapter());
-      if (spp && !torch::equal(spp->merged_weight(proj->weight).eq(0), proj->weight.eq(0)))
-        return false;
-    }
-  return true;
 }
 
 // Saves a whole model as a HF folder with the run's tokenizer; returns the folder.
@@ -146,7 +132,8 @@ std::string save_result(const Config& c, model::Llama& llama, const model::Token
     saved = save_merged(llama, tok, run_dir + "/model");
   } else if (method == "spp") {
     // SPP merges into the base: W̃ + s·W̃' keeps every zero of W̃.
-    if (!spp_keeps_zeros(llama))
+    const auto changes = adapters::spp_zero_changes(llama);
+    if (changes.lost != 0 || changes.gained != 0)
       throw Error("the merged SPP weights lost or gained zeros", run_dir,
                   "report this as a bug: SPP must keep the base's zero pattern");
     adapters::merge_into_base(llama, c.adapter.merge);

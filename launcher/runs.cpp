@@ -1,9 +1,7 @@
 #include "launcher/runs.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <spawn.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <toml++/toml.h>
 #include <unistd.h>
@@ -11,6 +9,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -26,8 +25,8 @@ namespace spartan::launcher {
 namespace {
 
 bool is_dir(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+  std::error_code ec;
+  return std::filesystem::is_directory(path, ec);
 }
 
 bool is_run(const std::string& dir) {
@@ -158,13 +157,8 @@ class Scratch {
     path = pattern;
   }
   ~Scratch() {
-    if (DIR* d = ::opendir(path.c_str())) {
-      while (const dirent* e = ::readdir(d))
-        if (std::string(e->d_name) != "." && std::string(e->d_name) != "..")
-          std::remove((path + "/" + e->d_name).c_str());
-      ::closedir(d);
-    }
-    ::rmdir(path.c_str());
+    std::error_code ec;  // nothing to report from a destructor
+    std::filesystem::remove_all(path, ec);
   }
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
@@ -298,12 +292,10 @@ std::vector<std::string> find_runs(const std::vector<std::string>& args) {
       continue;
     }
     std::vector<std::string> inside;
-    if (DIR* d = ::opendir(a.c_str())) {
-      while (const dirent* e = ::readdir(d)) {
-        const std::string name = e->d_name, path = a + "/" + name;
-        if (name != "." && name != ".." && is_dir(path) && is_run(path)) inside.push_back(path);
-      }
-      ::closedir(d);
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(a, ec)) {
+      const std::string path = a + "/" + e.path().filename().string();
+      if (is_dir(path) && is_run(path)) inside.push_back(path);
     }
     if (inside.empty())
       throw UsageError("no run in " + a, "spartan runs",

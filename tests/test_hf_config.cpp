@@ -9,6 +9,7 @@
 #include "common/error.h"
 #include "model/hf_config.h"
 #include "model/memory.h"
+#include "tests/llama_shapes.h"
 
 using spartan::model::read_hf_config;
 
@@ -99,13 +100,7 @@ TEST_F(HfConfigTest, HeadDimOtherThanHiddenOverHeadsIsRefused) {
 // The memory estimate reproduces the published arithmetic of LLaMA-2-70B (bf16 base ≈ 138 GB),
 // shards it over TP and PP, and refuses what cannot fit with the numbers.
 TEST(Memory, EstimateOfLlama2_70B) {
-  spartan::model::LlamaArch a;
-  a.vocab_size = 32000;
-  a.hidden_size = 8192;
-  a.intermediate_size = 28672;
-  a.num_layers = 80;
-  a.num_heads = 64;
-  a.num_kv_heads = 8;
+  const auto a = spartan::testing_support::llama2_70b();
   spartan::model::MemoryInputs in;
   in.base_dtype_bytes = 2;
   auto whole = spartan::model::estimate_memory(a, in);

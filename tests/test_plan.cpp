@@ -8,22 +8,12 @@
 
 #include "common/error.h"
 #include "model/plan.h"
+#include "tests/llama_shapes.h"
 
 using namespace spartan;
 using model::PlanInputs;
 
 namespace {
-
-model::LlamaArch llama2_70b() {
-  model::LlamaArch a;
-  a.vocab_size = 32000;
-  a.hidden_size = 8192;
-  a.intermediate_size = 28672;
-  a.num_layers = 80;
-  a.num_heads = 64;
-  a.num_kv_heads = 8;
-  return a;
-}
 
 // Bytes of the base over the whole model: each stage's rank times tp.
 double whole_base(const model::Plan& p) {
@@ -34,7 +24,7 @@ double whole_base(const model::Plan& p) {
 
 PlanInputs spp_70b() {
   PlanInputs in;
-  in.arch = llama2_70b();
+  in.arch = testing_support::llama2_70b();
   in.method = "spp";
   in.r = 16;
   in.base_bytes = 2;

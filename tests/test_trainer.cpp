@@ -53,12 +53,9 @@ std::string read_file(const std::string& path) {
 
 // The one event file of a run's tb/ folder.
 std::string tensorboard_file(const std::string& run) {
-  const std::string ls = run + "/tb/ls";
-  std::system(("ls " + run + "/tb > " + ls).c_str());
-  std::ifstream in(ls);
-  std::string name;
-  std::getline(in, name);
-  return run + "/tb/" + name;
+  const auto names = trainer::event_files(run + "/tb");
+  EXPECT_EQ(names.size(), 1u);
+  return run + "/tb/" + (names.empty() ? "" : names.front());
 }
 
 std::string run_dir(const std::string& name) {

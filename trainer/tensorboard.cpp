@@ -1,6 +1,5 @@
 #include "trainer/tensorboard.h"
 
-#include <dirent.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -8,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <sstream>
 
 #include "common/error.h"
@@ -160,21 +160,6 @@ std::string read_all(const std::string& path) {
   return s.str();
 }
 
-// The event files in `dir`, sorted by name (TensorBoard's order: the time comes first).
-std::vector<std::string> event_files(const std::string& dir) {
-  std::vector<std::string> names;
-  if (DIR* d = ::opendir(dir.c_str())) {
-    while (const dirent* e = ::readdir(d)) {
-      const std::string name = e->d_name;
-      if (name.rfind("events.out.tfevents.", 0) == 0 && name.find(".tmp") == std::string::npos)
-        names.push_back(name);
-    }
-    ::closedir(d);
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
 }  // namespace
 
 uint32_t crc32c(const void* data, size_t size) {
@@ -237,6 +222,18 @@ std::vector<TbEvent> decode_records(const std::string& bytes, size_t* good_bytes
   }
   if (good_bytes) *good_bytes = at;
   return events;
+}
+
+std::vector<std::string> event_files(const std::string& dir) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("events.out.tfevents.", 0) == 0 && name.find(".tmp") == std::string::npos)
+      names.push_back(name);
+  }
+  std::sort(names.begin(), names.end());
+  return names;
 }
 
 EventLog::EventLog(const std::string& dir, int64_t keep_until) {

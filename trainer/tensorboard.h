@@ -40,6 +40,9 @@ std::string encode_record(const TbEvent& event);
 // the stream's valid prefix. Never throws on malformed input.
 std::vector<TbEvent> decode_records(const std::string& bytes, size_t* good_bytes = nullptr);
 
+// The names of the event files in `dir`, sorted (TensorBoard's order: the time comes first).
+std::vector<std::string> event_files(const std::string& dir);
+
 // A run's event file under `dir` (created if needed): events.out.tfevents.<time>.<host>.
 // Opening it keeps the events of steps <= keep_until and drops the rest, so that a resumed run
 // logs each step once (0 for a new run: the folder's older events are dropped); a torn tail is

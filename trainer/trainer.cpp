@@ -355,7 +355,7 @@ TrainSummary Trainer::run() {
         ev = evaluate_rows(model_, held_out_, o.micro_batch_size, config_.eval.max_batches,
                            &grid_);
         if (config_.adapter.method == "spp") {
-          auto t = torch::tensor({adapters::zeros_lost(model_)}, torch::kInt64);
+          auto t = torch::tensor({adapters::spp_zero_changes(model_).lost}, torch::kInt64);
           grid_.tp().all_reduce(t);  // the shards of a stage, then the stages
           grid_.pp().all_reduce(t);
           zeros_lost = t.item<int64_t>();
