@@ -1,7 +1,9 @@
 #include "checkpoints/merge.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -13,19 +15,13 @@
 #include "common/config.h"
 #include "common/error.h"
 #include "common/files.h"
+#include "common/memory_use.h"
 #include "model/hf_config.h"
 #include "model/llama.h"
 #include "model/weights.h"
 
 namespace spartan::checkpoints {
 namespace {
-
-int64_t resident() {
-  std::ifstream in("/proc/self/statm");
-  int64_t pages = 0, res = 0;
-  in >> pages >> res;
-  return res * static_cast<int64_t>(::sysconf(_SC_PAGESIZE));
-}
 
 // The (layer, projection) a base tensor name is the weight of, if it is one of `targets`.
 bool target_of(const std::string& name, int64_t layers, const std::vector<model::Proj>& targets,
@@ -115,6 +111,102 @@ std::string checkpoint_of(const std::string& run_dir, int64_t step) {
   return folder;
 }
 
+// A copy of `full` (an adapter of an out x in projection) that keeps output rows [begin, end):
+// the adapter of a block of rows, as a column-parallel TP rank holds it.
+std::shared_ptr<model::LinearAdapter> rows_of(const AdapterConfig& config, model::Proj p,
+                                              int64_t out, int64_t in, model::LinearAdapter& full,
+                                              int64_t begin, int64_t end) {
+  auto block = adapters::make_linear_adapter(config, p, out, in);
+  torch::NoGradGuard no_grad;
+  auto source = full.named_parameters();
+  for (auto& np : block->named_parameters()) np.value().copy_(source[np.key()]);
+  model::TpSlice slice;
+  slice.split = model::TpSplit::output;
+  slice.begin = begin;
+  slice.end = end;
+  slice.full = out;
+  block->shard(slice);
+  block->eval();
+  return block;
+}
+
+// One merged projection, computed in blocks of output rows: the base rows come from the mapped
+// file a block at a time and the result is the one full-size tensor (the base's dtype). Fills
+// the zero fractions, checks SPP's zeros, and with `check` measures each block against its
+// adapter on random inputs (the largest difference goes to *diff).
+torch::Tensor merge_projection(const model::WeightStore& store, const std::string& name,
+                               torch::Dtype dtype, const AdapterConfig& config, model::Proj p,
+                               model::LinearAdapter& full, int64_t block_bytes, bool check,
+                               MergedTensor* m, double* diff) {
+  torch::NoGradGuard no_grad;
+  const auto& shape = store.info(name).shape;
+  const int64_t rows = shape[0], cols = shape[1];
+  const int64_t per_block = std::max<int64_t>(1, block_bytes / (cols * 4));
+  auto merged = torch::empty({rows, cols}, dtype);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(cols));
+  const auto x = check ? torch::randn({1, 4, cols}, gen, torch::kFloat32) : torch::Tensor();
+  int64_t zeros_before = 0, zeros_after = 0;
+  for (int64_t r = 0; r < rows; r += per_block) {
+    const int64_t end = std::min(rows, r + per_block);
+    const auto base = store.load_rows(name, r, end, dtype);
+    const auto block = rows_of(config, p, rows, cols, full, r, end);
+    const auto w = adapters::merged_weight(*block, base, config.merge).to(dtype);
+    merged.narrow(0, r, end - r).copy_(w);
+    zeros_before += base.eq(0).sum().item<int64_t>();
+    zeros_after += w.eq(0).sum().item<int64_t>();
+    if (config.method == "spp" && !torch::equal(w.eq(0), base.eq(0)))
+      throw Error("the merged SPP weight " + name + " lost or gained zeros", store.folder(),
+                  "report this as a bug: SPP must keep the base's zero pattern");
+    if (check) {
+      const auto adapted = block->forward(x, base.to(torch::kFloat32));
+      const auto folded = torch::linear(x, w.to(torch::kFloat32));
+      *diff = std::max(*diff, (folded - adapted).abs().max().item<double>());
+    }
+  }
+  m->name = name;
+  m->zeros_before = static_cast<double>(zeros_before) / static_cast<double>(merged.numel());
+  m->zeros_after = static_cast<double>(zeros_after) / static_cast<double>(merged.numel());
+  return merged;
+}
+
+// The adapted model (the base with the checkpoint's trained tensors) against the merged folder on
+// a bounded slice: the first layer on embedded tokens, then the last layer and the head on the
+// adapted first layer's output. One stage of one model is loaded at a time (fp32), so the check
+// holds a layer and the embedding or the head, never the model.
+double stage_logit_diff(const Checkpoint& ck, const Config& c, const model::LlamaArch& arch,
+                        const std::string& merged) {
+  torch::NoGradGuard no_grad;
+  const int64_t L = arch.num_layers, T = 16;
+  const auto ids =
+      torch::arange(0, 2 * T, torch::kInt64).mul(7919).remainder(arch.vocab_size).view({2, T});
+  auto load = [&](const std::string& folder, bool adapted, int64_t layer, bool first) {
+    model::Shard shard;
+    shard.first_layer = layer;
+    shard.end_layer = layer + 1;
+    shard.embedding = first;
+    shard.head = layer == L - 1;
+    model::Llama m = model::load_llama(folder, torch::kFloat32, shard);
+    if (adapted) load_trained(ck, c.adapter, m);
+    m->eval();
+    return m;
+  };
+  // Through layer 0 (and the head, for a one-layer model).
+  auto run_first = [&](const std::string& folder, bool adapted) {
+    model::Llama m = load(folder, adapted, 0, true);
+    auto h = m->run_layers(m->embed(ids));
+    return L == 1 ? m->head_logits(h, T) : h;
+  };
+  const auto first_adapted = run_first(c.model.path, true);
+  double diff = (run_first(merged, false) - first_adapted).abs().max().item<double>();
+  if (L == 1) return diff;
+  auto run_last = [&](const std::string& folder, bool adapted) {
+    model::Llama m = load(folder, adapted, L - 1, false);
+    return m->head_logits(m->run_layers(first_adapted), T);
+  };
+  const auto last_adapted = run_last(c.model.path, true);
+  return std::max(diff, (run_last(merged, false) - last_adapted).abs().max().item<double>());
+}
+
 }  // namespace
 
 int64_t export_adapter(const std::string& run_dir, int64_t step, const std::string& final_out) {
@@ -154,13 +246,15 @@ int64_t export_adapter(const std::string& run_dir, int64_t step, const std::stri
 }
 
 MergeReport merge_run(const std::string& run_dir, int64_t step, const std::string& final_out,
-                      bool check_logits, bool force, uint64_t max_shard_bytes) {
+                      const MergeOptions& options) {
+  const bool check_logits = options.check_logits;
   MergeReport report;
   report.checkpoint = checkpoint_of(run_dir, step);
   Checkpoint ck(report.checkpoint);
   const Config c = load_config(run_dir + "/config.resolved.toml");
   const std::string& method = c.adapter.method;
   report.method = method;
+  report.masked_merge = (method == "lora" || method == "sora") && c.adapter.merge == "masked";
   report.step = ck.manifest()["step"].get<int64_t>();
   report.out = final_out;
   if (method == "prompt" || method == "prefix")
@@ -181,7 +275,7 @@ MergeReport merge_run(const std::string& run_dir, int64_t step, const std::strin
                {{"the base model folder", c.model.path},
                 {"the run", run_dir},
                 {"the tokenizer", c.data.tokenizer}},
-               force);
+               options.force);
   const model::LlamaArch arch = model::read_hf_config(c.model.path);
   model::WeightStore store(c.model.path);
   const std::vector<model::Proj> targets =
@@ -193,7 +287,10 @@ MergeReport merge_run(const std::string& run_dir, int64_t step, const std::strin
   fs::remove_all(out);
   make_dirs(out);
   try {
-    report.start_resident_bytes = resident();
+    // Freed tensors go back to the kernel at once, so what the merge holds is what it uses.
+    return_large_blocks_to_kernel();
+    reset_peak_resident();
+    report.start_resident_bytes = resident_bytes();
 
     // Output files as the base's, tensor for tensor: names, dtypes and shapes do not change.
     const std::map<std::string, std::string> meta = {{"format", "pt"}};
@@ -209,15 +306,16 @@ MergeReport merge_run(const std::string& run_dir, int64_t step, const std::strin
     uint64_t in_group = 0;
     for (const auto& file : files)
       for (const auto& info : file->tensors()) {
-        if (in_group > 0 && in_group + info.nbytes() > max_shard_bytes) {
+        if (in_group > 0 && in_group + info.nbytes() > options.max_shard_bytes) {
           groups.emplace_back();
           in_group = 0;
         }
         groups.back().push_back({info.name, info.dtype, info.shape, nullptr});
         in_group += info.nbytes();
         total += info.nbytes();
-        report.largest_tensor_bytes =
-            std::max<int64_t>(report.largest_tensor_bytes, static_cast<int64_t>(info.nbytes()));
+        report.largest_tensor_bytes = std::max<int64_t>(
+            report.largest_tensor_bytes,
+            static_cast<int64_t>(info.nbytes() / model::dtype_size(info.dtype) * 4));
       }
     for (size_t f = 0; f < groups.size(); ++f) {
       char name[64];
@@ -225,43 +323,47 @@ MergeReport merge_run(const std::string& run_dir, int64_t step, const std::strin
       const std::string file = groups.size() == 1 ? "model.safetensors" : name;
       const auto& views = groups[f];
       for (const auto& v : views) index["weight_map"][v.name] = file;
-      torch::Tensor current;  // alive until the writer asks for the next tensor
+      torch::Tensor current;                      // alive until the writer asks for the next tensor
+      const model::TensorInfo* mapped = nullptr;  // a base tensor written from its mapping
+      auto release_mapped = [&] {
+        if (mapped) store.file_of(mapped->name).release(*mapped);
+        mapped = nullptr;
+      };
       model::write_safetensors(out + "/" + file, views, meta, [&](size_t i) -> const void* {
         const auto& v = views[i];
         const torch::Dtype dtype = model::to_torch(v.dtype);
-        torch::Tensor w;
+        current = torch::Tensor();  // the previous tensor is written by now
+        release_mapped();
         int64_t l = 0;
         model::Proj p{};
         if (method == "full") {
-          w = ck.global("params/" + v.name).to(dtype);
+          current = ck.global("params/" + v.name).to(dtype).contiguous();
         } else if (target_of(v.name, arch.num_layers, targets, &l, &p)) {
-          const auto base = store.load(v.name, dtype);
           auto adapter = load_adapter(ck, c, arch, l, p);
-          w = adapters::merged_weight(*adapter, base, c.adapter.merge);
-          if (auto sora = std::dynamic_pointer_cast<adapters::SoraLinear>(adapter))
-            exported.push_back({l, p, sora->to_lora()});  // zero-gated ranks dropped
-          else if (method != "spp")
-            exported.push_back({l, p, adapter});
           MergedTensor m;
-          m.name = v.name;
-          m.zeros_before = base.eq(0).to(torch::kFloat64).mean().item<double>();
-          m.zeros_after = w.eq(0).to(torch::kFloat64).mean().item<double>();
+          current =
+              merge_projection(store, v.name, dtype, c.adapter, p, *adapter, options.block_bytes,
+                               check_logits, &m, &report.max_projection_diff);
+          store.file_of(v.name).release(store.info(v.name));
           if (auto sora = std::dynamic_pointer_cast<adapters::SoraLinear>(adapter)) {
             m.ranks_kept = sora->nonzero_ranks();
             m.ranks = sora->gate.numel();
+            exported.push_back({l, p, sora->to_lora()});  // zero-gated ranks dropped
+          } else if (method != "spp") {
+            exported.push_back({l, p, adapter});
           }
-          if (method == "spp" && !torch::equal(w.eq(0), base.eq(0)))
-            throw Error("the merged SPP weight " + v.name + " lost or gained zeros", out,
-                        "report this as a bug: SPP must keep the base's zero pattern");
           report.merged.push_back(m);
-        } else {
-          w = store.load(v.name, dtype);
+        } else {  // unchanged: written straight from the base's mapped file
+          mapped = &store.info(v.name);
+          return store.file_of(v.name).data(*mapped);
         }
-        current = w.contiguous();
-        report.peak_resident_bytes = std::max(report.peak_resident_bytes, resident());
         return current.data_ptr();
       });
+      release_mapped();
     }
+    report.peak_resident_bytes = peak_resident_bytes();
+    report.memory_bound_bytes =
+        merge_memory_bound(report.largest_tensor_bytes, options.block_bytes);
     index["metadata"]["total_size"] = total;
     if (groups.size() > 1) {
       std::ofstream idx(out + "/model.safetensors.index.json");
@@ -283,17 +385,9 @@ MergeReport merge_run(const std::string& run_dir, int64_t step, const std::strin
     }
 
     if (check_logits) {
-      // The adapted model (base + adapter from the checkpoint) against the merged folder.
-      const torch::Dtype dtype = torch::kFloat32;
-      model::Llama merged = model::load_llama(out, dtype);
-      model::Llama adapted = model::load_llama(c.model.path, dtype);
-      if (method != "full") load_trained(ck, c.adapter, adapted);
-      merged->eval();
-      adapted->eval();
-      torch::NoGradGuard no_grad;
-      auto ids = torch::arange(0, 64, torch::kInt64).remainder(arch.vocab_size).view({2, 32});
-      report.max_logit_diff =
-          (merged->forward(ids) - adapted->forward(ids)).abs().max().item<double>();
+      reset_peak_resident();
+      report.max_logit_diff = stage_logit_diff(ck, c, arch, out);
+      report.check_peak_resident_bytes = peak_resident_bytes();
     }
     publish(out, final_out);
   } catch (...) {

@@ -12,7 +12,10 @@ namespace {
 
 void merge(const std::string& run, int64_t step, const std::string& out, bool check_logits,
            bool force) {
-  const auto r = checkpoints::merge_run(run, step, out, check_logits, force);
+  checkpoints::MergeOptions options;
+  options.check_logits = check_logits;
+  options.force = force;
+  const auto r = checkpoints::merge_run(run, step, out, options);
   std::printf("merged %s (%s, step %lld) into %s\n\n", r.checkpoint.c_str(), r.method.c_str(),
               static_cast<long long>(r.step), r.out.c_str());
   if (!r.merged.empty()) {
@@ -28,14 +31,28 @@ void merge(const std::string& run, int64_t step, const std::string& out, bool ch
   }
   if (!r.adapter.empty())
     std::printf("\nthe adapter alone, in PEFT's layout: %s\n", r.adapter.c_str());
+  if (r.max_projection_diff >= 0)
+    std::printf(
+        "\nmax |output| difference, each merged projection vs base + adapter on random "
+        "inputs: %.3g\n",
+        r.max_projection_diff);
   if (r.max_logit_diff >= 0)
-    std::printf("\nmax |logit| difference, adapted vs merged model on a sample: %.3g\n",
-                r.max_logit_diff);
-  std::printf("peak resident memory while streaming %.1f MB, %.1f MB above the start (largest "
-              "tensor %.1f MB)\n",
-              r.peak_resident_bytes / 1e6,
-              (r.peak_resident_bytes - r.start_resident_bytes) / 1e6,
-              r.largest_tensor_bytes / 1e6);
+    std::printf(
+        "max |logit| difference, adapted vs merged model (first layer, then last layer "
+        "and head) on a sample: %.3g\n",
+        r.max_logit_diff);
+  if (r.masked_merge && r.max_logit_diff >= 0)
+    std::printf(
+        "(LoRA*'s masked merge drops the adapter's update where the base is zero, so "
+        "these differ from 0 by design)\n");
+  std::printf(
+      "peak resident memory while streaming %.1f MB, %.1f MB above the start (largest "
+      "tensor %.1f MB in fp32, bound %.1f MB)\n",
+      r.peak_resident_bytes / 1e6, (r.peak_resident_bytes - r.start_resident_bytes) / 1e6,
+      r.largest_tensor_bytes / 1e6, r.memory_bound_bytes / 1e6);
+  if (r.check_peak_resident_bytes > 0)
+    std::printf("peak resident memory during the logit check %.1f MB\n",
+                r.check_peak_resident_bytes / 1e6);
 }
 
 }  // namespace
@@ -47,8 +64,9 @@ void add_merge_command(CLI::App& app) {
   auto no_check = std::make_shared<bool>(false);
   auto force = std::make_shared<bool>(false);
   CLI::App* cmd = app.add_subcommand(
-      "merge", "fold a run's trained adapter into its base: a Hugging Face model folder (offline, "
-               "one process)");
+      "merge",
+      "fold a run's trained adapter into its base: a Hugging Face model folder (offline, "
+      "one process)");
   cmd->add_option("--run", *run, "run folder (with config.resolved.toml and checkpoints/)")
       ->required();
   cmd->add_option("--step", *step, "checkpoint step (default: the newest)");
@@ -57,7 +75,8 @@ void add_merge_command(CLI::App& app) {
                 "replace a non-empty --out whole (the new folder is renamed into place when "
                 "complete)");
   cmd->add_flag("--no-logit-check", *no_check,
-                "skip comparing adapted and merged logits (that holds both models in memory)");
+                "skip comparing the merged weights and logits with the adapted model (the check "
+                "loads the first and last layers twice)");
   cmd->callback([=] { merge(*run, *step, *out, !*no_check, *force); });
 }
 

@@ -3,14 +3,14 @@
 // LoRA, SoRA (as LoRA after rank removal) and (IA)^3 as PEFT adapters, SPP merged into the base
 // (zero pattern checked), full as a model folder. Under mpirun with a [parallel] layout every
 // rank loads its shard; at the end the trained tensors are gathered on rank 0, which saves.
+#include <torch/torch.h>
+
 #include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <memory>
-#include <string>
-
 #include <nlohmann/json.hpp>
-#include <torch/torch.h>
+#include <string>
 
 #include "adapters/adapter.h"
 #include "checkpoints/checkpoint.h"
@@ -18,9 +18,9 @@
 #include "checkpoints/peft.h"
 #include "common/config.h"
 #include "common/error.h"
+#include "common/files.h"
 #include "data/dataset.h"
 #include "launcher/commands.h"
-#include "common/files.h"
 #include "launcher/model_shape.h"
 #include "launcher/signals.h"
 #include "model/hf_config.h"
@@ -46,7 +46,8 @@ std::string tokenizer_path(const Config& c) {
 }
 
 // Saves a whole model as a HF folder with the run's tokenizer; returns the folder.
-std::string save_merged(model::Llama& llama, const model::Tokenizer& tok, const std::string& folder) {
+std::string save_merged(model::Llama& llama, const model::Tokenizer& tok,
+                        const std::string& folder) {
   make_dirs(folder);
   llama->save(folder);
   copy_file(tok.path(), folder + "/tokenizer.model");
@@ -96,26 +97,31 @@ bool streams_from_checkpoint(const std::string& method) {
 // process: the merged model (full, SPP, and LoRA*'s re-masked merge) streamed by merge_run, the
 // adapter in PEFT's layout read from the checkpoint alone. Rank 0 only. Returns what was saved.
 std::string export_from_checkpoint(const Config& c, const std::string& run_dir, bool lora_star) {
+  // The run's own output folders, replaced whole; the run's evaluation is the check.
+  checkpoints::MergeOptions replace_unchecked;
+  replace_unchecked.check_logits = false;
+  replace_unchecked.force = true;
   const std::string& method = c.adapter.method;
   if (method == "full" || method == "spp") {
     const std::string out = run_dir + (method == "full" ? "/model" : "/merged");
-    const auto report = checkpoints::merge_run(run_dir, -1, out, /*check_logits=*/false,
-                                               /*force=*/true);
+    const auto report = checkpoints::merge_run(run_dir, -1, out, replace_unchecked);
     if (method == "spp")
-      std::printf("merged SPP into the base (streamed from %s): each of the %zu merged weights "
-                  "keeps exactly the zeros of its base weight\n",
-                  report.checkpoint.c_str(), report.merged.size());
+      std::printf(
+          "merged SPP into the base (streamed from %s): each of the %zu merged weights "
+          "keeps exactly the zeros of its base weight\n",
+          report.checkpoint.c_str(), report.merged.size());
     return out;
   }
   const int64_t kept = checkpoints::export_adapter(run_dir, -1, run_dir + "/adapter");
   if (method == "sora")
-    std::printf("SoRA kept %lld of %lld ranks; exported as LoRA (PEFT rank_pattern)\n",
-                static_cast<long long>(kept),
-                static_cast<long long>(c.adapter.r * model::read_hf_config(c.model.path).num_layers *
-                                       static_cast<int64_t>(c.adapter.targets.size())));
+    std::printf(
+        "SoRA kept %lld of %lld ranks; exported as LoRA (PEFT rank_pattern)\n",
+        static_cast<long long>(kept),
+        static_cast<long long>(c.adapter.r * model::read_hf_config(c.model.path).num_layers *
+                               static_cast<int64_t>(c.adapter.targets.size())));
   std::string saved = run_dir + "/adapter";
   if (lora_star) {
-    checkpoints::merge_run(run_dir, -1, run_dir + "/merged", false, /*force=*/true);
+    checkpoints::merge_run(run_dir, -1, run_dir + "/merged", replace_unchecked);
     saved += " and " + run_dir + "/merged";
   }
   return saved;
@@ -144,9 +150,10 @@ std::string save_result(const Config& c, model::Llama& llama, const model::Token
         zeros += w.eq(0).sum().item<int64_t>();
         total += w.numel();
       }
-    std::printf("merged SPP into the base: %.4f of the targeted weights are zero, the same "
-                "positions as before training\n",
-                total ? double(zeros) / total : 0.0);
+    std::printf(
+        "merged SPP into the base: %.4f of the targeted weights are zero, the same "
+        "positions as before training\n",
+        total ? double(zeros) / total : 0.0);
     saved = save_merged(llama, tok, run_dir + "/merged");
   } else if (method == "ia3") {
     saved = run_dir + "/adapter";
@@ -162,8 +169,8 @@ std::string save_result(const Config& c, model::Llama& llama, const model::Token
     checkpoints::save_block_adapter(saved, llama, c.adapter, c.model.path);
   } else {
     if (method == "sora") {  // rank removal: a LoRA of the non-zero gates per module
-      const int64_t total_ranks = c.adapter.r * llama->num_layers() *
-                                  static_cast<int64_t>(c.adapter.targets.size());
+      const int64_t total_ranks =
+          c.adapter.r * llama->num_layers() * static_cast<int64_t>(c.adapter.targets.size());
       const int64_t kept = adapters::sora_to_lora(llama);
       std::printf("SoRA kept %lld of %lld ranks; exported as LoRA (PEFT rank_pattern)\n",
                   static_cast<long long>(kept), static_cast<long long>(total_ranks));
@@ -219,8 +226,7 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
   const std::string run_dir = c.run.output_dir + "/" + c.run.name;
   // An existing run folder with a checkpoint resumes from its newest one, unless --resume names
   // another.
-  const std::string resume = !resume_option.empty() ? resume_option
-                                                    : checkpoints::latest(run_dir);
+  const std::string resume = !resume_option.empty() ? resume_option : checkpoints::latest(run_dir);
   if (!resume_option.empty() && !file_exists(resume_option + "/manifest.json"))
     throw UsageError("no checkpoint manifest in " + resume_option, "--resume",
                      "name a checkpoint folder (runs/<name>/checkpoints/step-...)");
@@ -231,34 +237,35 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
   grid->world().barrier();
 
   const torch::Dtype dtype = c.model.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32;
-  const model::Shard shard =
-      distributed ? model::make_shard(*grid, shape.num_layers, c.parallel.pp_split)
-                  : model::Shard{};
+  const model::Shard shard = distributed
+                                 ? model::make_shard(*grid, shape.num_layers, c.parallel.pp_split)
+                                 : model::Shard{};
   model::Llama llama = model::load_llama(c.model.path, dtype, shard);
   if (method == "full" && c.parallel.pp > 1 && llama->arch().tie_word_embeddings)
-    throw UsageError("full fine-tuning of a model with a tied LM head cannot split it into "
-                     "pipeline stages (the embedding and the head would train apart)",
-                     c.where("parallel.pp") + " (key 'parallel.pp')",
-                     "set parallel.pp = 1 or use an adapter method");
+    throw UsageError(
+        "full fine-tuning of a model with a tied LM head cannot split it into "
+        "pipeline stages (the embedding and the head would train apart)",
+        c.where("parallel.pp") + " (key 'parallel.pp')",
+        "set parallel.pp = 1 or use an adapter method");
   model::Tokenizer tok(tokenizer_path(c));
   model::check_tokenizer_fits(llama->arch(), tok.vocab_size(), tok.path());
   data::DataSplit data = data::load_data(c.data.path, c.data.format, tok, c.data.seq_len,
                                          c.data.pack, c.data.held_out_fraction, c.run.seed);
   if (!c.eval.path.empty())  // [eval] path: held-out data of its own, all of the file
-    data.held_out = data::load_data(c.eval.path, "auto", tok, c.data.seq_len, c.data.pack, 0.0,
-                                    c.run.seed)
-                        .train;
+    data.held_out =
+        data::load_data(c.eval.path, "auto", tok, c.data.seq_len, c.data.pack, 0.0, c.run.seed)
+            .train;
   // Sequences with no token to learn from (every response cut off at seq_len) would train on
   // nothing and report a loss of 0.
   for (const auto* part : {&data.train, &data.held_out})
     if (part->rows() > 0 && part->loss_tokens == 0)
-      throw UsageError(std::string("no ") + (part == &data.train ? "training" : "held-out") +
-                           " sequence keeps a token of a response: " +
-                           std::to_string(part->truncated) + " of " +
-                           std::to_string(part->examples) + " records were cut at data.seq_len = " +
-                           std::to_string(c.data.seq_len),
-                       c.where("data.seq_len") + " (key 'data.seq_len')",
-                       "raise data.seq_len or shorten the prompts");
+      throw UsageError(
+          std::string("no ") + (part == &data.train ? "training" : "held-out") +
+              " sequence keeps a token of a response: " + std::to_string(part->truncated) + " of " +
+              std::to_string(part->examples) +
+              " records were cut at data.seq_len = " + std::to_string(c.data.seq_len),
+          c.where("data.seq_len") + " (key 'data.seq_len')",
+          "raise data.seq_len or shorten the prompts");
   torch::manual_seed(c.run.seed);
   adapters::Attached attached = adapters::attach(llama, c.adapter);
   const int64_t trainable = trainer::entries_in_model(llama, *grid, attached.trainable);
@@ -273,17 +280,16 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
   if (!resume.empty()) t.resume_from(resume);
   // LoRA* (the SPP paper's baseline): the LoRA merged, then the base's zeros imposed again.
   const bool lora_star = (method == "lora" || method == "sora") && c.adapter.merge == "masked";
-  nlohmann::json summary = {
-      {"format", 1},
-      {"status", "running"},
-      {"method", lora_star ? method + "*" : method},
-      {"base", c.model.path},
-      {"base_parameters", llama->arch().num_parameters()},
-      {"base_sparsity", projection_sparsity(llama, *grid)},
-      {"dtype", c.model.dtype},
-      {"trainable_parameters", trainable},
-      {"layout", {{"dp", layout.dp}, {"pp", layout.pp}, {"tp", layout.tp}}},
-      {"total_steps", t.total_steps()}};
+  nlohmann::json summary = {{"format", 1},
+                            {"status", "running"},
+                            {"method", lora_star ? method + "*" : method},
+                            {"base", c.model.path},
+                            {"base_parameters", llama->arch().num_parameters()},
+                            {"base_sparsity", projection_sparsity(llama, *grid)},
+                            {"dtype", c.model.dtype},
+                            {"trainable_parameters", trainable},
+                            {"layout", {{"dp", layout.dp}, {"pp", layout.pp}, {"tp", layout.tp}}},
+                            {"total_steps", t.total_steps()}};
   if (root) {
     // A resumed run leaves the summary as it is until it ends: a checkpoint refused on resume
     // must not change what the run folder says.
@@ -295,17 +301,17 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
                   static_cast<long long>(layout.tp));
     std::printf("model        %s (%lld parameters, %s)\n", c.model.path.c_str(),
                 static_cast<long long>(llama->arch().num_parameters()), c.model.dtype.c_str());
-    std::printf("method       %s: %lld trainable parameters (%.3f%%)\n",
-                c.adapter.method.c_str(), static_cast<long long>(trainable),
+    std::printf("method       %s: %lld trainable parameters (%.3f%%)\n", c.adapter.method.c_str(),
+                static_cast<long long>(trainable),
                 100.0 * trainable / llama->arch().num_parameters());
-    std::printf("data         %s (%s): %lld train sequences of %lld tokens (%lld records, %lld "
-                "truncated), %lld held-out sequences%s\n",
-                c.data.path.c_str(), data::format_name(data.format),
-                static_cast<long long>(data.train.rows()), static_cast<long long>(c.data.seq_len),
-                static_cast<long long>(data.train.examples),
-                static_cast<long long>(data.train.truncated),
-                static_cast<long long>(data.held_out.rows()),
-                c.eval.path.empty() ? "" : (" from " + c.eval.path).c_str());
+    std::printf(
+        "data         %s (%s): %lld train sequences of %lld tokens (%lld records, %lld "
+        "truncated), %lld held-out sequences%s\n",
+        c.data.path.c_str(), data::format_name(data.format),
+        static_cast<long long>(data.train.rows()), static_cast<long long>(c.data.seq_len),
+        static_cast<long long>(data.train.examples), static_cast<long long>(data.train.truncated),
+        static_cast<long long>(data.held_out.rows()),
+        c.eval.path.empty() ? "" : (" from " + c.eval.path).c_str());
     std::printf("steps        %lld (global batch %lld, micro-batch %lld)\n",
                 static_cast<long long>(t.total_steps()),
                 static_cast<long long>(c.optim.global_batch_size),
@@ -364,8 +370,7 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
     std::printf("%-28s %13.4f  %10.2f\n", "before training", before.loss, before.ppl);
     std::printf("%-28s %13.4f  %10.2f\n", "after training", after.loss, after.ppl);
     if (lora_star)
-      std::printf("%-28s %13.4f  %10.2f\n", "merged, zeros re-imposed", masked.loss,
-                  masked.ppl);
+      std::printf("%-28s %13.4f  %10.2f\n", "merged, zeros re-imposed", masked.loss, masked.ppl);
   }
   std::printf("trained to step %lld in %.1f s (%.0f tokens/s, %lld skipped",
               static_cast<long long>(s.steps), s.seconds, s.tokens_per_s,
@@ -395,8 +400,9 @@ void add_train_command(CLI::App& app) {
   auto resume = std::make_shared<std::string>();
   auto overrides = std::make_shared<std::vector<std::string>>();
   CLI::App* cmd = app.add_subcommand(
-      "train", "fine-tune a model folder with the configured adapter (one process, or the "
-               "[parallel] layout under mpirun)");
+      "train",
+      "fine-tune a model folder with the configured adapter (one process, or the "
+      "[parallel] layout under mpirun)");
   cmd->add_option("--config", *config, "configuration file")->required();
   cmd->add_option("--resume", *resume,
                   "checkpoint folder to continue from (default: the run's newest, if any)");

@@ -409,8 +409,12 @@ torch::Tensor LlamaImpl::forward(const torch::Tensor& input_ids, KvCache* cache)
   const auto e = cache && cache->positions > 0
                      ? parallel::vocab_parallel_embedding(input_ids, embed_, vocab_begin_, *tp_)
                      : embed(input_ids);
-  auto h = drop_virtual(norm_(run_layers(e, cache)), input_ids.size(1));
-  h = parallel::copy_to_group(h, *tp_);
+  return head_logits(run_layers(e, cache), input_ids.size(1));
+}
+
+torch::Tensor LlamaImpl::head_logits(const torch::Tensor& hidden, int64_t T) {
+  TORCH_CHECK(shard_.head, "head_logits() on a rank without the LM head");
+  auto h = parallel::copy_to_group(drop_virtual(norm_(hidden), T), *tp_);
   auto logits = torch::linear(h, lm_head_weight()).to(torch::kFloat32);  // (B, T, V/tp)
   return parallel::gather_from_group(logits, *tp_);
 }

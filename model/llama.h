@@ -152,6 +152,9 @@ class LlamaImpl : public torch::nn::Module {
                            KvCache* cache = nullptr);
   torch::Tensor head_losses(const torch::Tensor& h,     // last stage: (B, P + T, H) -> (B, T-1)
                             const torch::Tensor& labels);
+  // Last stage: (B, P + T, H) -> (B, T, V) fp32 logits of the T real positions (gathered
+  // under TP).
+  torch::Tensor head_logits(const torch::Tensor& h, int64_t T);
 
   const LlamaArch& arch() const { return arch_; }
   torch::Dtype dtype() const { return dtype_; }

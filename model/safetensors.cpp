@@ -125,6 +125,15 @@ SafetensorsFile::~SafetensorsFile() {
   if (map_) ::munmap(map_, map_size_);
 }
 
+void SafetensorsFile::release(const TensorInfo& t) const {
+  if (!map_) return;  // bytes owned by the caller
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto first = reinterpret_cast<uintptr_t>(data(t));
+  const uintptr_t begin = (first + page - 1) / page * page;  // whole pages of this tensor only
+  const uintptr_t end = (first + t.nbytes()) / page * page;
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 void SafetensorsFile::parse_header(const char* text, uint64_t n) {
   nlohmann::json header;
   try {

@@ -55,6 +55,9 @@ class SafetensorsFile {
 
   // First byte of the tensor's data; pages are read from disk only when touched.
   const std::byte* data(const TensorInfo& t) const { return data_ + t.begin; }
+  // Drops the tensor's mapped pages from this process's resident memory (they stay in the page
+  // cache and are read again when touched): a reader that streams tensors keeps none of them.
+  void release(const TensorInfo& t) const;
 
  private:
   void parse(const unsigned char* bytes, uint64_t size);  // header length, then the header

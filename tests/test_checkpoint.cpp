@@ -15,6 +15,7 @@
 #include "common/config.h"
 #include "common/files.h"
 #include "model/llama.h"
+#include "model/weights.h"
 #include "parallel/grid.h"
 #include "test_support.h"
 #include "tests/test_paths.h"
@@ -229,12 +230,17 @@ TEST(MergeGolden, MergedLoraFolderGivesPeftLogits) {
   checkpoints::save(*grid, req);
 
   // Output files of at most 64 KB: the fixture's 420 KB become several files with an index.
-  const auto report = checkpoints::merge_run(run, -1, run + "/merged", true, false, 64 << 10);
+  checkpoints::MergeOptions options;
+  options.max_shard_bytes = 64 << 10;
+  const auto report = checkpoints::merge_run(run, -1, run + "/merged", options);
   EXPECT_TRUE(file_exists(run + "/merged/model.safetensors.index.json"));
   EXPECT_FALSE(file_exists(run + "/merged/model.safetensors"));
   EXPECT_EQ(report.step, 1);
   EXPECT_EQ(report.merged.size(), 10u);  // 5 projections x 2 layers in the fixture
   EXPECT_LE(report.max_logit_diff, 1e-4);
+  EXPECT_GE(report.max_logit_diff, 0);
+  EXPECT_LE(report.max_projection_diff, 1e-4);
+  EXPECT_GE(report.max_projection_diff, 0);
   auto merged = model::load_llama(run + "/merged", torch::kFloat32);
   auto ids = testing_support::golden_tensor(kLora + "/golden.safetensors", "input_ids");
   auto peft = testing_support::golden_tensor(kLora + "/golden.safetensors", "logits");
@@ -245,4 +251,75 @@ TEST(MergeGolden, MergedLoraFolderGivesPeftLogits) {
   auto again = model::load_llama(kBase, torch::kFloat32);
   checkpoints::load_peft_lora(report.adapter, again);
   EXPECT_LE((again->forward(ids) - peft).abs().max().item<double>(), 1e-5);
+}
+
+// The streaming merge on a model over three times its memory bound: SPP on a base with half its
+// weights zero, both checks on. What the merge adds to the process's resident memory stays
+// within merge_memory_bound() (it never holds the model), and the logit check, which loads one
+// layer with the embedding or the head at a time, stays well under the model's size.
+TEST(MergeMemory, StaysWithinItsBoundOnAModelSeveralTimesLarger) {
+  const std::string run = testing::TempDir() + "/merge-memory-run";
+  std::filesystem::remove_all(run);
+  make_dirs(run);
+  model::LlamaArch arch;
+  arch.vocab_size = 1000;
+  arch.hidden_size = 256;
+  arch.intermediate_size = 1024;
+  arch.num_layers = 28;
+  arch.num_heads = 4;
+  arch.num_kv_heads = 4;
+  Config c;
+  c.model.path = run + "/base";
+  c.data.tokenizer = "";
+  c.adapter.method = "spp";
+  c.adapter.r = 8;
+  int64_t model_bytes = 0;
+  {
+    torch::manual_seed(7);
+    model::Llama m(arch, torch::kFloat32);
+    m->init_weights();
+    torch::NoGradGuard no_grad;
+    for (auto& [name, t] : m->base_parameters()) {
+      if (t.dim() == 2 && name.find("layers.") != std::string::npos)
+        t.mul_(torch::rand_like(t).gt(0.5));  // half the projections' weights zero
+      model_bytes += t.nbytes();
+    }
+    m->save(c.model.path);
+    adapters::attach(m, c.adapter);
+    auto trained = adapters::trainable_parameters(m);
+    for (auto& [name, t] : trained) t.normal_(0.0, 0.5);  // a trained adapter: no zero update
+    std::ofstream(run + "/config.resolved.toml") << to_toml(c);
+    auto grid = parallel::Grid::solo();
+    checkpoints::save(*grid, trainer_like_request(run, 1, trained));
+  }
+  checkpoints::MergeOptions options;
+  options.block_bytes = 256 << 10;
+  const auto r = checkpoints::merge_run(run, -1, run + "/merged", options);
+  ASSERT_EQ(r.largest_tensor_bytes, 1024 * 256 * 4);
+  ASSERT_GE(model_bytes, 3 * r.memory_bound_bytes) << "the model must be several times the bound";
+  EXPECT_LE(r.peak_resident_bytes - r.start_resident_bytes, r.memory_bound_bytes)
+      << "peak " << r.peak_resident_bytes << ", start " << r.start_resident_bytes;
+  // The check: the libraries' 32 MiB, and a layer with the embedding and the head, four times
+  // (two models' tensors and their mapped pages), under half the model.
+  const int64_t layer = (4 * 256 * 256 + 3 * 256 * 1024) * 4, ends = 2 * 1000 * 256 * 4;
+  EXPECT_LE(r.check_peak_resident_bytes - r.start_resident_bytes,
+            (32 << 20) + 4 * (layer + ends));
+  EXPECT_LE(4 * (layer + ends), model_bytes / 2);
+  EXPECT_EQ(r.merged.size(), 28u * 7u);
+  for (const auto& m : r.merged) {
+    EXPECT_NEAR(m.zeros_before, 0.5, 0.05) << m.name;
+    EXPECT_EQ(m.zeros_after, m.zeros_before) << m.name;
+  }
+  // The adapter changed the weights, and the checks see the merged folder compute the adapted
+  // model: each projection to fp32 rounding, the first and last layers' outputs likewise.
+  EXPECT_GE(r.max_projection_diff, 0);
+  EXPECT_LE(r.max_projection_diff, 1e-4);
+  EXPECT_GE(r.max_logit_diff, 0);
+  EXPECT_LE(r.max_logit_diff, 1e-3);
+  auto base = model::WeightStore(c.model.path).load("model.layers.3.mlp.up_proj.weight",
+                                                    torch::kFloat32);
+  auto merged = model::WeightStore(run + "/merged").load("model.layers.3.mlp.up_proj.weight",
+                                                         torch::kFloat32);
+  EXPECT_GT((merged - base).abs().max().item<double>(), 1e-3);
+  std::filesystem::remove_all(run);
 }

@@ -12,6 +12,7 @@
 #include "adapters/adapter.h"
 #include "checkpoints/checkpoint.h"
 #include "common/error.h"
+#include "common/memory_use.h"
 #include "data/dataset.h"
 #include "model/llama.h"
 #include "model/plan.h"
@@ -470,9 +471,9 @@ TEST(PlanMeasured, ActivationsMatchWhatAForwardPassKeeps) {
     const auto ids = torch::randint(3, a.vocab_size, {B, T}, torch::kInt64);
     model::causal_lm_loss(m->forward(ids), ids).backward();  // one-time allocations first
     m->zero_grad();
-    const int64_t before = trainer::resident_bytes();
+    const int64_t before = spartan::resident_bytes();
     auto loss = model::causal_lm_loss(m->forward(ids), ids);
-    const double kept = double(trainer::resident_bytes() - before);
+    const double kept = double(spartan::resident_bytes() - before);
     loss.backward();
 
     model::PlanInputs in;

@@ -1,12 +1,9 @@
 #include "trainer/trainer.h"
 
-#include <unistd.h>
-
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
-#include <fstream>
 #include <map>
 #include <thread>
 
@@ -16,6 +13,7 @@
 #include "adapters/adapter.h"
 #include "checkpoints/checkpoint.h"
 #include "common/error.h"
+#include "common/memory_use.h"
 #include "data/sampler.h"
 #include "trainer/optimizer.h"
 #include "trainer/run_log.h"
@@ -49,13 +47,6 @@ std::pair<torch::Tensor, torch::Tensor> gather(const data::Sequences& s,
     std::copy_n(s.labels.begin() + idx[i] * L, L, labels.data_ptr<int64_t>() + i * L);
   }
   return {ids, labels};
-}
-
-int64_t resident_bytes() {
-  std::ifstream in("/proc/self/statm");
-  int64_t pages = 0, resident = 0;
-  in >> pages >> resident;
-  return resident * static_cast<int64_t>(::sysconf(_SC_PAGESIZE));
 }
 
 namespace {

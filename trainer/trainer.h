@@ -84,7 +84,4 @@ class Trainer {
 std::pair<torch::Tensor, torch::Tensor> gather(const data::Sequences& s,
                                                const std::vector<int64_t>& idx);
 
-// Resident memory of this process in bytes (from /proc/self/statm).
-int64_t resident_bytes();
-
 }  // namespace spartan::trainer
