@@ -54,7 +54,7 @@ struct MergeOptions {
   // renamed into place when complete, so a failure leaves what was there.
   bool force = false;
   uint64_t max_shard_bytes = 5ull << 30;  // per output file (HF's 5 GB)
-  int64_t block_bytes = 16ll << 20;       // rows merged at a time (fp32 bytes)
+  int64_t block_bytes = 4ll << 20;        // rows merged at a time (fp32 bytes)
 };
 
 // `run_dir` holds config.resolved.toml and checkpoints/; step < 0 means `latest`. The logit
