@@ -3,11 +3,11 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <csignal>
-#include <cstdlib>
-
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -16,6 +16,7 @@
 
 #include "adapters/adapter.h"
 #include "checkpoints/h5.h"
+#include "common/crc32c.h"
 #include "common/error.h"
 #include "common/hash.h"
 #include "model/weights.h"
@@ -60,8 +61,9 @@ void agree(parallel::Grid& grid, const std::string& error, const std::string& wh
   auto failed = torch::tensor({error.empty() ? int64_t(0) : int64_t(1)});
   grid.world().all_reduce(failed);
   if (failed.item<int64_t>() == 0) return;
-  if (!error.empty()) throw Error("saving the checkpoint failed: " + error, where,
-                                  "free disk space; the previous checkpoint is intact");
+  if (!error.empty())
+    throw Error("saving the checkpoint failed: " + error, where,
+                "free disk space; the previous checkpoint is intact");
   throw Error("another rank failed to save the checkpoint", where,
               "see that rank's error; the previous checkpoint is intact");
 }
@@ -71,6 +73,88 @@ uint64_t splitmix64(uint64_t x) {
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
   return x ^ (x >> 31);
+}
+
+// Tensors below this size share one dataset per type (per-dataset metadata would dominate).
+constexpr int64_t kPackBelow = 1 << 20;
+
+const char* dtype_name(bool integer) { return integer ? "int64" : "float32"; }
+std::string pack_name(bool integer) { return std::string("/packed/") + dtype_name(integer); }
+
+std::string hex32(uint32_t x) {
+  char buf[9];
+  std::snprintf(buf, sizeof buf, "%08x", x);
+  return buf;
+}
+
+// One cell's shard file and its index (the manifest's entries for it): large tensors as their
+// own datasets, written from the tensor's memory; the others packed into /packed/<dtype>; every
+// tensor's CRC-32C in the index.
+void write_cell(const parallel::Grid& grid, const std::vector<Entry>& entries,
+                const std::string& path, const std::string& file_name,
+                const std::string& index_path) {
+  struct Item {
+    const Entry* entry;
+    torch::Tensor t;  // contiguous, fp32 or int64
+    bool integer, packed;
+    int64_t offset = -1;  // in the pack, elements
+  };
+  std::vector<Item> items;
+  int64_t pack_count[2] = {0, 0};  // float32, int64
+  for (const auto& e : entries) {
+    const bool sharded = e.placement.kind == model::TpPlacement::sharded;
+    if (!sharded && grid.tp_rank() != 0) continue;
+    auto t = e.local.detach();
+    const bool integer = t.scalar_type() == torch::kInt64;
+    t = (integer ? t : t.to(torch::kFloat32)).contiguous();
+    Item item{&e, t, integer, static_cast<int64_t>(t.nbytes()) < kPackBelow};
+    if (item.packed) {
+      item.offset = pack_count[integer];
+      pack_count[integer] += t.numel();
+    }
+    items.push_back(std::move(item));
+  }
+  H5File file(path, "w");
+  for (bool integer : {false, true})
+    if (pack_count[integer] > 0)
+      file.create(pack_name(integer), pack_count[integer], integer ? H5Type::i64 : H5Type::f32);
+  json index = json::array();
+  for (bool integer : {false, true})
+    for (const auto& item : items) {
+      if (item.integer != integer) continue;
+      const Entry& e = *item.entry;
+      const auto* bytes = static_cast<const char*>(item.t.data_ptr());
+      const size_t n = item.t.nbytes();
+      const uint32_t crc = crc32c(bytes, n);
+      std::vector<int64_t> shape(item.t.sizes().begin(), item.t.sizes().end());
+      if (item.packed) {
+        if (n > 0)
+          file.write_at(pack_name(integer), item.offset, item.t.numel(),
+                        integer ? H5Type::i64 : H5Type::f32, bytes);
+      } else {
+        file.write("/" + e.key, shape, integer ? H5Type::i64 : H5Type::f32, bytes);
+      }
+      std::vector<int64_t> global = shape;
+      int64_t begin = 0, end = 0, dim = -1;
+      if (e.placement.kind == model::TpPlacement::sharded) {
+        dim = e.placement.dim;
+        global[dim] *= grid.layout().tp;
+        begin = grid.tp_rank() * shape[dim];
+        end = begin + shape[dim];
+      }
+      json shard = {{"file", file_name},
+                    {"dim", dim},
+                    {"begin", begin},
+                    {"end", end},
+                    {"crc32c", hex32(crc)}};
+      if (item.packed) shard["offset"] = item.offset;
+      index.push_back({{"key", e.key},
+                       {"dtype", dtype_name(integer)},
+                       {"global_shape", global},
+                       {"shard", shard}});
+    }
+  file.close_and_sync();
+  write_atomically(index_path, index.dump());
 }
 
 }  // namespace
@@ -101,31 +185,8 @@ std::string save(parallel::Grid& grid, const SaveRequest& req) {
   // Each cell's DP rank 0 writes its tensors; replicated ones only on TP rank 0.
   if (grid.dp_rank() == 0) try {
       const std::string cell = cell_name(grid);
-      H5File file((tmp / (cell + ".h5")).string(), "w");
-      json index = json::array();
-      for (const auto& e : req.entries) {
-        const bool sharded = e.placement.kind == model::TpPlacement::sharded;
-        if (!sharded && grid.tp_rank() != 0) continue;
-        auto t = e.local.detach().contiguous();
-        const bool integer = t.scalar_type() == torch::kInt64;
-        if (!integer) t = t.to(torch::kFloat32).contiguous();
-        std::vector<int64_t> shape(t.sizes().begin(), t.sizes().end());
-        file.write("/" + e.key, shape, integer ? H5Type::i64 : H5Type::f32, t.data_ptr());
-        std::vector<int64_t> global = shape;
-        int64_t begin = 0, end = 0, dim = -1;
-        if (sharded) {
-          dim = e.placement.dim;
-          global[dim] *= grid.layout().tp;
-          begin = grid.tp_rank() * shape[dim];
-          end = begin + shape[dim];
-        }
-        index.push_back({{"key", e.key}, {"dtype", integer ? "int64" : "float32"},
-                         {"global_shape", global},
-                         {"shard", {{"file", cell + ".h5"}, {"dim", dim}, {"begin", begin},
-                                    {"end", end}}}});
-      }
-      file.close_and_sync();
-      write_atomically((tmp / (cell + ".json")).string(), index.dump());
+      write_cell(grid, req.entries, (tmp / (cell + ".h5")).string(), cell + ".h5",
+                 (tmp / (cell + ".json")).string());
     } catch (const Error& e) {
       error = e.problem() + " (" + e.where() + ")";
     } catch (const std::exception& e) {
@@ -148,14 +209,14 @@ std::string save(parallel::Grid& grid, const SaveRequest& req) {
         }
         fs::remove(f.path());
       }
-      json manifest = {{"format_version", kFormatVersion},
-                       {"step", req.step},
-                       {"topology",
-                        {{"tp", grid.layout().tp}, {"pp", grid.layout().pp},
-                         {"dp", grid.layout().dp}}},
-                       {"identity", req.identity.is_null() ? json::object() : req.identity},
-                       {"state", req.state},
-                       {"tensors", tensors}};
+      json manifest = {
+          {"format_version", kFormatVersion},
+          {"step", req.step},
+          {"topology",
+           {{"tp", grid.layout().tp}, {"pp", grid.layout().pp}, {"dp", grid.layout().dp}}},
+          {"identity", req.identity.is_null() ? json::object() : req.identity},
+          {"state", req.state},
+          {"tensors", tensors}};
       manifest["checksum"] = manifest_checksum(manifest);
       write_atomically((tmp / "manifest.json").string(), manifest.dump(1));
       sync_path(tmp.string());
@@ -226,7 +287,33 @@ H5File& Checkpoint::file(const std::string& name) const {
 
 bool Checkpoint::has(const std::string& key) const { return manifest_["tensors"].contains(key); }
 
-torch::Tensor Checkpoint::global(const std::string& key) const {
+torch::Tensor Checkpoint::global(const std::string& key) const { return read(key, -1, 0, 0); }
+
+torch::Tensor Checkpoint::local(const std::string& key, const model::TpPlacement& placement,
+                                const torch::Tensor& like, parallel::Grid& grid) const {
+  const bool sharded = placement.kind == model::TpPlacement::sharded;
+  const int64_t dim = sharded ? placement.dim : -1;
+  const int64_t n = sharded ? like.size(dim) : 0;
+  const auto global_shape =
+      has(key) ? manifest_["tensors"][key].value("global_shape", std::vector<int64_t>{})
+               : std::vector<int64_t>{};
+  std::vector<int64_t> needed(like.sizes().begin(), like.sizes().end());
+  bool fits = global_shape.size() == needed.size();
+  for (size_t d = 0; fits && d < needed.size(); ++d)
+    fits = static_cast<int64_t>(d) == dim ? global_shape[d] >= (grid.tp_rank() + 1) * n
+                                          : global_shape[d] == needed[d];
+  if (has(key) && !fits) {
+    std::ostringstream msg;
+    msg << "tensor '" << key << "' is " << c10::IntArrayRef(global_shape)
+        << " in the checkpoint, this run needs " << like.sizes()
+        << (sharded ? " of it on each TP rank" : "");
+    throw UsageError(msg.str(), folder_, "resume with the configuration the run was saved with");
+  }
+  return read(key, dim, grid.tp_rank() * n, n);
+}
+
+torch::Tensor Checkpoint::read(const std::string& key, int64_t want_dim, int64_t want_begin,
+                               int64_t want_size) const {
   if (!has(key))
     throw Error("tensor '" + key + "' is not in the checkpoint", folder_ + "/manifest.json",
                 "resume with the adapter configuration the checkpoint was saved with");
@@ -235,62 +322,74 @@ torch::Tensor Checkpoint::global(const std::string& key) const {
     return Error(what, where, "the checkpoint is damaged: resume from another one");
   };
   try {
+    // The manifest was validated when read (check_manifest): shapes, dtypes, tiling slices.
     const auto shape = t.at("global_shape").get<std::vector<int64_t>>();
-    for (int64_t n : shape)
-      if (n < 0) throw damaged("tensor '" + key + "' has a negative size", folder_ + "/manifest.json");
-    const std::string dtype = t.at("dtype").get<std::string>();
-    if (dtype != "int64" && dtype != "float32")
-      throw damaged("tensor '" + key + "' has dtype '" + dtype + "', not float32 or int64",
-                    folder_ + "/manifest.json");
-    const bool integer = dtype == "int64";
-    auto out = torch::zeros(shape, integer ? torch::kInt64 : torch::kFloat32);
+    const bool integer = t.at("dtype").get<std::string>() == "int64";
+    auto region = shape;  // what is returned: the whole tensor, or a range along want_dim
+    if (want_dim >= 0) region[want_dim] = want_size;
+    auto out = torch::empty(region, integer ? torch::kInt64 : torch::kFloat32);
     for (const auto& s : t.at("shards")) {
-      const H5File& f = file(s.at("file").get<std::string>());
-      const std::string& path = f.path();
-      const H5Dataset d = f.info("/" + key);
-      // The file's own type decides how many bytes are read: it must be the manifest's.
-      if (d.type != (integer ? H5Type::i64 : H5Type::f32))
-        throw damaged("tensor '" + key + "' is stored with another type than the manifest's '" +
-                          dtype + "'",
-                      path);
-      auto part = torch::empty(d.shape, out.options());
-      f.read("/" + key, part.data_ptr());
       const int64_t dim = s.at("dim");
-      if (dim < 0) {
-        if (part.sizes() != out.sizes())
-          throw Error("tensor '" + key + "' has another shape than the manifest says", path,
-                      "the checkpoint is damaged: resume from another one");
-        out.copy_(part);
-      } else {
-        const int64_t b = s.at("begin"), e = s.at("end");
-        if (dim >= out.dim() || part.dim() != out.dim() || b < 0 || e - b != part.size(dim) ||
-            e > out.size(dim))
-          throw Error("the slice of '" + key + "' does not match the manifest", path,
-                      "the checkpoint is damaged: resume from another one");
-        out.narrow(dim, b, e - b).copy_(part);
+      auto part_shape = shape;  // the shard's part of the whole tensor
+      int64_t part_begin = 0;
+      if (dim >= 0) {
+        part_begin = s.at("begin");
+        part_shape[dim] = s.at("end").get<int64_t>() - part_begin;
       }
+      // The overlap of the shard with the region, along the shard's and the region's dimension.
+      auto dst = out;
+      int64_t lo = 0, hi = 0;
+      if (dim >= 0) {
+        const int64_t r0 = want_dim == dim ? want_begin : 0;
+        const int64_t r1 = want_dim == dim ? want_begin + want_size : shape[dim];
+        lo = std::max(r0, part_begin);
+        hi = std::min(r1, part_begin + part_shape[dim]);
+        if (lo >= hi) continue;  // another rank's slice
+        dst = out.narrow(dim, lo - r0, hi - lo);
+      }
+      const bool whole_part = dim < 0 || (lo == part_begin && hi == part_begin + part_shape[dim]);
+      const bool same_range = want_dim < 0 || want_dim == dim;
+      if (whole_part && same_range && dst.is_contiguous()) {
+        read_part(key, s, integer, part_shape, dst.data_ptr(), dst.nbytes());  // straight in
+        continue;
+      }
+      auto part = torch::empty(part_shape, out.options());
+      read_part(key, s, integer, part_shape, part.data_ptr(), part.nbytes());
+      if (dim >= 0) part = part.narrow(dim, lo - part_begin, hi - lo);
+      if (want_dim >= 0 && want_dim != dim) part = part.narrow(want_dim, want_begin, want_size);
+      dst.copy_(part);
     }
     return out;
   } catch (const json::exception& e) {
-    throw Error("the manifest's entry for '" + key + "' is malformed (" + e.what() + ")",
-                folder_ + "/manifest.json", "the checkpoint is damaged: resume from another one");
+    throw damaged("the manifest's entry for '" + key + "' is malformed (" + e.what() + ")",
+                  folder_ + "/manifest.json");
   }
 }
 
-torch::Tensor Checkpoint::local(const std::string& key, const model::TpPlacement& placement,
-                                const torch::Tensor& like, parallel::Grid& grid) const {
-  auto g = global(key);
-  if (placement.kind == model::TpPlacement::sharded) {
-    const int64_t n = like.size(placement.dim);
-    g = g.narrow(placement.dim, grid.tp_rank() * n, n);
+void Checkpoint::read_part(const std::string& key, const json& shard, bool integer,
+                           const std::vector<int64_t>& shape, void* data, size_t bytes) const {
+  const H5File& f = file(shard.at("file").get<std::string>());
+  const std::string& path = f.path();
+  const H5Type type = integer ? H5Type::i64 : H5Type::f32;
+  const auto count = static_cast<int64_t>(bytes / h5_type_size(type));
+  uint32_t crc = 0;
+  if (shard.contains("offset")) {  // packed with the other small tensors of its type
+    crc = f.read_range(pack_name(integer), shard.at("offset").get<int64_t>(), count, type, data);
+  } else {
+    // The file's own type and shape decide how many bytes are read: they must be the manifest's.
+    const H5Dataset d = f.info("/" + key);
+    if (d.type != type)
+      throw Error("tensor '" + key + "' is stored with another type than the manifest's '" +
+                      dtype_name(integer) + "'",
+                  path, "the checkpoint is damaged: resume from another one");
+    if (d.shape != shape)
+      throw Error("tensor '" + key + "' has another shape than the manifest says", path,
+                  "the checkpoint is damaged: resume from another one");
+    crc = f.read_range("/" + key, 0, count, type, data);
   }
-  if (g.sizes() != like.sizes()) {
-    std::ostringstream msg;
-    msg << "tensor '" << key << "' is " << g.sizes() << " in the checkpoint, this run needs "
-        << like.sizes();
-    throw UsageError(msg.str(), folder_, "resume with the configuration the run was saved with");
-  }
-  return g;
+  if (shard.contains("crc32c") && hex32(crc) != shard.at("crc32c"))
+    throw Error("dataset /" + key + " fails its checksum or cannot be read", path,
+                "the checkpoint is damaged: resume from another one");
 }
 
 int64_t Checkpoint::verify() const {
@@ -326,10 +425,12 @@ std::vector<Entry> mask_digests(model::Llama& model, parallel::Grid& grid,
       auto rows = (W.eq(0).to(torch::kInt64) * hashes).sum(1);  // wraps modulo 2^64
       auto digest = torch::zeros({proj->out_features()}, torch::kInt64);
       const int64_t row0 = s.split == model::TpSplit::output ? s.begin : 0;
-      if (s.split == model::TpSplit::input) digest.copy_(rows);
+      if (s.split == model::TpSplit::input)
+        digest.copy_(rows);
       else if (s.split == model::TpSplit::output && grid.tp_rank() % s.holders == 0)
         digest.narrow(0, row0, W.size(0)).copy_(rows);
-      else if (s.split == model::TpSplit::none) digest.copy_(rows);
+      else if (s.split == model::TpSplit::none)
+        digest.copy_(rows);
       if (s.split != model::TpSplit::none) grid.tp().all_reduce(digest);
       out.push_back({"masks/" + model::projection_name(l, p) + ".weight", digest, {}});
     }
@@ -366,7 +467,8 @@ std::string base_values_digest(const std::string& folder) {
     }
     h = fnv1a(h, p, kEnds);
     h = fnv1a(h, p + n - kEnds, kEnds);
-    for (uint64_t i = 1; i <= kBlocks; ++i) h = fnv1a(h, p + i * (n - kBlock) / (kBlocks + 1), kBlock);
+    for (uint64_t i = 1; i <= kBlocks; ++i)
+      h = fnv1a(h, p + i * (n - kBlock) / (kBlocks + 1), kBlock);
   }
   return hex64(h);
 }

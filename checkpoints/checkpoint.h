@@ -12,18 +12,22 @@
 // that fails to write makes every rank throw (the failure is agreed by an all-reduce).
 //
 // A tensor is saved as this rank's part with its TP placement: sharded tensors as slices (one
-// per TP rank), replicated ones once. Loading assembles each global tensor from whichever
-// shards hold it and cuts the part the loading rank needs, so a checkpoint saved on one layout
-// resumes on another.
+// per TP rank), replicated ones once. Loading reads the shards that overlap the part the loading
+// rank needs, so a checkpoint saved on one layout resumes on another.
+//
+// Shard files (format 3): a tensor of 1 MiB or more is its own contiguous HDF5 dataset, written
+// from and read into the tensor's memory without a copy; smaller ones are packed into one
+// dataset per type (/packed/float32, /packed/int64) at an element offset the manifest records.
+// Each tensor's CRC-32C is in the manifest and checked on every read. Formats 1 and 2 (one
+// Fletcher32-checksummed chunk per tensor) are still read.
 #pragma once
 
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "checkpoints/manifest.h"
 #include "common/config.h"
@@ -47,8 +51,8 @@ struct SaveRequest {
   int64_t step = 0;
   int64_t keep = 2;
   std::vector<Entry> entries;
-  nlohmann::json state;       // trainer state (step, tokens, sampler, schedule...), rank 0's
-  nlohmann::json identity;    // digests the resume must match (config, base model)
+  nlohmann::json state;     // trainer state (step, tokens, sampler, schedule...), rank 0's
+  nlohmann::json identity;  // digests the resume must match (config, base model)
 };
 
 // Fault injection for tests: SPARTAN_FAULT="kill-in-save=N" makes rank 0 SIGKILL itself while
@@ -84,6 +88,14 @@ class Checkpoint {
  private:
   // Each shard file is opened once, on first use, and stays open while the checkpoint is read.
   H5File& file(const std::string& name) const;
+  // The whole tensor (want_dim < 0), or its range [begin, begin + size) along want_dim: only
+  // the shards that overlap it are read, straight into the result where they fill a contiguous
+  // part of it.
+  torch::Tensor read(const std::string& key, int64_t want_dim, int64_t want_begin,
+                     int64_t want_size) const;
+  // One shard's data (`shape`, `bytes`) into `data`, its CRC-32C (format 3) checked.
+  void read_part(const std::string& key, const nlohmann::json& shard, bool integer,
+                 const std::vector<int64_t>& shape, void* data, size_t bytes) const;
 
   std::string folder_;
   nlohmann::json manifest_;

@@ -4,6 +4,10 @@
 #include <hdf5.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
+
+#include "common/crc32c.h"
 #include "common/error.h"
 
 namespace spartan::checkpoints {
@@ -11,11 +15,16 @@ namespace {
 
 hid_t native(H5Type t) {
   switch (t) {
-    case H5Type::f32: return H5T_NATIVE_FLOAT;
-    case H5Type::f64: return H5T_NATIVE_DOUBLE;
-    case H5Type::i64: return H5T_NATIVE_INT64;
-    case H5Type::u16: return H5T_NATIVE_UINT16;
-    case H5Type::u8: return H5T_NATIVE_UINT8;
+    case H5Type::f32:
+      return H5T_NATIVE_FLOAT;
+    case H5Type::f64:
+      return H5T_NATIVE_DOUBLE;
+    case H5Type::i64:
+      return H5T_NATIVE_INT64;
+    case H5Type::u16:
+      return H5T_NATIVE_UINT16;
+    case H5Type::u8:
+      return H5T_NATIVE_UINT8;
   }
   return H5T_NATIVE_FLOAT;
 }
@@ -33,11 +42,16 @@ struct QuietHdf5 {
 
 size_t h5_type_size(H5Type t) {
   switch (t) {
-    case H5Type::f32: return 4;
-    case H5Type::f64: return 8;
-    case H5Type::i64: return 8;
-    case H5Type::u16: return 2;
-    case H5Type::u8: return 1;
+    case H5Type::f32:
+      return 4;
+    case H5Type::f64:
+      return 8;
+    case H5Type::i64:
+      return 8;
+    case H5Type::u16:
+      return 2;
+    case H5Type::u8:
+      return 1;
   }
   return 1;
 }
@@ -61,19 +75,30 @@ H5File::H5File(const std::string& path, const char* mode) : path_(path) {
 
 H5File::~H5File() {
   if (file_ >= 0) H5Fclose(file_);
+  if (fd_ >= 0) ::close(fd_);
 }
+
+namespace {
+
+// A dataset creation list for one contiguous extent, allocated when written, never pre-filled.
+hid_t contiguous_dcpl() {
+  hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  H5Pset_layout(dcpl, H5D_CONTIGUOUS);
+  H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
+  return dcpl;
+}
+
+}  // namespace
 
 void H5File::write(const std::string& name, const std::vector<int64_t>& shape, H5Type type,
                    const void* data) {
   std::vector<hsize_t> dims(shape.begin(), shape.end());
-  if (dims.empty()) dims.push_back(1);  // checksums need chunks, which need a rank
-  for (auto& d : dims) d = std::max<hsize_t>(d, 1);
-  hid_t space = H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr);
+  hid_t space = dims.empty()
+                    ? H5Screate(H5S_SCALAR)
+                    : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr);
   hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
   H5Pset_create_intermediate_group(lcpl, 1);
-  hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-  H5Pset_chunk(dcpl, static_cast<int>(dims.size()), dims.data());
-  H5Pset_fletcher32(dcpl);
+  hid_t dcpl = contiguous_dcpl();
   hid_t dset = H5Dcreate2(file_, name.c_str(), native(type), space, lcpl, dcpl, H5P_DEFAULT);
   herr_t rc = dset < 0 ? -1 : H5Dwrite(dset, native(type), H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
   if (dset >= 0) H5Dclose(dset);
@@ -81,8 +106,110 @@ void H5File::write(const std::string& name, const std::vector<int64_t>& shape, H
   H5Pclose(lcpl);
   H5Sclose(space);
   if (rc < 0)
-    throw Error("cannot write dataset " + name, path_,
-                "check the disk space of the run folder");
+    throw Error("cannot write dataset " + name, path_, "check the disk space of the run folder");
+}
+
+void H5File::create(const std::string& name, int64_t count, H5Type type) {
+  const hsize_t dims[1] = {static_cast<hsize_t>(count)};
+  hid_t space = H5Screate_simple(1, dims, nullptr);
+  hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+  H5Pset_create_intermediate_group(lcpl, 1);
+  hid_t dcpl = contiguous_dcpl();
+  hid_t dset = H5Dcreate2(file_, name.c_str(), native(type), space, lcpl, dcpl, H5P_DEFAULT);
+  if (dset >= 0) H5Dclose(dset);
+  H5Pclose(dcpl);
+  H5Pclose(lcpl);
+  H5Sclose(space);
+  if (dset < 0)
+    throw Error("cannot create dataset " + name, path_, "check the disk space of the run folder");
+}
+
+namespace {
+
+// Runs `io` (H5Dwrite or H5Dread) on elements [offset, offset + count) of a 1-D dataset.
+template <typename Io>
+herr_t on_range(hid_t file, const std::string& name, int64_t offset, int64_t count, Io io) {
+  hid_t dset = H5Dopen2(file, name.c_str(), H5P_DEFAULT);
+  if (dset < 0) return -1;
+  hid_t fspace = H5Dget_space(dset);
+  const hsize_t start[1] = {static_cast<hsize_t>(offset)}, n[1] = {static_cast<hsize_t>(count)};
+  herr_t rc = H5Sget_simple_extent_ndims(fspace) == 1 ? 0 : -1;
+  hsize_t extent[1] = {0};
+  if (rc == 0) H5Sget_simple_extent_dims(fspace, extent, nullptr);
+  if (rc == 0 && (offset < 0 || count < 0 || start[0] + n[0] > extent[0])) rc = -1;
+  if (rc == 0) rc = H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, nullptr, n, nullptr);
+  hid_t mspace = H5Screate_simple(1, n, nullptr);
+  if (rc == 0) rc = io(dset, mspace, fspace);
+  H5Sclose(mspace);
+  H5Sclose(fspace);
+  H5Dclose(dset);
+  return rc;
+}
+
+}  // namespace
+
+void H5File::write_at(const std::string& name, int64_t offset, int64_t count, H5Type type,
+                      const void* data) {
+  const herr_t rc = on_range(file_, name, offset, count, [&](hid_t d, hid_t m, hid_t f) {
+    return H5Dwrite(d, native(type), m, f, H5P_DEFAULT, data);
+  });
+  if (rc < 0)
+    throw Error("cannot write dataset " + name, path_, "check the disk space of the run folder");
+}
+
+const H5File::Extent& H5File::extent(const std::string& name) const {
+  auto it = extents_.find(name);
+  if (it != extents_.end()) return it->second;
+  const H5Dataset d = info(name);
+  Extent e;
+  e.type = d.type;
+  e.count = 1;
+  for (int64_t n : d.shape) e.count *= n;
+  hid_t dset = H5Dopen2(file_, name.c_str(), H5P_DEFAULT);
+  hid_t dcpl = H5Dget_create_plist(dset);
+  if (H5Pget_layout(dcpl) == H5D_CONTIGUOUS) {
+    const haddr_t address = H5Dget_offset(dset);  // undefined until written
+    if (address != HADDR_UNDEF)
+      e.address = static_cast<int64_t>(address);
+    else if (e.count > 0)
+      fail("dataset " + name + " was never written", path_);
+  }
+  H5Pclose(dcpl);
+  H5Dclose(dset);
+  return extents_[name] = e;
+}
+
+uint32_t H5File::read_range(const std::string& name, int64_t offset, int64_t count, H5Type type,
+                            void* data) const {
+  const Extent& e = extent(name);
+  if (e.type != type)
+    throw Error("dataset " + name + " is stored with another type than the manifest's '" +
+                    (type == H5Type::i64 ? "int64" : "float32") + "'",
+                path_, "the checkpoint is damaged: resume from another one");
+  if (offset < 0 || count < 0 || offset > e.count || count > e.count - offset)
+    fail("dataset " + name + " is shorter than the manifest says", path_);
+  const size_t element = h5_type_size(type);
+  auto* out = static_cast<char*>(data);
+  const size_t bytes = static_cast<size_t>(count) * element;
+  if (e.address < 0) {  // chunked (formats 1 and 2): whole, through HDF5's filters
+    if (offset != 0 || count != e.count) fail("dataset " + name + " is read in part", path_);
+    read(name, data);
+    return crc32c(out, bytes);
+  }
+  if (fd_ < 0) fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd_ < 0) fail("cannot open the checkpoint file", path_);
+  constexpr size_t kPiece = 1 << 20;
+  uint32_t crc = 0;
+  off_t at = static_cast<off_t>(e.address) + static_cast<off_t>(offset) * element;
+  for (size_t done = 0; done < bytes;) {
+    const ssize_t got = ::pread(fd_, out + done, std::min(kPiece, bytes - done), at);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) fail("dataset " + name + " fails its checksum or cannot be read", path_);
+    crc = crc32c(out + done, static_cast<size_t>(got), crc);
+    done += static_cast<size_t>(got);
+    at += got;
+  }
+  return crc;
 }
 
 bool H5File::has(const std::string& name) const {
@@ -102,10 +229,14 @@ H5Dataset H5File::info(const std::string& name) const {
   out.shape.assign(dims.begin(), dims.end());
   const size_t size = H5Tget_size(type);
   const H5T_class_t cls = H5Tget_class(type);
-  if (cls == H5T_FLOAT) out.type = size == 8 ? H5Type::f64 : H5Type::f32;
-  else if (size == 8) out.type = H5Type::i64;
-  else if (size == 2) out.type = H5Type::u16;
-  else out.type = H5Type::u8;
+  if (cls == H5T_FLOAT)
+    out.type = size == 8 ? H5Type::f64 : H5Type::f32;
+  else if (size == 8)
+    out.type = H5Type::i64;
+  else if (size == 2)
+    out.type = H5Type::u16;
+  else
+    out.type = H5Type::u8;
   H5Tclose(type);
   H5Sclose(space);
   H5Dclose(dset);

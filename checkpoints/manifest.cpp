@@ -84,7 +84,15 @@ bool parse_shard_file(const std::string& s, int64_t* pp, int64_t* tp) {
 
 bool starts_with(const std::string& s, const char* prefix) { return s.rfind(prefix, 0) == 0; }
 
-void check_tensor(const std::string& key, const json& t, int64_t tp, int64_t pp,
+// "crc32c": eight lowercase hexadecimal digits.
+bool is_crc(const json& v) {
+  if (!v.is_string() || v.get<std::string>().size() != 8) return false;
+  for (char ch : v.get<std::string>())
+    if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'))) return false;
+  return true;
+}
+
+void check_tensor(const std::string& key, const json& t, int64_t tp, int64_t pp, int64_t version,
                   const std::string& path) {
   const std::string at = "tensors." + key;
   if (!t.is_object()) bad(path, at, "must be an object");
@@ -133,6 +141,11 @@ void check_tensor(const std::string& key, const json& t, int64_t tp, int64_t pp,
     split = dim;
     stages.insert(file_pp);
     tp_ranks.insert(file_tp);
+    // Format 3: each shard's CRC-32C, and where a small tensor lies in its file's pack.
+    if (s.contains("crc32c") || version >= 3)
+      if (!is_crc(field(s, "crc32c", s_at + ".crc32c", path)))
+        bad(path, s_at + ".crc32c", "must be eight lowercase hexadecimal digits");
+    if (s.contains("offset")) integer_field(s, "offset", s_at + ".", path, 0, kMaxElements);
     if (dim < 0) continue;
     const int64_t begin = integer_field(s, "begin", s_at + ".", path, 0, dims[dim]);
     const int64_t end = integer_field(s, "end", s_at + ".", path, begin, dims[dim]);
@@ -223,7 +236,7 @@ void check_manifest(const json& m, const std::string& path) {
     if (!starts_with(key, "params/") && !starts_with(key, "optim/") &&
         !starts_with(key, "masks/") && !starts_with(key, "rng/pp"))
       bad(path, "tensors." + key, "is not a params/, optim/, masks/ or rng/ entry");
-    check_tensor(key, it.value(), tp, pp, path);
+    check_tensor(key, it.value(), tp, pp, version, path);
     keys.insert(key);
   }
   // Every trained tensor comes with both AdamW moments of its shape, and the other way round.

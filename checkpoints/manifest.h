@@ -1,9 +1,11 @@
 // The checkpoint manifest (DESIGN.md §5): its schema, its checksum and its validation. No torch,
 // no HDF5, so that the reader can be fuzzed on its own (fuzz/manifest.cpp).
 //
-// Format 2 (written since 2026-11) carries "checksum": "fnv1a64:<16 hex digits>", the digest of
-// the manifest's canonical JSON (sorted keys, no spaces) without the checksum field. Format 1 has
-// no checksum; it is still read, with every field validated. A manifest edited by hand, or
+// Format 3 (written since 2026-11-30) adds to each shard entry its CRC-32C ("crc32c", eight hex
+// digits) and, for a tensor packed with the other small ones of its file, its element "offset"
+// (checkpoint.h). Format 2 carries "checksum": "fnv1a64:<16 hex digits>", the digest of the
+// manifest's canonical JSON (sorted keys, no spaces) without the checksum field. Format 1 has no
+// checksum. Both are still read, with every field validated. A manifest edited by hand, or
 // damaged, is refused before a tensor is read: a lowered step would re-train over newer
 // checkpoints, a changed topology would skip the RNG state, a changed dtype would read garbage.
 #pragma once
@@ -14,7 +16,7 @@
 
 namespace spartan::checkpoints {
 
-constexpr int kFormatVersion = 2;
+constexpr int kFormatVersion = 3;
 
 // The checksum field's value for `manifest` (its own checksum field ignored).
 std::string manifest_checksum(const nlohmann::json& manifest);

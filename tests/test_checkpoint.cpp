@@ -13,6 +13,7 @@
 #include "checkpoints/merge.h"
 #include "checkpoints/peft.h"
 #include "common/config.h"
+#include "common/crc32c.h"
 #include "common/files.h"
 #include "model/llama.h"
 #include "model/weights.h"
@@ -39,8 +40,8 @@ checkpoints::SaveRequest trainer_like_request(
     req.entries.push_back({"optim/" + name + "/exp_avg", torch::zeros_like(t), {}});
     req.entries.push_back({"optim/" + name + "/exp_avg_sq", torch::zeros_like(t), {}});
   }
-  req.entries.push_back({"rng/pp0", torch::arange(4, torch::kInt64),
-                         {model::TpPlacement::sharded, 0}});
+  req.entries.push_back(
+      {"rng/pp0", torch::arange(4, torch::kInt64), {model::TpPlacement::sharded, 0}});
   req.state = {{"step", step},         {"tokens", 8 * step}, {"sampler_epoch", 0},
                {"sampler_step", step}, {"adam_steps", step}, {"loss", 1.5}};
   return req;
@@ -70,6 +71,101 @@ TEST(H5File, RoundTripAndChecksums) {
   EXPECT_THROW(checkpoints::H5File(testing::TempDir() + "/missing.h5", "r"), Error);
 }
 
+// A 1-D dataset written and read by element ranges (the pack of small tensors); a range past
+// its end is an error, not a read outside it.
+TEST(H5File, RangesOfAOneDimensionalDataset) {
+  const std::string path = testing::TempDir() + "/ranges.h5";
+  {
+    checkpoints::H5File f(path, "w");
+    f.create("/packed/float32", 10, checkpoints::H5Type::f32);
+    std::vector<float> head = {0, 1, 2, 3}, tail = {4, 5, 6, 7, 8, 9};
+    f.write_at("/packed/float32", 0, 4, checkpoints::H5Type::f32, head.data());
+    f.write_at("/packed/float32", 4, 6, checkpoints::H5Type::f32, tail.data());
+    f.close_and_sync();
+  }
+  checkpoints::H5File f(path, "r");
+  std::vector<float> mid(3);
+  const uint32_t crc = f.read_range("/packed/float32", 3, 3, checkpoints::H5Type::f32, mid.data());
+  EXPECT_EQ(mid, (std::vector<float>{3, 4, 5}));
+  EXPECT_EQ(crc, crc32c(mid.data(), 12));
+  EXPECT_THROW(f.read_range("/packed/float32", 8, 3, checkpoints::H5Type::f32, mid.data()), Error);
+  EXPECT_THROW(f.read_range("/packed/float32", 0, 3, checkpoints::H5Type::i64, mid.data()), Error);
+  std::filesystem::remove(path);
+}
+
+// Format 3: tensors of 1 MiB and more are datasets of their own, smaller ones share a pack; both
+// read back exactly, and a changed byte in either is an error naming the tensor's dataset and
+// the file, never wrong values.
+TEST(Checkpoint, LargeAndPackedTensorsRoundTripAndDamageIsNamed) {
+  const std::string run = testing::TempDir() + "/format3-run";
+  std::filesystem::remove_all(run);
+  make_dirs(run);
+  torch::manual_seed(3);
+  const auto big = torch::randn({512, 1024});  // 2 MiB
+  const auto small = torch::randn({3, 5});
+  auto req = trainer_like_request(run, 2, {{"big", big}, {"small", small}});
+  auto grid = parallel::Grid::solo();
+  const std::string folder = checkpoints::save(*grid, req);
+  const std::string shard = folder + "/shard-pp00-tp00.h5";
+  {
+    checkpoints::Checkpoint ck(folder);
+    EXPECT_TRUE(torch::equal(ck.global("params/big"), big));
+    EXPECT_TRUE(torch::equal(ck.global("params/small"), small));
+    EXPECT_TRUE(torch::equal(ck.global("rng/pp0"), torch::arange(4, torch::kInt64)));
+    const auto& shards = ck.manifest()["tensors"];
+    EXPECT_FALSE(shards["params/big"]["shards"][0].contains("offset"));
+    EXPECT_TRUE(shards["params/small"]["shards"][0].contains("offset"));
+    checkpoints::H5File f(shard, "r");
+    EXPECT_TRUE(f.has("/params/big"));
+    EXPECT_FALSE(f.has("/params/small"));
+  }
+  // One float of each tensor changed in place, found by its bytes in the file.
+  std::ifstream in(shard, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  for (const auto& [key, t] :
+       {std::pair<std::string, torch::Tensor>{"params/big", big}, {"params/small", small}}) {
+    const std::string value(static_cast<const char*>(t.data_ptr()) + 4 * 7, 4);
+    const size_t at = bytes.find(value);
+    ASSERT_NE(at, std::string::npos) << key;
+    std::string damaged = bytes;
+    damaged[at] = static_cast<char>(damaged[at] ^ 0x10);
+    std::ofstream(shard, std::ios::binary | std::ios::trunc) << damaged;
+    try {
+      checkpoints::Checkpoint(folder).global(key);
+      ADD_FAILURE() << "a changed byte of " << key << " was read";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("dataset /" + key + " fails its checksum"),
+                std::string::npos)
+          << e.what();
+      EXPECT_NE(std::string(e.what()).find(shard), std::string::npos) << e.what();
+    }
+  }
+  std::filesystem::remove_all(run);
+}
+
+// A checkpoint written in format 2 (one Fletcher32-checksummed chunk per tensor, no CRC in the
+// manifest; an SPP run of a tiny model, fixtures/checkpoint-v2) still reads, checksums included.
+TEST(Checkpoint, FormatTwoStillReads) {
+  const std::string folder = spartan::testing_support::fixtures_dir() + "/checkpoint-v2";
+  checkpoints::Checkpoint ck(folder);
+  EXPECT_EQ(ck.manifest()["format_version"], 2);
+  int64_t expected = 0;
+  for (const auto& [key, t] : ck.manifest()["tensors"].items()) {
+    int64_t n = 8 - 4 * (t["dtype"] == "float32");
+    for (int64_t d : t["global_shape"].get<std::vector<int64_t>>()) n *= d;
+    expected += n;
+  }
+  EXPECT_EQ(ck.verify(), expected);
+  const auto rng = ck.global("rng/pp0");
+  EXPECT_EQ(rng.scalar_type(), torch::kInt64);
+  for (const auto& [key, t] : ck.manifest()["tensors"].items())
+    if (key.rfind("params/", 0) == 0) {
+      const auto p = ck.global(key);
+      EXPECT_TRUE(torch::isfinite(p).all().item<bool>()) << key;
+      EXPECT_GT(p.abs().sum().item<double>(), 0) << key;
+    }
+}
+
 // An edited manifest is refused when the checkpoint is opened, by its checksum or, with the
 // checksum recomputed, by the field's check; a shard whose HDF5 type is not the manifest's is an
 // error naming the tensor, never a read of the wrong size (a mask entry relabelled float32 once
@@ -85,7 +181,7 @@ TEST(Checkpoint, TamperedManifestsAreRefused) {
   const std::string manifest = folder + "/manifest.json";
   nlohmann::json original;
   std::ifstream(manifest) >> original;
-  EXPECT_EQ(original["format_version"], 2);
+  EXPECT_EQ(original["format_version"], 3);
   EXPECT_EQ(original["checksum"], checkpoints::manifest_checksum(original));
   // Edited as is, the checksum refuses it (an unknown format version before that); with the
   // checksum recomputed, the field's check.
@@ -112,8 +208,11 @@ TEST(Checkpoint, TamperedManifestsAreRefused) {
           "'tensors.masks/m.dtype' is \"float32\", not \"int64\"");
   refused([](auto& j) { j["tensors"]["params/p"]["dtype"] = "int64"; },
           "'tensors.params/p.dtype' is \"int64\"");
-  refused([](auto& j) { j["tensors"]["params/p"]["global_shape"] = {2, -3}; },
-          "'tensors.params/p.global_shape[1]' is -3");
+  refused(
+      [](auto& j) {
+        j["tensors"]["params/p"]["global_shape"] = {2, -3};
+      },
+      "'tensors.params/p.global_shape[1]' is -3");
   refused([](auto& j) { j["tensors"]["params/p"]["shards"][0]["dim"] = 0; },
           "'tensors.params/p.shards' cover 0 of the 2 entries of dimension 0");
   refused([](auto& j) { j["tensors"]["params/p"].erase("shards"); },
@@ -130,11 +229,17 @@ TEST(Checkpoint, TamperedManifestsAreRefused) {
   refused([](auto& j) { j["tensors"]["params/p"]["shards"][0]["file"] = "../x.h5"; },
           "not a shard file name");
   refused([](auto& j) { j["format_version"] = 7; }, "'format_version' is 7", false);
+  refused([](auto& j) { j["tensors"]["params/p"]["shards"][0]["crc32c"] = "0000000G"; },
+          "'tensors.params/p.shards[0].crc32c' must be eight lowercase hexadecimal digits");
+  refused([](auto& j) { j["tensors"]["params/p"]["shards"][0].erase("crc32c"); },
+          "'tensors.params/p.shards[0].crc32c' is missing");
+  refused([](auto& j) { j["tensors"]["params/p"]["shards"][0]["offset"] = -1; },
+          "'tensors.params/p.shards[0].offset' is -1");
   // The HDF5 file's own type decides how many bytes are read.
   std::ofstream(manifest) << original.dump(1);
   {
     checkpoints::H5File f(folder + "/shard-pp00-tp00.h5", "w");
-    f.write("/masks/m", {2, 3}, checkpoints::H5Type::f32, std::vector<float>(6).data());
+    f.write("/packed/int64", {64}, checkpoints::H5Type::f32, std::vector<float>(64).data());
     f.close_and_sync();
   }
   try {
@@ -302,8 +407,7 @@ TEST(MergeMemory, StaysWithinItsBoundOnAModelSeveralTimesLarger) {
   // The check: the libraries' 32 MiB, and a layer with the embedding and the head, four times
   // (two models' tensors and their mapped pages), under half the model.
   const int64_t layer = (4 * 256 * 256 + 3 * 256 * 1024) * 4, ends = 2 * 1000 * 256 * 4;
-  EXPECT_LE(r.check_peak_resident_bytes - r.start_resident_bytes,
-            (32 << 20) + 4 * (layer + ends));
+  EXPECT_LE(r.check_peak_resident_bytes - r.start_resident_bytes, (32 << 20) + 4 * (layer + ends));
   EXPECT_LE(4 * (layer + ends), model_bytes / 2);
   EXPECT_EQ(r.merged.size(), 28u * 7u);
   for (const auto& m : r.merged) {
@@ -316,10 +420,10 @@ TEST(MergeMemory, StaysWithinItsBoundOnAModelSeveralTimesLarger) {
   EXPECT_LE(r.max_projection_diff, 1e-4);
   EXPECT_GE(r.max_logit_diff, 0);
   EXPECT_LE(r.max_logit_diff, 1e-3);
-  auto base = model::WeightStore(c.model.path).load("model.layers.3.mlp.up_proj.weight",
-                                                    torch::kFloat32);
-  auto merged = model::WeightStore(run + "/merged").load("model.layers.3.mlp.up_proj.weight",
-                                                         torch::kFloat32);
+  auto base =
+      model::WeightStore(c.model.path).load("model.layers.3.mlp.up_proj.weight", torch::kFloat32);
+  auto merged = model::WeightStore(run + "/merged")
+                    .load("model.layers.3.mlp.up_proj.weight", torch::kFloat32);
   EXPECT_GT((merged - base).abs().max().item<double>(), 1e-3);
   std::filesystem::remove_all(run);
 }

@@ -8,9 +8,11 @@
 #include <random>
 #include <sstream>
 
+#include "common/crc32c.h"
 #include "trainer/run_log.h"
 #include "trainer/tensorboard.h"
 
+using namespace spartan;
 using namespace spartan::trainer;
 
 namespace {
@@ -44,6 +46,31 @@ TEST(TensorBoard, Crc32cMatchesItsCheckValues) {
   EXPECT_EQ(crc32c(zeros.data(), zeros.size()), 0x8A9136AAu);
   const uint32_t c = 0xE3069283u;
   EXPECT_EQ(masked_crc32c("123456789", 9), ((c >> 15) | (c << 17)) + 0xA282EAD8u);
+}
+
+// The interleaved hardware form (long buffers) and the continued form equal the plain byte-wise
+// definition at every length around the interleaving's edges, and combining two CRCs equals the
+// CRC of the two buffers in a row.
+TEST(Crc32c, EveryPathEqualsTheBytewiseDefinition) {
+  auto bytewise = [](const std::string& s) {
+    uint32_t c = 0xFFFFFFFFu;
+    for (unsigned char b : s)
+      for (int k = 0; k < 8; ++k) c = ((c ^ (b >> k)) & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+    return ~c;
+  };
+  std::mt19937 gen(5);
+  std::string data(3 * 4096 * 3 + 77, '\0');
+  for (auto& ch : data) ch = static_cast<char>(gen());
+  for (size_t n : {size_t(0), size_t(1), size_t(7), size_t(3 * 4096 - 1), size_t(3 * 4096),
+                   size_t(3 * 4096 + 5), size_t(5 * 4096 + 3), data.size()}) {
+    const std::string s = data.substr(0, n);
+    EXPECT_EQ(crc32c(s.data(), s.size()), bytewise(s)) << n;
+    for (size_t cut : {size_t(0), n / 3, n}) {
+      const uint32_t a = crc32c(s.data(), cut), b = crc32c(s.data() + cut, n - cut);
+      EXPECT_EQ(crc32c(s.data() + cut, n - cut, a), bytewise(s)) << n << " cut " << cut;
+      EXPECT_EQ(crc32c_combine(a, b, n - cut), bytewise(s)) << n << " cut " << cut;
+    }
+  }
 }
 
 TEST(TensorBoard, RecordsDecodeToWhatWasEncoded) {

@@ -21,8 +21,7 @@
 
 namespace spartan::trainer {
 
-// CRC-32C (Castagnoli), and TFRecord's masked form of it.
-uint32_t crc32c(const void* data, size_t size);
+// TFRecord's masked form of CRC-32C (common/crc32c.h).
 uint32_t masked_crc32c(const void* data, size_t size);
 
 struct TbEvent {
