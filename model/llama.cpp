@@ -479,6 +479,9 @@ void LlamaImpl::load(const WeightStore& store) {
     if (sl.dim < 0) t.copy_(store.load(name, dtype_));
     else if (sl.dim == 0) t.copy_(store.load_rows(name, sl.begin, sl.end, dtype_));
     else t.copy_(store.load_cols(name, sl.begin, sl.end, dtype_));
+    // A column slice touches every page of the tensor: the mapped pages are dropped, so that a
+    // rank's resident memory is its shard, not the tensors its slices were cut from.
+    store.file_of(name).release(info);
     // A NaN or Inf in the frozen base would train a NaN adapter: one pass over what was read.
     if (!torch::isfinite(t).all().item<bool>())
       throw Error("tensor '" + name + "' holds NaN or Inf values", store.file_of(name).path(),
