@@ -422,7 +422,16 @@ std::vector<Entry> mask_digests(model::Llama& model, parallel::Grid& grid,
       auto hashes = torch::empty({W.size(1)}, torch::kInt64);
       for (int64_t j = 0; j < W.size(1); ++j)
         hashes[j] = static_cast<int64_t>(splitmix64(static_cast<uint64_t>(col0 + j)));
-      auto rows = (W.eq(0).to(torch::kInt64) * hashes).sum(1);  // wraps modulo 2^64
+      // Row blocks of about 4M entries: the int64 products of a whole 70B shard would be
+      // 16 bytes an entry at once.
+      auto rows = torch::empty({W.size(0)}, torch::kInt64);
+      const int64_t block =
+          std::max<int64_t>(1, (int64_t(1) << 22) / std::max<int64_t>(1, W.size(1)));
+      for (int64_t r = 0; r < W.size(0); r += block) {
+        const int64_t n = std::min(block, W.size(0) - r);
+        rows.narrow(0, r, n).copy_(
+            (W.narrow(0, r, n).eq(0).to(torch::kInt64) * hashes).sum(1));  // wraps modulo 2^64
+      }
       auto digest = torch::zeros({proj->out_features()}, torch::kInt64);
       const int64_t row0 = s.split == model::TpSplit::output ? s.begin : 0;
       if (s.split == model::TpSplit::input)
