@@ -81,12 +81,6 @@ constexpr int64_t kPackBelow = 1 << 20;
 const char* dtype_name(bool integer) { return integer ? "int64" : "float32"; }
 std::string pack_name(bool integer) { return std::string("/packed/") + dtype_name(integer); }
 
-std::string hex32(uint32_t x) {
-  char buf[9];
-  std::snprintf(buf, sizeof buf, "%08x", x);
-  return buf;
-}
-
 // One cell's shard file and its index (the manifest's entries for it): large tensors as their
 // own datasets, written from the tensor's memory; the others packed into /packed/<dtype>; every
 // tensor's CRC-32C in the index.
@@ -294,20 +288,20 @@ torch::Tensor Checkpoint::local(const std::string& key, const model::TpPlacement
   const bool sharded = placement.kind == model::TpPlacement::sharded;
   const int64_t dim = sharded ? placement.dim : -1;
   const int64_t n = sharded ? like.size(dim) : 0;
-  const auto global_shape =
-      has(key) ? manifest_["tensors"][key].value("global_shape", std::vector<int64_t>{})
-               : std::vector<int64_t>{};
-  std::vector<int64_t> needed(like.sizes().begin(), like.sizes().end());
-  bool fits = global_shape.size() == needed.size();
-  for (size_t d = 0; fits && d < needed.size(); ++d)
-    fits = static_cast<int64_t>(d) == dim ? global_shape[d] >= (grid.tp_rank() + 1) * n
-                                          : global_shape[d] == needed[d];
-  if (has(key) && !fits) {
-    std::ostringstream msg;
-    msg << "tensor '" << key << "' is " << c10::IntArrayRef(global_shape)
-        << " in the checkpoint, this run needs " << like.sizes()
-        << (sharded ? " of it on each TP rank" : "");
-    throw UsageError(msg.str(), folder_, "resume with the configuration the run was saved with");
+  if (has(key)) {  // a missing key is read()'s error
+    const auto global_shape =
+        manifest_["tensors"][key].at("global_shape").get<std::vector<int64_t>>();
+    bool fits = global_shape.size() == static_cast<size_t>(like.dim());
+    for (int64_t d = 0; fits && d < like.dim(); ++d)
+      fits =
+          d == dim ? global_shape[d] >= (grid.tp_rank() + 1) * n : global_shape[d] == like.size(d);
+    if (!fits) {
+      std::ostringstream msg;
+      msg << "tensor '" << key << "' is " << c10::IntArrayRef(global_shape)
+          << " in the checkpoint, this run needs " << like.sizes()
+          << (sharded ? " of it on each TP rank" : "");
+      throw UsageError(msg.str(), folder_, "resume with the configuration the run was saved with");
+    }
   }
   return read(key, dim, grid.tp_rank() * n, n);
 }
@@ -376,13 +370,8 @@ void Checkpoint::read_part(const std::string& key, const json& shard, bool integ
   if (shard.contains("offset")) {  // packed with the other small tensors of its type
     crc = f.read_range(pack_name(integer), shard.at("offset").get<int64_t>(), count, type, data);
   } else {
-    // The file's own type and shape decide how many bytes are read: they must be the manifest's.
-    const H5Dataset d = f.info("/" + key);
-    if (d.type != type)
-      throw Error("tensor '" + key + "' is stored with another type than the manifest's '" +
-                      dtype_name(integer) + "'",
-                  path, "the checkpoint is damaged: resume from another one");
-    if (d.shape != shape)
+    // The file's own shape must be the manifest's (read_range checks the type).
+    if (f.info("/" + key).shape != shape)
       throw Error("tensor '" + key + "' has another shape than the manifest says", path,
                   "the checkpoint is damaged: resume from another one");
     crc = f.read_range("/" + key, 0, count, type, data);

@@ -80,12 +80,18 @@ H5File::~H5File() {
 
 namespace {
 
-// A dataset creation list for one contiguous extent, allocated when written, never pre-filled.
-hid_t contiguous_dcpl() {
+// Dataset `name` (and its groups) of `type` over `space`: one contiguous extent, allocated when
+// written, never pre-filled. Returns the open dataset, or < 0.
+hid_t create_contiguous(hid_t file, const std::string& name, H5Type type, hid_t space) {
+  hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+  H5Pset_create_intermediate_group(lcpl, 1);
   hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
   H5Pset_layout(dcpl, H5D_CONTIGUOUS);
   H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
-  return dcpl;
+  const hid_t dset = H5Dcreate2(file, name.c_str(), native(type), space, lcpl, dcpl, H5P_DEFAULT);
+  H5Pclose(dcpl);
+  H5Pclose(lcpl);
+  return dset;
 }
 
 }  // namespace
@@ -96,14 +102,9 @@ void H5File::write(const std::string& name, const std::vector<int64_t>& shape, H
   hid_t space = dims.empty()
                     ? H5Screate(H5S_SCALAR)
                     : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr);
-  hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
-  H5Pset_create_intermediate_group(lcpl, 1);
-  hid_t dcpl = contiguous_dcpl();
-  hid_t dset = H5Dcreate2(file_, name.c_str(), native(type), space, lcpl, dcpl, H5P_DEFAULT);
+  const hid_t dset = create_contiguous(file_, name, type, space);
   herr_t rc = dset < 0 ? -1 : H5Dwrite(dset, native(type), H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
   if (dset >= 0) H5Dclose(dset);
-  H5Pclose(dcpl);
-  H5Pclose(lcpl);
   H5Sclose(space);
   if (rc < 0)
     throw Error("cannot write dataset " + name, path_, "check the disk space of the run folder");
@@ -112,47 +113,31 @@ void H5File::write(const std::string& name, const std::vector<int64_t>& shape, H
 void H5File::create(const std::string& name, int64_t count, H5Type type) {
   const hsize_t dims[1] = {static_cast<hsize_t>(count)};
   hid_t space = H5Screate_simple(1, dims, nullptr);
-  hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
-  H5Pset_create_intermediate_group(lcpl, 1);
-  hid_t dcpl = contiguous_dcpl();
-  hid_t dset = H5Dcreate2(file_, name.c_str(), native(type), space, lcpl, dcpl, H5P_DEFAULT);
+  const hid_t dset = create_contiguous(file_, name, type, space);
   if (dset >= 0) H5Dclose(dset);
-  H5Pclose(dcpl);
-  H5Pclose(lcpl);
   H5Sclose(space);
   if (dset < 0)
     throw Error("cannot create dataset " + name, path_, "check the disk space of the run folder");
 }
 
-namespace {
-
-// Runs `io` (H5Dwrite or H5Dread) on elements [offset, offset + count) of a 1-D dataset.
-template <typename Io>
-herr_t on_range(hid_t file, const std::string& name, int64_t offset, int64_t count, Io io) {
-  hid_t dset = H5Dopen2(file, name.c_str(), H5P_DEFAULT);
-  if (dset < 0) return -1;
-  hid_t fspace = H5Dget_space(dset);
-  const hsize_t start[1] = {static_cast<hsize_t>(offset)}, n[1] = {static_cast<hsize_t>(count)};
-  herr_t rc = H5Sget_simple_extent_ndims(fspace) == 1 ? 0 : -1;
-  hsize_t extent[1] = {0};
-  if (rc == 0) H5Sget_simple_extent_dims(fspace, extent, nullptr);
-  if (rc == 0 && (offset < 0 || count < 0 || start[0] + n[0] > extent[0])) rc = -1;
-  if (rc == 0) rc = H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, nullptr, n, nullptr);
-  hid_t mspace = H5Screate_simple(1, n, nullptr);
-  if (rc == 0) rc = io(dset, mspace, fspace);
-  H5Sclose(mspace);
-  H5Sclose(fspace);
-  H5Dclose(dset);
-  return rc;
-}
-
-}  // namespace
-
 void H5File::write_at(const std::string& name, int64_t offset, int64_t count, H5Type type,
                       const void* data) {
-  const herr_t rc = on_range(file_, name, offset, count, [&](hid_t d, hid_t m, hid_t f) {
-    return H5Dwrite(d, native(type), m, f, H5P_DEFAULT, data);
-  });
+  hid_t dset = H5Dopen2(file_, name.c_str(), H5P_DEFAULT);
+  herr_t rc = dset < 0 ? -1 : 0;
+  if (rc == 0) {
+    hid_t fspace = H5Dget_space(dset);
+    hsize_t extent[1] = {0};
+    const hsize_t start[1] = {static_cast<hsize_t>(offset)}, n[1] = {static_cast<hsize_t>(count)};
+    if (H5Sget_simple_extent_ndims(fspace) != 1 || offset < 0 || count < 0) rc = -1;
+    if (rc == 0) H5Sget_simple_extent_dims(fspace, extent, nullptr);
+    if (rc == 0 && start[0] + n[0] > extent[0]) rc = -1;
+    if (rc == 0) rc = H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, nullptr, n, nullptr);
+    hid_t mspace = H5Screate_simple(1, n, nullptr);
+    if (rc == 0) rc = H5Dwrite(dset, native(type), mspace, fspace, H5P_DEFAULT, data);
+    H5Sclose(mspace);
+    H5Sclose(fspace);
+    H5Dclose(dset);
+  }
   if (rc < 0)
     throw Error("cannot write dataset " + name, path_, "check the disk space of the run folder");
 }

@@ -23,4 +23,10 @@ inline std::string hex64(uint64_t h) {
   return buf;
 }
 
+inline std::string hex32(uint32_t h) {
+  char buf[9];
+  std::snprintf(buf, sizeof buf, "%08x", static_cast<unsigned>(h));
+  return buf;
+}
+
 }  // namespace spartan
