@@ -45,6 +45,15 @@ class Stopped : public Error {
       : Error(std::move(what), std::move(where), std::move(todo), kExitCode) {}
 };
 
+// An error that every rank of a job raises alike, agreed over the world (see
+// parallel::check_on_every_rank): one rank prints it, without a rank of its own.
+class JobError : public Error {
+ public:
+  explicit JobError(const Error& e) : Error(e.problem(), e.where(), e.todo(), e.exit_code()) {}
+  JobError(std::string what, std::string where, std::string todo, int exit_code)
+      : Error(std::move(what), std::move(where), std::move(todo), exit_code) {}
+};
+
 // A mistake in the command line or the configuration: exit code 2.
 class UsageError : public Error {
  public:

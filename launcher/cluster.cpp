@@ -144,6 +144,11 @@ std::vector<MissingInput> missing_inputs(const Config& c) {
   };
   check("model.path", c.model.path, "/config.json");
   check("data.path", c.data.path, "");
+  if (!c.data.tokenizer.empty())
+    check("data.tokenizer", c.data.tokenizer, "");
+  else if (!c.model.path.empty() && file_exists(c.model.path + "/config.json"))
+    check("model.path", c.model.path, "/tokenizer.model");  // the model's own tokenizer
+  if (!c.eval.path.empty()) check("eval.path", c.eval.path, "");
   return missing;
 }
 
@@ -191,13 +196,23 @@ LaunchPlan plan_launch(const Config& c, const LaunchRequest& r) {
   else
     a.insert(a.end(), {"--map-by", "ppr:" + str(p.ranks_per_node) + ":node:PE=" + threads,
                        "--bind-to", "core"});
+  // One interface between nodes for MPI's out-of-band and TCP traffic and for NCCL's sockets.
+  if (!r.iface.empty())
+    a.insert(a.end(),
+             {"--mca", "btl_tcp_if_include", r.iface, "--mca", "oob_tcp_if_include", r.iface});
   a.insert(a.end(), {"-x", "OMP_NUM_THREADS=" + threads});
   if (p.gpus_per_node > 0) a.insert(a.end(), {"-x", "SPARTAN_GPU_PER_RANK=1"});
-  std::vector<std::string> nccl;
-  for (const auto& kv : r.environment)
-    if (kv.rfind("NCCL_", 0) == 0) nccl.push_back(kv.substr(0, kv.find('=')));
-  std::sort(nccl.begin(), nccl.end());
-  for (const auto& name : nccl) a.insert(a.end(), {"-x", name});
+  if (!r.iface.empty()) a.insert(a.end(), {"-x", "NCCL_SOCKET_IFNAME=" + r.iface});
+  // The caller's NCCL and Open MPI settings reach every rank on every node.
+  std::vector<std::string> passed;
+  for (const auto& kv : r.environment) {
+    const std::string name = kv.substr(0, kv.find('='));
+    if ((name.rfind("NCCL_", 0) == 0 && !(name == "NCCL_SOCKET_IFNAME" && !r.iface.empty())) ||
+        name.rfind("OMPI_MCA_", 0) == 0)
+      passed.push_back(name);
+  }
+  std::sort(passed.begin(), passed.end());
+  for (const auto& name : passed) a.insert(a.end(), {"-x", name});
   const auto train = r.train.argv();
   a.insert(a.end(), train.begin(), train.end());
   return plan;
@@ -268,6 +283,11 @@ std::string sbatch_script(const Config& c, const SlurmRequest& r) {
     << "#SBATCH --chdir=" << shell_quote(r.workdir) << "\n\n"
     << "export OMP_NUM_THREADS=" << threads << "\n";
   if (p.gpus_per_node > 0) s << "export SPARTAN_GPU_PER_RANK=1\n";
+  if (!r.iface.empty())
+    s << "# The network between nodes: MPI's TCP and out-of-band traffic, NCCL's sockets.\n"
+      << "export OMPI_MCA_btl_tcp_if_include=" << shell_quote(r.iface) << "\n"
+      << "export OMPI_MCA_oob_tcp_if_include=" << shell_quote(r.iface) << "\n"
+      << "export NCCL_SOCKET_IFNAME=" << shell_quote(r.iface) << "\n";
   s << "echo \"spartan: job $SLURM_JOB_ID, start $((${SLURM_RESTART_COUNT:-0} + 1)), on "
        "$SLURM_JOB_NODELIST\"\n";
   if (r.launcher == "srun") {
@@ -277,6 +297,7 @@ std::string sbatch_script(const Config& c, const SlurmRequest& r) {
   } else {
     std::string env = " -x OMP_NUM_THREADS";
     if (p.gpus_per_node > 0) env += " -x SPARTAN_GPU_PER_RANK";
+    if (!r.iface.empty()) env += " -x NCCL_SOCKET_IFNAME";
     s << "mpirun -np " << p.world << " --map-by ppr:" << p.ranks_per_node << ":node:PE="
       << threads << " --bind-to core" << env << " " << train << " &\n"
       << "launcher=$!\n"

@@ -41,7 +41,8 @@ struct RankPlacement {
 RankPlacement place_ranks(const Config& c, int64_t nodes, int64_t ranks_per_node,
                           int64_t gpus_per_node, const std::string& where);
 
-// Inputs of the run missing on this machine: the model folder (config.json) and the data.
+// Inputs of the run missing on this machine: the model folder (config.json), the data, the
+// tokenizer and the held-out data.
 struct MissingInput {
   std::string what, where;
 };
@@ -63,7 +64,9 @@ struct LaunchRequest {
   int64_t gpus_per_node = -1;    // -1: this machine's count
   int64_t threads_per_rank = 1;
   bool oversubscribe = false;    // more ranks than cores (tests, laptops): no core binding
-  std::vector<std::string> environment;  // "NAME=value" of the caller; NCCL_* are passed on
+  std::string iface;             // network interface between nodes (MPI's TCP and NCCL); "" = any
+  std::vector<std::string> environment;  // "NAME=value" of the caller; NCCL_* and OMPI_MCA_* are
+                                         // passed on to every rank
 };
 // The mpirun command line, one argument per entry, and where its ranks go.
 struct LaunchPlan {
@@ -81,6 +84,7 @@ struct SlurmRequest {
   std::string launcher = "srun";  // srun (PMIx) | mpirun (inside the allocation)
   int64_t signal_seconds = 300;   // USR1 this long before the time limit
   std::string workdir;            // the job runs here (relative paths of the configuration)
+  std::string iface;              // network interface between nodes (MPI's TCP and NCCL)
 };
 // The sbatch script: resources, USR1 before the time limit, requeue on exit code 75.
 std::string sbatch_script(const Config& c, const SlurmRequest& r);

@@ -1,8 +1,16 @@
 // spartan launch: start `spartan train` on the configured layout with mpirun (or print the command).
 // spartan slurm: write the sbatch script that does the same under Slurm, with requeue.
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -57,9 +65,115 @@ void note_missing_inputs(const Config& c) {
     std::cerr << "spartan: note: " << m.what << ", " << m.where << "\n";
 }
 
+// mpirun, while the launcher waits for it: the signal handlers pass signals on to it.
+volatile sig_atomic_t g_mpirun = 0;
+
+void pass_on(int sig, siginfo_t* info, void*) {
+  // A key at the terminal (Ctrl-C) signals the whole foreground group, mpirun with it: pass on
+  // only what was sent to the launcher alone (kill, a scheduler, a batch script's trap).
+  if (info != nullptr && info->si_code == SI_KERNEL) return;
+  if (g_mpirun > 0) ::kill(g_mpirun, sig);
+}
+
+// Copies what arrived on `fd` to stderr; true once a line says that a rank failed. `open`
+// turns false at the end of the stream.
+bool relay(int fd, std::string& line, bool& open) {
+  bool failed = false;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) != 0) {
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return failed;  // nothing more for now
+    }
+    (void)!::write(STDERR_FILENO, buf, static_cast<size_t>(n));
+    for (ssize_t i = 0; i < n; ++i) {
+      if (buf[i] != '\n') {
+        if (line.size() < 4096) line += buf[i];
+        continue;
+      }
+      if (line.find("spartan: error:") != std::string::npos ||
+          line.find("MPI_ABORT was invoked") != std::string::npos)
+        failed = true;
+      line.clear();
+    }
+  }
+  open = false;
+  return failed;
+}
+
+// Runs mpirun and returns its exit code. Open MPI ends the whole job when one rank fails, but it
+// waits for every node's daemon to confirm, and the daemon of a node that cannot be reached (a
+// lost node, a cut link) never does: mpirun would wait forever. So the launcher reads mpirun's
+// stderr (and passes it through); once a rank has reported an error and mpirun has not ended
+// `grace_s` seconds later, it stops mpirun and says why.
+int run_mpirun(const std::vector<std::string>& args, double grace_s) {
+  int err[2];
+  if (::pipe2(err, O_CLOEXEC) != 0)
+    throw Error(std::string("cannot make a pipe: ") + std::strerror(errno), "spartan launch",
+                "check the process limits (ulimit -n)");
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0)
+    throw Error(std::string("cannot start mpirun: ") + std::strerror(errno), "spartan launch",
+                "check the process limits (ulimit -u)");
+  if (pid == 0) {
+    ::dup2(err[1], STDERR_FILENO);
+    ::execvp(argv[0], argv.data());
+    std::fprintf(stderr,
+                 "spartan: error: cannot start mpirun: %s, PATH, install Open MPI "
+                 "(openmpi-bin) or put its mpirun on PATH\n",
+                 std::strerror(errno));
+    std::_Exit(1);
+  }
+  ::close(err[1]);
+  ::fcntl(err[0], F_SETFL, O_NONBLOCK);
+  g_mpirun = pid;
+  struct sigaction action {};
+  action.sa_sigaction = pass_on;
+  action.sa_flags = SA_SIGINFO | SA_RESTART;
+  sigemptyset(&action.sa_mask);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2}) ::sigaction(sig, &action, nullptr);
+
+  using Clock = std::chrono::steady_clock;
+  std::string line;
+  bool open = true, failed = false;
+  Clock::time_point failed_at;
+  for (;;) {
+    pollfd p{err[0], POLLIN, 0};
+    ::poll(&p, open ? 1 : 0, 200);
+    if (open && relay(err[0], line, open) && !failed) {
+      failed = true;
+      failed_at = Clock::now();
+    }
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) == pid) {
+      if (open) relay(err[0], line, open);
+      g_mpirun = 0;
+      ::close(err[0]);
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    if (failed && std::chrono::duration<double>(Clock::now() - failed_at).count() > grace_s) {
+      std::fprintf(stderr,
+                   "spartan: error: mpirun did not end the job %.0f s after a rank's error (a "
+                   "node that cannot be reached never confirms the end), mpirun, stopped it; "
+                   "resume on the nodes that remain: spartan train continues from the newest "
+                   "checkpoint\n",
+                   grace_s);
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+      g_mpirun = 0;
+      ::close(err[0]);
+      return 1;
+    }
+  }
+}
+
 struct LaunchOptions {
   std::string config_positional, config;
-  std::string hosts, hostfile;
+  std::string hosts, hostfile, iface;
   int64_t gpus_per_node = -1, threads_per_rank = 1;
   bool oversubscribe = false, dry_run = false;
   std::vector<std::string> overrides;
@@ -78,6 +192,7 @@ void launch(const LaunchOptions& o) {
   r.gpus_per_node = o.gpus_per_node;
   r.threads_per_rank = o.threads_per_rank;
   r.oversubscribe = o.oversubscribe;
+  r.iface = o.iface;
   for (char** e = environ; *e; ++e) r.environment.emplace_back(*e);
   const LaunchPlan plan = plan_launch(c, r);
 
@@ -89,12 +204,11 @@ void launch(const LaunchOptions& o) {
   }
   check_inputs(c);
   std::cout << shell_join(plan.argv) << std::endl;
-  std::vector<char*> argv;
-  for (const auto& a : plan.argv) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  ::execvp(argv[0], argv.data());
-  throw Error(std::string("cannot start mpirun: ") + std::strerror(errno), "PATH",
-              "install Open MPI (openmpi-bin) or put its mpirun on PATH");
+  // A healthy mpirun ends the job within a second or two of a rank's error.
+  const double limit = c.parallel.timeout_s > 0 ? c.parallel.timeout_s : 60;
+  const int code = run_mpirun(plan.argv, std::clamp(limit, 5.0, 60.0));
+  std::fflush(nullptr);
+  std::exit(code);
 }
 
 struct SlurmOptions {
@@ -148,6 +262,9 @@ void add_launch_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_flag("--oversubscribe", o->oversubscribe,
                 "allow more ranks than cores (no core binding; for tests and laptops)");
+  cmd->add_option("--iface", o->iface,
+                  "network interface between nodes, for MPI's TCP and NCCL's sockets (e.g. ib0)")
+      ->type_name("NAME");
   cmd->add_flag("--dry-run", o->dry_run, "print the mpirun command instead of running it");
   add_set_option(cmd, o->overrides);
   cmd->callback([o] { launch(*o); });
@@ -178,6 +295,9 @@ void add_slurm_command(CLI::App& app) {
                   "seconds before the time limit at which the ranks get USR1")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  cmd->add_option("--iface", r.iface,
+                  "network interface between nodes, for MPI's TCP and NCCL's sockets (e.g. ib0)")
+      ->type_name("NAME");
   cmd->add_option("--out", o->out, "write the script here (default: print it)")->type_name("FILE");
   add_set_option(cmd, o->overrides);
   cmd->callback([o] { write_slurm(*o); });

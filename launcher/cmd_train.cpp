@@ -4,6 +4,7 @@
 // (zero pattern checked), full as a model folder. Under mpirun with a [parallel] layout every
 // rank loads its shard; at the end the trained tensors are gathered on rank 0, which saves.
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
@@ -199,17 +200,24 @@ nlohmann::json run_identity(const Config& c) {
 
 void train(const std::string& config_path, const std::vector<std::string>& overrides,
            const std::string& resume_option) {
-  Config c = load_config(config_path, overrides);
-  if (c.model.path.empty()) missing(c, "model.path", "no base model folder");
-  if (c.data.path.empty()) missing(c, "data.path", "no training data");
-  validate_against_model(c, model_shape(c));
+  // Under a launcher, MPI starts first: the checks of the configuration and of the inputs run on
+  // every rank, on its own node, and a node that lacks a file is named in the error.
+  if (parallel::launched_by_mpi()) parallel::init_mpi();
+  Config c;
+  ModelShape shape;
+  parallel::check_on_every_rank([&] {
+    c = load_config(config_path, overrides);
+    if (c.model.path.empty()) missing(c, "model.path", "no base model folder");
+    if (c.data.path.empty()) missing(c, "data.path", "no training data");
+    shape = model_shape(c);
+    validate_against_model(c, shape);
+    if (file_exists(c.model.path + "/config.json"))
+      check_memory_fits(model::read_hf_config(c.model.path), memory_inputs(c, c.data.seq_len),
+                        c.run.memory_limit_gb,
+                        c.model.path + "/config.json with " + c.where("data.seq_len") +
+                            " (keys 'data.seq_len', 'optim.micro_batch_size', 'adapter.r')");
+  });
   const std::string& method = c.adapter.method;
-  const ModelShape shape = model_shape(c);
-  if (file_exists(c.model.path + "/config.json"))
-    check_memory_fits(model::read_hf_config(c.model.path), memory_inputs(c, c.data.seq_len),
-                      c.run.memory_limit_gb,
-                      c.model.path + "/config.json with " + c.where("data.seq_len") +
-                          " (keys 'data.seq_len', 'optim.micro_batch_size', 'adapter.r')");
   if (c.parallel.backend == "nccl")
     throw UsageError("the NCCL backend needs CUDA tensors; this build of spartan trains on CPU",
                      c.where("parallel.backend") + " (key 'parallel.backend')",
@@ -235,26 +243,40 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
     std::ofstream(run_dir + "/config.resolved.toml") << to_toml(c);
   }
   grid->world().barrier();
+  // Every rank writes its checkpoint shards into the run folder that rank 0 made.
+  parallel::check_on_every_rank([&] {
+    if (::access(run_dir.c_str(), W_OK | X_OK) != 0)
+      throw UsageError("cannot write to the run folder " + run_dir + " that rank 0 made",
+                       c.where("run.output_dir") + " (key 'run.output_dir')",
+                       "put run.output_dir on storage that every node mounts");
+  });
 
   const torch::Dtype dtype = c.model.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32;
   const model::Shard shard = distributed
                                  ? model::make_shard(*grid, shape.num_layers, c.parallel.pp_split)
                                  : model::Shard{};
-  model::Llama llama = model::load_llama(c.model.path, dtype, shard);
+  // The inputs each rank reads on its own node; a node that cannot is named (see above).
+  model::Llama llama{nullptr};
+  std::unique_ptr<model::Tokenizer> tokenizer;
+  data::DataSplit data;
+  parallel::check_on_every_rank([&] {
+    llama = model::load_llama(c.model.path, dtype, shard);
+    tokenizer = std::make_unique<model::Tokenizer>(tokenizer_path(c));
+    data = data::load_data(c.data.path, c.data.format, *tokenizer, c.data.seq_len, c.data.pack,
+                           c.data.held_out_fraction, c.run.seed);
+    if (!c.eval.path.empty())  // [eval] path: held-out data of its own, all of the file
+      data.held_out = data::load_data(c.eval.path, "auto", *tokenizer, c.data.seq_len, c.data.pack,
+                                      0.0, c.run.seed)
+                          .train;
+  });
+  const model::Tokenizer& tok = *tokenizer;
   if (method == "full" && c.parallel.pp > 1 && llama->arch().tie_word_embeddings)
     throw UsageError(
         "full fine-tuning of a model with a tied LM head cannot split it into "
         "pipeline stages (the embedding and the head would train apart)",
         c.where("parallel.pp") + " (key 'parallel.pp')",
         "set parallel.pp = 1 or use an adapter method");
-  model::Tokenizer tok(tokenizer_path(c));
   model::check_tokenizer_fits(llama->arch(), tok.vocab_size(), tok.path());
-  data::DataSplit data = data::load_data(c.data.path, c.data.format, tok, c.data.seq_len,
-                                         c.data.pack, c.data.held_out_fraction, c.run.seed);
-  if (!c.eval.path.empty())  // [eval] path: held-out data of its own, all of the file
-    data.held_out =
-        data::load_data(c.eval.path, "auto", tok, c.data.seq_len, c.data.pack, 0.0, c.run.seed)
-            .train;
   // Sequences with no token to learn from (every response cut off at seq_len) would train on
   // nothing and report a loss of 0.
   for (const auto* part : {&data.train, &data.held_out})

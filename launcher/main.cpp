@@ -16,21 +16,22 @@
 namespace {
 
 // Prints the error and ends the process. Under MPI the whole job ends (MPI_Abort), so no rank
-// waits forever in a collective for one that failed. Configuration errors (exit code 2) are
-// raised alike on every rank, so only rank 0 prints them. Other errors: rank 0 prints and aborts
-// at once, the others wait a moment first, so the usual outcome is one line, and a rank that fails
-// alone still prints, with its rank.
-int fail(const std::string& message, int code) {
+// waits forever in a collective for one that failed. Configuration errors (exit code 2) and
+// errors agreed over the job (`everywhere`) are raised alike on every rank, so only rank 0 prints
+// them. Other errors: rank 0 prints and aborts at once, the others wait a moment first, so the
+// usual outcome is one line, and a rank that fails alone still prints, with its rank.
+int fail(const std::string& message, int code, bool everywhere = false) {
   const int size = spartan::parallel::world_size(), rank = spartan::parallel::world_rank();
+  const bool alike = code == 2 || everywhere;
   if (size > 1 && rank != 0) {
-    if (code == 2 && !spartan::parallel::mpi_initialized()) return code;
+    if (alike && !spartan::parallel::mpi_initialized()) return code;
     ::usleep(500 * 1000);
-    if (code == 2) {
+    if (alike) {
       spartan::parallel::abort_job(code);
       return code;
     }
   }
-  if (size > 1)
+  if (size > 1 && !everywhere)
     std::fprintf(stderr, "spartan: error: %s (rank %d of %d)\n", message.c_str(), rank, size);
   else
     std::fprintf(stderr, "spartan: error: %s\n", message.c_str());
@@ -95,6 +96,8 @@ int main(int argc, char** argv) {
     // Every rank stops together after the checkpoint: an orderly exit, no abort.
     if (spartan::parallel::world_rank() == 0) std::fprintf(stderr, "spartan: %s\n", e.what());
     return e.exit_code();
+  } catch (const spartan::JobError& e) {
+    return fail(e.what(), e.exit_code(), true);
   } catch (const spartan::Error& e) {
     return fail(e.what(), e.exit_code());
   } catch (const std::exception& e) {

@@ -7,8 +7,13 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <functional>
 #include <mutex>
+#include <optional>
+#include <set>
 #include <thread>
+#include <vector>
 
 #include "common/error.h"
 
@@ -51,6 +56,35 @@ MPI_Datatype mpi_type(torch::ScalarType t) {
   }
 }
 
+// Every rank's host (MPI_Get_processor_name), gathered once by init_mpi: errors about a peer
+// name its node. Written before any other thread exists, read-only afterwards.
+std::vector<std::string>& host_table() {
+  static std::vector<std::string> hosts;
+  return hosts;
+}
+
+void gather_hosts() {
+  char name[MPI_MAX_PROCESSOR_NAME] = {};
+  int length = 0, size = 1;
+  MPI_Get_processor_name(name, &length);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  std::vector<char> all(static_cast<size_t>(size) * MPI_MAX_PROCESSOR_NAME);
+  check(MPI_Allgather(name, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, all.data(), MPI_MAX_PROCESSOR_NAME,
+                      MPI_CHAR, MPI_COMM_WORLD),
+        "MPI_Allgather");
+  auto& hosts = host_table();
+  hosts.clear();
+  for (int r = 0; r < size; ++r) {
+    const char* entry = all.data() + static_cast<size_t>(r) * MPI_MAX_PROCESSOR_NAME;
+    hosts.emplace_back(entry, strnlen(entry, MPI_MAX_PROCESSOR_NAME));
+  }
+}
+
+// "rank 2 on h2"
+std::string rank_on_host(int world_rank) {
+  return "rank " + std::to_string(world_rank) + " on " + host_of(world_rank);
+}
+
 MPI_Op mpi_op(ReduceOp op) { return op == ReduceOp::max ? MPI_MAX : MPI_SUM; }
 
 // Half-precision tensors are reduced in fp32: MPI has no bf16 arithmetic.
@@ -79,12 +113,16 @@ class Watchdog {
       thread_.detach();
     }
   }
-  void enter(const std::string& group, const char* op) {
+  // `members`: the world ranks of the group; `peer`: the world rank of a point-to-point
+  // operation's other side, or -1.
+  void enter(const std::string& group, const char* op, const std::vector<int>& members, int peer) {
     std::lock_guard<std::mutex> lock(mutex_);
     busy_ = true;
     since_ = Clock::now();
     group_ = &group;
     op_ = op;
+    members_ = &members;
+    peer_ = peer;
   }
   void leave() {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -98,15 +136,30 @@ class Watchdog {
       wake_.wait_for(lock, std::chrono::seconds(1));
       if (!busy_ || limit_ <= 0 || since(since_) < limit_) continue;
       std::fprintf(stderr,
-                   "spartan: error: rank %d of %d waited %.0f s in %s over the '%s' group without "
-                   "progress (another rank failed or hangs), parallel.timeout_s, look for another "
-                   "rank's error above; raise parallel.timeout_s if a step legitimately takes "
-                   "longer\n",
-                   rank_, size_, since(since_), op_, group_->c_str());
+                   "spartan: error: rank %d of %d on %s waited %.0f s in %s over the '%s' group "
+                   "(%s) without "
+                   "progress: a peer failed, hangs or cannot be reached, parallel.timeout_s, look "
+                   "for another rank's error above; raise parallel.timeout_s if a step "
+                   "legitimately takes longer\n",
+                   rank_, size_, host_of(rank_).c_str(), since(since_), op_, group_->c_str(),
+                   peers().c_str());
       std::fflush(stderr);
       MPI_Abort(MPI_COMM_WORLD, 1);
       std::_Exit(1);
     }
+  }
+
+  // "peer: rank 2 on h2", or "peers: rank 2 on h2, rank 4 on h3 and 5 more".
+  std::string peers() const {
+    if (peer_ >= 0) return "peer: " + rank_on_host(peer_);
+    std::vector<int> others;
+    for (int r : *members_)
+      if (r != rank_) others.push_back(r);
+    std::string text = others.size() == 1 ? "peer: " : "peers: ";
+    const size_t shown = std::min<size_t>(others.size(), 4);
+    for (size_t i = 0; i < shown; ++i) text += (i ? ", " : "") + rank_on_host(others[i]);
+    if (others.size() > shown) text += " and " + std::to_string(others.size() - shown) + " more";
+    return text;
   }
 
   std::mutex mutex_;
@@ -118,12 +171,17 @@ class Watchdog {
   Clock::time_point since_;
   const std::string* group_ = nullptr;
   const char* op_ = "";
+  const std::vector<int>* members_ = nullptr;
+  int peer_ = -1;
 };
 
 // Registers one MPI operation with the watchdog for its lifetime.
 class Watched {
  public:
-  Watched(const std::string& group, const char* op) { Watchdog::instance().enter(group, op); }
+  Watched(const std::string& group, const char* op, const std::vector<int>& members,
+          int peer = -1) {
+    Watchdog::instance().enter(group, op, members, peer);
+  }
   ~Watched() { Watchdog::instance().leave(); }
   Watched(const Watched&) = delete;
   Watched& operator=(const Watched&) = delete;
@@ -140,6 +198,16 @@ class MpiCommunicator final : public Communicator {
   MpiCommunicator(std::string name, MPI_Comm comm) : Communicator(std::move(name)), comm_(comm) {
     MPI_Comm_rank(comm_, &rank_);
     MPI_Comm_size(comm_, &size_);
+    // The world rank of each member, for errors that name a peer.
+    MPI_Group group, world;
+    MPI_Comm_group(comm_, &group);
+    MPI_Comm_group(MPI_COMM_WORLD, &world);
+    std::vector<int> local(size_);
+    for (int r = 0; r < size_; ++r) local[r] = r;
+    members_.resize(size_);
+    MPI_Group_translate_ranks(group, size_, local.data(), world, members_.data());
+    MPI_Group_free(&group);
+    MPI_Group_free(&world);
   }
   ~MpiCommunicator() override {
     int finalized = 0;
@@ -152,7 +220,7 @@ class MpiCommunicator final : public Communicator {
 
   void all_reduce(torch::Tensor& t, ReduceOp op) override {
     const auto t0 = Clock::now();
-    Watched watched(name(), "all_reduce");
+    Watched watched(name(), "all_reduce", members_);
     TORCH_CHECK(t.is_contiguous() && t.device().is_cpu(), "all_reduce: contiguous CPU tensor");
     torch::Tensor buf = reduced_in_fp32(t) ? t.to(torch::kFloat32) : t;
     check(MPI_Allreduce(MPI_IN_PLACE, buf.data_ptr(), to_int(buf.numel(), "all_reduce"),
@@ -165,7 +233,7 @@ class MpiCommunicator final : public Communicator {
 
   torch::Tensor all_gather(const torch::Tensor& t, int64_t dim) override {
     const auto t0 = Clock::now();
-    Watched watched(name(), "all_gather");
+    Watched watched(name(), "all_gather", members_);
     auto in = t.contiguous();
     std::vector<int64_t> shape{size_};
     shape.insert(shape.end(), in.sizes().begin(), in.sizes().end());
@@ -179,7 +247,7 @@ class MpiCommunicator final : public Communicator {
 
   torch::Tensor reduce_scatter(const torch::Tensor& t, int64_t dim) override {
     const auto t0 = Clock::now();
-    Watched watched(name(), "reduce_scatter");
+    Watched watched(name(), "reduce_scatter", members_);
     TORCH_CHECK(t.size(dim) % size_ == 0, "reduce_scatter: size ", t.size(dim),
                 " not divisible by ", size_);
     auto parts = torch::stack(t.chunk(size_, dim)).contiguous();  // (size, ...)
@@ -195,7 +263,7 @@ class MpiCommunicator final : public Communicator {
 
   void broadcast(torch::Tensor& t, int root) override {
     const auto t0 = Clock::now();
-    Watched watched(name(), "broadcast");
+    Watched watched(name(), "broadcast", members_);
     TORCH_CHECK(t.is_contiguous(), "broadcast: contiguous tensor");
     check(MPI_Bcast(t.data_ptr(), to_int(payload_bytes(t), "broadcast"), MPI_BYTE, root, comm_),
           "MPI_Bcast");
@@ -204,7 +272,7 @@ class MpiCommunicator final : public Communicator {
 
   void send(const torch::Tensor& t, int dst) override {
     const auto t0 = Clock::now();
-    Watched watched(name(), "send");
+    Watched watched(name(), "send", members_, members_[dst]);
     auto c = t.contiguous();
     check(MPI_Send(c.data_ptr(), to_int(payload_bytes(c), "send"), MPI_BYTE, dst, 0, comm_),
           "MPI_Send");
@@ -213,7 +281,7 @@ class MpiCommunicator final : public Communicator {
 
   void recv(torch::Tensor& t, int src) override {
     const auto t0 = Clock::now();
-    Watched watched(name(), "recv");
+    Watched watched(name(), "recv", members_, members_[src]);
     TORCH_CHECK(t.is_contiguous(), "recv: contiguous tensor");
     check(MPI_Recv(t.data_ptr(), to_int(payload_bytes(t), "recv"), MPI_BYTE, src, 0, comm_,
                    MPI_STATUS_IGNORE),
@@ -223,7 +291,7 @@ class MpiCommunicator final : public Communicator {
 
   void send_recv(const torch::Tensor& out, int dst, torch::Tensor& in, int src) override {
     const auto t0 = Clock::now();
-    Watched watched(name(), "send_recv");
+    Watched watched(name(), "send_recv", members_, members_[dst]);
     auto c = out.contiguous();
     TORCH_CHECK(in.is_contiguous(), "send_recv: contiguous tensor");
     check(MPI_Sendrecv(c.data_ptr(), to_int(payload_bytes(c), "send"), MPI_BYTE, dst, 0,
@@ -235,7 +303,7 @@ class MpiCommunicator final : public Communicator {
 
   void barrier() override {
     const auto t0 = Clock::now();
-    Watched watched(name(), "barrier");
+    Watched watched(name(), "barrier", members_);
     check(MPI_Barrier(comm_), "MPI_Barrier");
     count(0, since(t0));
   }
@@ -243,6 +311,7 @@ class MpiCommunicator final : public Communicator {
  private:
   MPI_Comm comm_;
   int rank_ = 0, size_ = 1;
+  std::vector<int> members_;  // world rank of each rank of this group
 };
 
 class SoloCommunicator final : public Communicator {
@@ -297,6 +366,7 @@ int init_mpi() {
     int provided = 0;
     check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
     std::atexit(finalize_at_exit);
+    gather_hosts();
   }
   int size = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &size);
@@ -332,6 +402,71 @@ int world_size() {
   int size = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   return size;
+}
+
+std::string host_of(int world_rank) {
+  const auto& hosts = host_table();
+  if (world_rank < 0 || world_rank >= static_cast<int>(hosts.size())) return "an unknown host";
+  return hosts[world_rank];
+}
+
+void check_on_every_rank(const std::function<void()>& check_here) {
+  std::optional<Error> local;
+  try {
+    check_here();
+  } catch (const Error& e) {
+    local = e;
+  }
+  if (!mpi_usable() || world_size() == 1) {
+    if (local) throw *local;
+    return;
+  }
+  const int size = world_size();
+  int failed = local ? 1 : 0;
+  std::vector<int> flags(size);
+  check(MPI_Allgather(&failed, 1, MPI_INT, flags.data(), 1, MPI_INT, MPI_COMM_WORLD),
+        "MPI_Allgather");
+  std::vector<int> failing;
+  for (int r = 0; r < size; ++r)
+    if (flags[r]) failing.push_back(r);
+  if (failing.empty()) return;
+  // The lowest failing rank's error, sent to every rank: its parts and its exit code.
+  const int first = failing.front();
+  std::string text = local ? local->problem() + '\x1f' + local->where() + '\x1f' + local->todo() +
+                                 '\x1f' + std::to_string(local->exit_code())
+                           : std::string();
+  int length = static_cast<int>(text.size());
+  check(MPI_Bcast(&length, 1, MPI_INT, first, MPI_COMM_WORLD), "MPI_Bcast");
+  text.resize(length);
+  check(MPI_Bcast(text.data(), length, MPI_CHAR, first, MPI_COMM_WORLD), "MPI_Bcast");
+  std::vector<std::string> parts;
+  for (size_t begin = 0;;) {
+    const size_t end = text.find('\x1f', begin);
+    parts.push_back(text.substr(begin, end == std::string::npos ? end : end - begin));
+    if (end == std::string::npos) break;
+    begin = end + 1;
+  }
+  parts.resize(4);
+  const int code = std::atoi(parts[3].c_str());
+  if (static_cast<int>(failing.size()) == size)  // every rank: the same problem everywhere
+    throw JobError(parts[0], parts[1], parts[2], code);
+  // Some hosts only: name them and their ranks.
+  std::set<std::string> hosts;
+  std::string ranks;
+  for (size_t i = 0; i < failing.size(); ++i) {
+    hosts.insert(host_of(failing[i]));
+    if (i < 8) ranks += (i ? ", " : "") + std::to_string(failing[i]);
+  }
+  if (failing.size() > 8) ranks += " and " + std::to_string(failing.size() - 8) + " more";
+  std::string on;
+  for (const auto& h : hosts) on += (on.empty() ? "" : ", ") + h;
+  throw JobError(parts[0] + " on " + on + " (" + (failing.size() == 1 ? "rank " : "ranks ") +
+                     ranks + " of " + std::to_string(size) + "; the other ranks can)",
+                 parts[1],
+                 parts[2] +
+                     "; every node must see the same paths (shared storage, or a copy at "
+                     "the same path on each node)",
+                 code);
 }
 
 void set_collective_timeout(double seconds) {

@@ -1,6 +1,7 @@
 // MPI: start-up, the world, and MPI communicators for CPU tensors. mpi.h stays in the .cpp.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -20,8 +21,16 @@ int world_size();
 // The MPI library's own version line (MPI_Get_library_version; callable before MPI_Init), e.g.
 // "Open MPI v4.1.4, ...": the bundle for GPU machines runs on another Open MPI than the build.
 std::string mpi_library_version();
+// The host of a world rank (MPI_Get_processor_name, gathered by init_mpi).
+std::string host_of(int world_rank);
+// A start-up check that every rank makes on its own node (its files, its folders), agreed over
+// the world: when it throws spartan::Error on some ranks, every rank throws the lowest failing
+// rank's error, naming the hosts and ranks that failed when the others did not. Collective; runs
+// `check_here` alone without MPI.
+void check_on_every_rank(const std::function<void()>& check_here);
 // A limit on how long one MPI operation may take: past it, the rank prints an error naming the
-// operation and its group and ends the job (MPI_Abort). 0 = no limit (the default).
+// operation, its group and the peers (rank and host) it waits for, and ends the job (MPI_Abort).
+// 0 = no limit (the default).
 void set_collective_timeout(double seconds);
 // Ends the whole job with `code` from any rank (MPI_Abort); a no-op without MPI.
 void abort_job(int code);

@@ -3,7 +3,7 @@
 #  - dry-run mpirun commands for one node, 2 nodes x 8 and 8 nodes x 8 (a hostfile), exactly;
 #  - the checks: a TP group across nodes, fewer GPUs than ranks, too few nodes, a missing model;
 #  - sbatch scripts for srun and for mpirun, exactly where they depend on the layout;
-#  - `spartan launch` for real: a 2-rank TP run on this machine.
+#  - `spartan launch` for real: a 2-rank TP run on this machine, and USR1 passed on to its ranks.
 set -euo pipefail
 spartan="$1"; fixtures="$2"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -11,8 +11,13 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS
 cli_workdir
 exe=$(readlink -f "$spartan")
 fail() { echo "FAIL: $*"; exit 1; }
-# Runs spartan with only the environment the command may read (no NCCL_* of the caller).
-run() { env -u NCCL_DEBUG -u NCCL_IB_HCA -u NCCL_SOCKET_IFNAME "$spartan" "$@"; }
+# Runs spartan with only the environment the command may read (no NCCL_* or OMPI_MCA_* of the
+# caller).
+unset_passed=()
+for name in $(env | grep -oE '^(NCCL|OMPI_MCA)_[A-Za-z0-9_]*' || true); do
+  unset_passed+=(-u "$name")
+done
+run() { env "${unset_passed[@]}" "$spartan" "$@"; }
 expect() {  # expect "<expected stdout>" <spartan args...>
   local want="$1"; shift
   local got; got=$(run "$@" 2> err) || { cat err; fail "spartan $*: exit code $?"; }
@@ -41,6 +46,16 @@ want="mpirun -np 16 --host n1:8,n2:8 --map-by ppr:8:node:PE=4 --bind-to core \
 got=$(NCCL_IB_HCA=mlx5 NCCL_DEBUG=INFO "$spartan" launch two.toml --hosts n1:8,n2:8 \
   --gpus-per-node 8 --threads-per-rank 4 --set optim.lr=1e-4 --dry-run 2> /dev/null)
 [[ "$got" == "$want" ]] || { printf 'want: %s\ngot:  %s\n' "$want" "$got"; fail "2 x 8"; }
+# --iface: one interface for Open MPI's TCP and out-of-band traffic and for NCCL; the caller's
+# Open MPI settings reach every rank too.
+want="mpirun -np 16 --host n1:8,n2:8 --map-by ppr:8:node:PE=1 --bind-to core \
+--mca btl_tcp_if_include ib0 --mca oob_tcp_if_include ib0 -x OMP_NUM_THREADS=1 \
+-x SPARTAN_GPU_PER_RANK=1 -x NCCL_SOCKET_IFNAME=ib0 -x OMPI_MCA_btl_tcp_eager_limit $exe train \
+--config $dir/two.toml"
+got=$(env "${unset_passed[@]}" NCCL_SOCKET_IFNAME=eth0 OMPI_MCA_btl_tcp_eager_limit=65536 \
+  "$spartan" launch two.toml --hosts n1:8,n2:8 --gpus-per-node 8 --iface ib0 --dry-run \
+  2> /dev/null)
+[[ "$got" == "$want" ]] || { printf 'want: %s\ngot:  %s\n' "$want" "$got"; fail "--iface"; }
 # 8 nodes x 8 GPUs from a hostfile: TP 8 x PP 4 x DP 2 = 64 ranks.
 expect "mpirun -np 64 --hostfile $dir/hosts --map-by ppr:8:node:PE=1 --bind-to core \
 -x OMP_NUM_THREADS=1 -x SPARTAN_GPU_PER_RANK=1 $exe train --config $dir/eight.toml" \
@@ -87,6 +102,14 @@ $dir/one.toml &" "trap 'kill -USR1 \$launcher' USR1"; do
   grep -qxF -- "$line" mpirun.sbatch || { cat mpirun.sbatch; fail "mpirun script: no '$line'"; }
 done
 ! grep -q "gpus-per-node" mpirun.sbatch || fail "a CPU job asks for GPUs"
+# --iface in a script: exported for mpirun (and srun's ranks), NCCL's passed on by mpirun.
+run slurm one.toml --nodes 1 --gpus-per-node 0 --launcher mpirun --iface ib0 > iface.sbatch \
+  2> /dev/null
+for line in "export OMPI_MCA_btl_tcp_if_include=ib0" "export OMPI_MCA_oob_tcp_if_include=ib0" \
+  "export NCCL_SOCKET_IFNAME=ib0" "mpirun -np 2 --map-by ppr:2:node:PE=1 --bind-to core -x \
+OMP_NUM_THREADS -x NCCL_SOCKET_IFNAME $exe train --config $dir/one.toml &"; do
+  grep -qxF -- "$line" iface.sbatch || { cat iface.sbatch; fail "--iface script: no '$line'"; }
+done
 bash -n mpirun.sbatch && bash -n srun.sbatch || fail "a script is not valid bash"
 expect_error "spartan: error: 64 ranks (tp 8 x pp 4 x dp 2) cannot be spread evenly over 3 \
 nodes, --nodes 3, use a number of nodes that divides the ranks" \
@@ -115,4 +138,14 @@ TOML
 head -n 1 launched.log | grep -q "^mpirun -np 2 --oversubscribe" || fail "no command printed"
 grep -q "layout       2 ranks: dp 1 x pp 1 x tp 2" launched.log || fail "not 2 ranks"
 grep -q "trained to step 4" launched.log || { cat launched.log; fail "the run did not finish"; }
+# A signal sent to the launcher alone (a scheduler's USR1) reaches every rank through mpirun:
+# checkpoint, exit code 75, which the launcher returns.
+"$spartan" launch run.toml --oversubscribe --set optim.max_steps=400 --set run.log_every=1 \
+  --set run.name=stopped > stopped.log 2>&1 &
+launcher=$!
+for _ in $(seq 1 300); do grep -q "^step 3/" stopped.log && break; sleep 0.1; done
+kill -USR1 $launcher
+rc=0; wait $launcher || rc=$?
+[[ $rc == 75 ]] || { cat stopped.log; fail "USR1 to the launcher: exit code $rc, expected 75"; }
+grep -q "stopped by signal 10 after step" stopped.log || { cat stopped.log; fail "no stop on USR1"; }
 echo ok

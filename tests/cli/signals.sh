@@ -54,8 +54,9 @@ SPARTAN_FAULT=hang-rank1=3 timeout 120 mpirun --oversubscribe -np 2 "$spartan" t
   > h.log 2> h.err || rc=$?
 (( rc != 0 && rc != 124 )) || { cat h.err; fail "a hanging rank: exit code $rc"; }
 (( SECONDS - start < 60 )) || fail "a hanging rank: took $((SECONDS - start)) s"
-grep -Eq "spartan: error: rank 0 of 2 waited [0-9]+ s in [a-z_]+ over the '[a-z]+' group \
-without progress \(another rank failed or hangs\), parallel.timeout_s" h.err ||
+grep -Eq "spartan: error: rank 0 of 2 on [^ ]+ waited [0-9]+ s in [a-z_]+ over the '[a-z]+' \
+group \(peer: rank 1 on [^ ]+\) without progress: a peer failed, hangs or cannot be reached, \
+parallel.timeout_s" h.err ||
   { cat h.err; fail "a hanging rank: no timeout error"; }
 ! pgrep -f "run.name=hung" > /dev/null || fail "a hanging rank: a rank is still running"
 echo ok
