@@ -43,8 +43,9 @@ expect "mpirun -np 2 --map-by ppr:2:node:PE=1 --bind-to core -x OMP_NUM_THREADS=
 want="mpirun -np 16 --host n1:8,n2:8 --map-by ppr:8:node:PE=4 --bind-to core \
 -x OMP_NUM_THREADS=4 -x SPARTAN_GPU_PER_RANK=1 -x NCCL_DEBUG -x NCCL_IB_HCA $exe train \
 --config $dir/two.toml --set optim.lr=1e-4"
-got=$(NCCL_IB_HCA=mlx5 NCCL_DEBUG=INFO "$spartan" launch two.toml --hosts n1:8,n2:8 \
-  --gpus-per-node 8 --threads-per-rank 4 --set optim.lr=1e-4 --dry-run 2> /dev/null)
+got=$(env "${unset_passed[@]}" NCCL_IB_HCA=mlx5 NCCL_DEBUG=INFO "$spartan" launch two.toml \
+  --hosts n1:8,n2:8 --gpus-per-node 8 --threads-per-rank 4 --set optim.lr=1e-4 --dry-run \
+  2> /dev/null)
 [[ "$got" == "$want" ]] || { printf 'want: %s\ngot:  %s\n' "$want" "$got"; fail "2 x 8"; }
 # --iface: one interface for Open MPI's TCP and out-of-band traffic and for NCCL; the caller's
 # Open MPI settings reach every rank too.
