@@ -203,12 +203,12 @@ LaunchPlan plan_launch(const Config& c, const LaunchRequest& r) {
   a.insert(a.end(), {"-x", "OMP_NUM_THREADS=" + threads});
   if (p.gpus_per_node > 0) a.insert(a.end(), {"-x", "SPARTAN_GPU_PER_RANK=1"});
   if (!r.iface.empty()) a.insert(a.end(), {"-x", "NCCL_SOCKET_IFNAME=" + r.iface});
-  // The caller's NCCL and Open MPI settings reach every rank on every node.
+  // The caller's NCCL, Open MPI and UCX settings reach every rank on every node.
   std::vector<std::string> passed;
   for (const auto& kv : r.environment) {
     const std::string name = kv.substr(0, kv.find('='));
     if ((name.rfind("NCCL_", 0) == 0 && !(name == "NCCL_SOCKET_IFNAME" && !r.iface.empty())) ||
-        name.rfind("OMPI_MCA_", 0) == 0)
+        name.rfind("OMPI_MCA_", 0) == 0 || name.rfind("UCX_", 0) == 0)
       passed.push_back(name);
   }
   std::sort(passed.begin(), passed.end());

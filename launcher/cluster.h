@@ -65,8 +65,8 @@ struct LaunchRequest {
   int64_t threads_per_rank = 1;
   bool oversubscribe = false;    // more ranks than cores (tests, laptops): no core binding
   std::string iface;             // network interface between nodes (MPI's TCP and NCCL); "" = any
-  std::vector<std::string> environment;  // "NAME=value" of the caller; NCCL_* and OMPI_MCA_* are
-                                         // passed on to every rank
+  std::vector<std::string> environment;  // "NAME=value" of the caller; NCCL_*, OMPI_MCA_* and
+                                         // UCX_* are passed on to every rank
 };
 // The mpirun command line, one argument per entry, and where its ranks go.
 struct LaunchPlan {

@@ -2,6 +2,7 @@
 // spartan slurm: write the sbatch script that does the same under Slurm, with requeue.
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -67,14 +68,20 @@ void note_missing_inputs(const Config& c) {
 
 // mpirun, while the launcher waits for it: the signal handlers pass signals on to it.
 volatile sig_atomic_t g_mpirun = 0;
+volatile sig_atomic_t g_stops = 0;  // TERM and INT received so far
 
 void pass_on(int sig, siginfo_t* info, void*) {
   // A key at the terminal (Ctrl-C) signals the whole foreground group, mpirun with it: pass on
   // only what was sent to the launcher alone (kill, a scheduler, a batch script's trap).
   if (info != nullptr && info->si_code == SI_KERNEL) return;
+  const int saved = errno;
+  // mpirun answers TERM and INT by killing the ranks a second later, too soon for a checkpoint;
+  // it forwards USR1, on which every rank saves one and stops (exit code 75). The first TERM or
+  // INT becomes USR1; another one goes on as it is.
+  if ((sig == SIGTERM || sig == SIGINT) && g_stops++ == 0) sig = SIGUSR1;
   if (g_mpirun > 0) ::kill(g_mpirun, sig);
+  errno = saved;
 }
-
 // Copies what arrived on `fd` to stderr; true once a line says that a rank failed. `open`
 // turns false at the end of the stream.
 bool relay(int fd, std::string& line, bool& open) {
@@ -108,6 +115,7 @@ bool relay(int fd, std::string& line, bool& open) {
 // stderr (and passes it through); once a rank has reported an error and mpirun has not ended
 // `grace_s` seconds later, it stops mpirun and says why.
 int run_mpirun(const std::vector<std::string>& args, double grace_s) {
+  static const int kPassed[] = {SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2};
   int err[2];
   if (::pipe2(err, O_CLOEXEC) != 0)
     throw Error(std::string("cannot make a pipe: ") + std::strerror(errno), "spartan launch",
@@ -115,17 +123,32 @@ int run_mpirun(const std::vector<std::string>& args, double grace_s) {
   std::vector<char*> argv;
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
+  const std::string exec_failed =
+      "spartan: error: cannot start mpirun, PATH, install Open MPI "
+      "(openmpi-bin) or put its mpirun on PATH\n";
+  // The signals wait until the handlers know mpirun: none is lost between fork and sigaction.
+  sigset_t passed, before;
+  sigemptyset(&passed);
+  for (int sig : kPassed) sigaddset(&passed, sig);
+  ::sigprocmask(SIG_BLOCK, &passed, &before);
+  const pid_t launcher = ::getpid();
   const pid_t pid = ::fork();
-  if (pid < 0)
-    throw Error(std::string("cannot start mpirun: ") + std::strerror(errno), "spartan launch",
+  if (pid < 0) {
+    const int error = errno;
+    ::close(err[0]);
+    ::close(err[1]);
+    ::sigprocmask(SIG_SETMASK, &before, nullptr);
+    throw Error(std::string("cannot start mpirun: ") + std::strerror(error), "spartan launch",
                 "check the process limits (ulimit -u)");
+  }
   if (pid == 0) {
+    // mpirun ends the job when the launcher dies (SIGKILL, the OOM killer).
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() != launcher) std::_Exit(1);
+    ::sigprocmask(SIG_SETMASK, &before, nullptr);
     ::dup2(err[1], STDERR_FILENO);
     ::execvp(argv[0], argv.data());
-    std::fprintf(stderr,
-                 "spartan: error: cannot start mpirun: %s, PATH, install Open MPI "
-                 "(openmpi-bin) or put its mpirun on PATH\n",
-                 std::strerror(errno));
+    (void)!::write(STDERR_FILENO, exec_failed.data(), exec_failed.size());
     std::_Exit(1);
   }
   ::close(err[1]);
@@ -135,7 +158,17 @@ int run_mpirun(const std::vector<std::string>& args, double grace_s) {
   action.sa_sigaction = pass_on;
   action.sa_flags = SA_SIGINFO | SA_RESTART;
   sigemptyset(&action.sa_mask);
-  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2}) ::sigaction(sig, &action, nullptr);
+  for (int sig : kPassed) ::sigaction(sig, &action, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);  // a closed stderr must not end the launcher and orphan mpirun
+  ::sigprocmask(SIG_SETMASK, &before, nullptr);
+  // Once mpirun is reaped its pid may be reused: no signal goes to it after that.
+  const auto reaped = [&](int* status, int flags) {
+    ::sigprocmask(SIG_BLOCK, &passed, nullptr);
+    const bool done = ::waitpid(pid, status, flags) == pid;
+    if (done) g_mpirun = 0;
+    ::sigprocmask(SIG_SETMASK, &before, nullptr);
+    return done;
+  };
 
   using Clock = std::chrono::steady_clock;
   std::string line;
@@ -149,9 +182,8 @@ int run_mpirun(const std::vector<std::string>& args, double grace_s) {
       failed_at = Clock::now();
     }
     int status = 0;
-    if (::waitpid(pid, &status, WNOHANG) == pid) {
+    if (reaped(&status, WNOHANG)) {
       if (open) relay(err[0], line, open);
-      g_mpirun = 0;
       ::close(err[0]);
       return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     }
@@ -162,9 +194,13 @@ int run_mpirun(const std::vector<std::string>& args, double grace_s) {
                    "resume on the nodes that remain: spartan train continues from the newest "
                    "checkpoint\n",
                    grace_s);
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-      g_mpirun = 0;
+      // TERM lets mpirun take down what it still reaches; KILL if it is still waiting.
+      ::kill(pid, SIGTERM);
+      for (int i = 0; i < 20 && !reaped(nullptr, WNOHANG); ++i) ::usleep(100 * 1000);
+      if (g_mpirun > 0) {
+        ::kill(pid, SIGKILL);
+        reaped(nullptr, 0);
+      }
       ::close(err[0]);
       return 1;
     }

@@ -209,6 +209,9 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
     c = load_config(config_path, overrides);
     if (c.model.path.empty()) missing(c, "model.path", "no base model folder");
     if (c.data.path.empty()) missing(c, "data.path", "no training data");
+    // Without config.json here, model_shape would fall back on [model.init]: a node that lacks
+    // the model must fail here, not train another shape.
+    if (!file_exists(c.model.path + "/config.json")) model::read_hf_config(c.model.path);
     shape = model_shape(c);
     validate_against_model(c, shape);
     if (file_exists(c.model.path + "/config.json"))

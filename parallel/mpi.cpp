@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <functional>
 #include <mutex>
 #include <optional>
@@ -59,8 +60,8 @@ MPI_Datatype mpi_type(torch::ScalarType t) {
 // Every rank's host (MPI_Get_processor_name), gathered once by init_mpi: errors about a peer
 // name its node. Written before any other thread exists, read-only afterwards.
 std::vector<std::string>& host_table() {
-  static std::vector<std::string> hosts;
-  return hosts;
+  static auto* hosts = new std::vector<std::string>;  // never destroyed: the watchdog reads it
+  return *hosts;
 }
 
 void gather_hosts() {
@@ -411,17 +412,27 @@ std::string host_of(int world_rank) {
 }
 
 void check_on_every_rank(const std::function<void()>& check_here) {
+  if (launched_by_mpi()) init_mpi();  // every rank of the job takes part, or none
   std::optional<Error> local;
+  std::exception_ptr thrown;
   try {
     check_here();
   } catch (const Error& e) {
     local = e;
+    thrown = std::current_exception();
+  } catch (const std::exception& e) {
+    local = Error(e.what(), "internal", "please report this with the command");
+    thrown = std::current_exception();
   }
   if (!mpi_usable() || world_size() == 1) {
-    if (local) throw *local;
+    if (thrown) std::rethrow_exception(thrown);
     return;
   }
   const int size = world_size();
+  static const std::string kGroup = "world";
+  std::vector<int> everyone(size);
+  for (int r = 0; r < size; ++r) everyone[r] = r;
+  Watched watched(kGroup, "a start-up check", everyone);  // a node that hangs in its check
   int failed = local ? 1 : 0;
   std::vector<int> flags(size);
   check(MPI_Allgather(&failed, 1, MPI_INT, flags.data(), 1, MPI_INT, MPI_COMM_WORLD),
@@ -462,10 +473,7 @@ void check_on_every_rank(const std::function<void()>& check_here) {
   for (const auto& h : hosts) on += (on.empty() ? "" : ", ") + h;
   throw JobError(parts[0] + " on " + on + " (" + (failing.size() == 1 ? "rank " : "ranks ") +
                      ranks + " of " + std::to_string(size) + "; the other ranks can)",
-                 parts[1],
-                 parts[2] +
-                     "; every node must see the same paths (shared storage, or a copy at "
-                     "the same path on each node)",
+                 parts[1], parts[2] + "; the nodes of a job need the same files at the same paths",
                  code);
 }
 

@@ -9,7 +9,7 @@
 #  - a host lost mid-run (its cable cut): no hang, an error naming the collective and the peer,
 #    the checkpoints intact; resumed on the remaining host as TP=2 alone, the run ends with the
 #    losses of an uninterrupted run within the resharding tolerance;
-#  - a host that lacks the model, then the run folder: one error line naming the host.
+#  - a host that lacks the run folder, then the model: one error line naming the host.
 set -euo pipefail
 spartan="$1"; fixtures="$2"; cluster_local="$3"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -99,9 +99,10 @@ for _ in $(seq 1 600); do [[ -s lost.rc ]] && break; sleep 0.1; done
 took=$((SECONDS - start))
 [[ -s lost.rc ]] || { cat lost.log; fail "the job hangs 60 s after losing a host"; }
 [[ $(cat lost.rc) != 0 ]] || fail "the job lost a host and exited 0"
-# The cut stops either the DP all-reduce of the gradients or the world's of the loss.
-grep -Eq "^spartan: error: rank [01] of 4 on h1 waited 1[0-9] s in all_reduce over the \
-'(dp|world)' group \(peers?: [^)]*rank [23] on h2" lost.log ||
+# The cut stops whichever collective comes next: the DP all-reduce of the gradients, the
+# world's of the loss, one around a checkpoint.
+grep -Eq "^spartan: error: rank [01] of 4 on h1 waited 1[0-9] s in [a-z_ -]+ over the \
+'[a-z]+' group \(peers?: [^)]*rank [23] on h2" lost.log ||
   { cat lost.log; fail "no error naming the collective and the peer"; }
 echo "host lost: the job ended $took s after the cut (parallel.timeout_s = 10)"
 "$cluster_local" kill "$dir/cluster" h2
@@ -120,7 +121,7 @@ paste <(last_losses runs/straight/metrics.jsonl) <(last_losses runs/lost/metrics
     fail "resumed on one host: the final losses differ from the uninterrupted run"; }
 "$cluster_local" link "$dir/cluster" h2 up
 
-# A host without the model, then one that does not mount the run folder: one line names it.
+# A host that does not mount the run folder, then one without the model: one line names it.
 expect_host_error() {  # expect_host_error <what> <log>
   local rc=0
   launch "$2" --hosts h1:2,h2:2 --set run.name=hidden || rc=$?
@@ -129,8 +130,8 @@ expect_host_error() {  # expect_host_error <what> <log>
   grep -q "^spartan: error: $1 on h2 (ranks 2, 3 of 4; the other ranks can)" "$2" ||
     { cat "$2"; fail "$1: the error does not name h2"; }
 }
-"$cluster_local" hide "$dir/cluster" h2 "$dir/base"
-expect_host_error "cannot read config.json" hidden-model.log
-"$cluster_local" hide "$dir/cluster" h2 "$dir/runs"  # checked before the model is read
+"$cluster_local" hide "$dir/cluster" h2 "$dir/runs"
 expect_host_error "cannot write to the run folder $dir/runs/hidden that rank 0 made" hidden-run.log
+"$cluster_local" hide "$dir/cluster" h2 "$dir/base"  # checked before the run folder is made
+expect_host_error "cannot read config.json" hidden-model.log
 echo ok
