@@ -11,6 +11,7 @@
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <string>
 
 #include "adapters/adapter.h"
@@ -198,6 +199,35 @@ nlohmann::json run_identity(const Config& c) {
   return id;
 }
 
+// Every rank writes its checkpoint shards into the run folder that rank 0 made, and a resume
+// reads them all from there: the folder must be one folder, not a folder of each node's own
+// storage at the same path. Rank 0 leaves a random token in it that every rank reads back.
+void check_shared_run_folder(const Config& c, parallel::Grid& grid, const std::string& run_dir) {
+  const std::string mark = run_dir + "/.shared-folder-check";
+  torch::Tensor token = torch::zeros({1}, torch::kInt64);
+  if (grid.rank() == 0) {
+    std::random_device entropy;
+    token[0] = (static_cast<int64_t>(entropy()) << 31) ^ static_cast<int64_t>(entropy());
+    std::ofstream(mark) << token.item<int64_t>() << "\n";
+  }
+  grid.world().broadcast(token, 0);
+  const std::string where = c.where("run.output_dir") + " (key 'run.output_dir')";
+  const std::string todo = "put run.output_dir on storage that every node mounts";
+  parallel::check_on_every_rank([&] {
+    if (::access(run_dir.c_str(), W_OK | X_OK) != 0)
+      throw UsageError("cannot write to the run folder " + run_dir + " that rank 0 made", where,
+                       todo);
+    int64_t seen = 0;
+    if (!(std::ifstream(mark) >> seen) || seen != token.item<int64_t>())
+      throw UsageError("the run folder " + run_dir + " is not the one rank 0 made", where,
+                       todo +
+                           " (a folder at the same path on each node's own disk is not one "
+                           "folder)");
+  });
+  grid.world().barrier();  // every rank has read the mark
+  if (grid.rank() == 0) std::remove(mark.c_str());
+}
+
 void train(const std::string& config_path, const std::vector<std::string>& overrides,
            const std::string& resume_option) {
   // Under a launcher, MPI starts first: the checks of the configuration and of the inputs run on
@@ -245,14 +275,7 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
     make_dirs(run_dir);
     std::ofstream(run_dir + "/config.resolved.toml") << to_toml(c);
   }
-  grid->world().barrier();
-  // Every rank writes its checkpoint shards into the run folder that rank 0 made.
-  parallel::check_on_every_rank([&] {
-    if (::access(run_dir.c_str(), W_OK | X_OK) != 0)
-      throw UsageError("cannot write to the run folder " + run_dir + " that rank 0 made",
-                       c.where("run.output_dir") + " (key 'run.output_dir')",
-                       "put run.output_dir on storage that every node mounts");
-  });
+  if (distributed) check_shared_run_folder(c, *grid, run_dir);
 
   const torch::Dtype dtype = c.model.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32;
   const model::Shard shard = distributed

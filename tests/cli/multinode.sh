@@ -9,7 +9,8 @@
 #  - a host lost mid-run (its cable cut): no hang, an error naming the collective and the peer,
 #    the checkpoints intact; resumed on the remaining host as TP=2 alone, the run ends with the
 #    losses of an uninterrupted run within the resharding tolerance;
-#  - a host that lacks the run folder, then the model: one error line naming the host.
+#  - a host that lacks the run folder, one whose own storage has a folder at that path, one
+#    without the model: one error line naming the host.
 set -euo pipefail
 spartan="$1"; fixtures="$2"; cluster_local="$3"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -130,8 +131,11 @@ expect_host_error() {  # expect_host_error <what> <log>
   grep -q "^spartan: error: $1 on h2 (ranks 2, 3 of 4; the other ranks can)" "$2" ||
     { cat "$2"; fail "$1: the error does not name h2"; }
 }
-"$cluster_local" hide "$dir/cluster" h2 "$dir/runs"
+local_runs=$("$cluster_local" hide "$dir/cluster" h2 "$dir/runs")
 expect_host_error "cannot write to the run folder $dir/runs/hidden that rank 0 made" hidden-run.log
+# h2's own storage has a folder at that path (a node-local /scratch): not the same folder.
+mkdir -p "$local_runs/hidden"
+expect_host_error "the run folder $dir/runs/hidden is not the one rank 0 made" local-run.log
 "$cluster_local" hide "$dir/cluster" h2 "$dir/base"  # checked before the run folder is made
 expect_host_error "cannot read config.json" hidden-model.log
 echo ok
