@@ -145,7 +145,8 @@ grep -q "trained to step 4" launched.log || { cat launched.log; fail "the run di
   --set run.name=stopped > stopped.log 2>&1 &
 launcher=$!
 for _ in $(seq 1 300); do grep -q "^step 3/" stopped.log && break; sleep 0.1; done
-grep -q "^step 3/" stopped.log || { kill -TERM $launcher; cat stopped.log; fail "no step 3"; }
+grep -q "^step 3/" stopped.log ||
+  { kill -TERM $launcher 2> /dev/null || true; cat stopped.log; fail "no step 3"; }
 kill -USR1 $launcher
 rc=0; wait $launcher || rc=$?
 [[ $rc == 75 ]] || { cat stopped.log; fail "USR1 to the launcher: exit code $rc, expected 75"; }
@@ -154,15 +155,14 @@ grep -q "stopped by signal 10 after step" stopped.log ||
 # TERM to the launcher (a scheduler's, `timeout`'s) saves a checkpoint the same way: mpirun would
 # kill the ranks a second after a TERM, so the launcher sends the first one on as USR1.
 "$spartan" launch run.toml --oversubscribe --set optim.max_steps=400 --set run.log_every=1 \
-  --set run.name=stopped > stopped-term.log 2>&1 &
+  --set run.name=stopped-term > stopped-term.log 2>&1 &
 launcher=$!
-for _ in $(seq 1 300); do grep -q "^step 8/" stopped-term.log && break; sleep 0.1; done
-grep -q "^step 8/" stopped-term.log ||
-  { kill -TERM $launcher; cat stopped-term.log; fail "no step 8"; }
+for _ in $(seq 1 300); do grep -q "^step 3/" stopped-term.log && break; sleep 0.1; done
+grep -q "^step 3/" stopped-term.log ||
+  { kill -TERM $launcher 2> /dev/null || true; cat stopped-term.log; fail "TERM: no step 3"; }
 kill -TERM $launcher
 rc=0; wait $launcher || rc=$?
 [[ $rc == 75 ]] ||
   { cat stopped-term.log; fail "TERM to the launcher: exit code $rc, expected 75"; }
-grep -q "resumed from" stopped-term.log || fail "the second start did not resume"
 grep -q "stopped by signal 10 after step" stopped-term.log || fail "TERM: no checkpoint and stop"
 echo ok
