@@ -27,6 +27,8 @@ rc=0; "$cluster_local" start "$dir/cluster" 2 > cluster.env || rc=$?
 [[ $rc == 77 ]] && { cat cluster.env; echo "skipped: no network namespaces here"; exit 77; }
 [[ $rc == 0 ]] || { cat cluster.env; fail "cluster-local start: exit code $rc"; }
 export "$(grep '^OMPI_MCA_plm_rsh_agent=' cluster.env)"
+# Open MPI's session folders (/tmp/ompi.<host>.<uid> by default) go into the scratch folder.
+mkdir -p "$dir/ompi" && export OMPI_MCA_orte_tmpdir_base="$dir/ompi"
 on() { local host=$1; shift; "$cluster_local" run "$dir/cluster" "$host" "$@"; }
 crossed() { "$cluster_local" bytes "$dir/cluster" h2; }  # everything h2 sent and received
 launch() {  # launch <log> <args...>: spartan launch from h1 over both hosts

@@ -31,6 +31,8 @@ else
   rc=0; "$cluster_local" start "$dir/cluster" 2 > cluster.env || rc=$?
   [[ $rc == 77 ]] && { cat cluster.env; echo "skipped: no network namespaces here"; exit 77; }
   [[ $rc == 0 ]] || { cat cluster.env; echo "FAIL: cluster-local start: exit code $rc"; exit 1; }
+  # Open MPI's session folders (/tmp/ompi.<host>.<uid> by default) go into the scratch folder.
+  mkdir -p "$dir/ompi" && export OMPI_MCA_orte_tmpdir_base="$dir/ompi"
   # Slurm's commands reach slurmctld from a host: it listens on h1's address.
   on_h1() { "$cluster_local" run "$dir/cluster" h1 "$@"; }
 fi
