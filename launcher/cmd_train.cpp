@@ -230,25 +230,23 @@ void check_shared_run_folder(const Config& c, parallel::Grid& grid, const std::s
 
 void train(const std::string& config_path, const std::vector<std::string>& overrides,
            const std::string& resume_option) {
-  // Under a launcher, MPI starts first: the checks of the configuration and of the inputs run on
-  // every rank, on its own node, and a node that lacks a file is named in the error.
-  if (parallel::launched_by_mpi()) parallel::init_mpi();
+  // Under a launcher, MPI starts first (check_on_every_rank starts it): the checks of the
+  // configuration and of the inputs run on every rank, on its own node, and a node that lacks a
+  // file is named in the error.
   Config c;
   ModelShape shape;
   parallel::check_on_every_rank([&] {
     c = load_config(config_path, overrides);
     if (c.model.path.empty()) missing(c, "model.path", "no base model folder");
     if (c.data.path.empty()) missing(c, "data.path", "no training data");
-    // Without config.json here, model_shape would fall back on [model.init]: a node that lacks
-    // the model must fail here, not train another shape.
-    if (!file_exists(c.model.path + "/config.json")) model::read_hf_config(c.model.path);
+    // Read here, so that a node without config.json fails now: model_shape would fall back on
+    // [model.init] and train another shape.
+    const model::LlamaArch arch = model::read_hf_config(c.model.path);
     shape = model_shape(c);
     validate_against_model(c, shape);
-    if (file_exists(c.model.path + "/config.json"))
-      check_memory_fits(model::read_hf_config(c.model.path), memory_inputs(c, c.data.seq_len),
-                        c.run.memory_limit_gb,
-                        c.model.path + "/config.json with " + c.where("data.seq_len") +
-                            " (keys 'data.seq_len', 'optim.micro_batch_size', 'adapter.r')");
+    check_memory_fits(arch, memory_inputs(c, c.data.seq_len), c.run.memory_limit_gb,
+                      c.model.path + "/config.json with " + c.where("data.seq_len") +
+                          " (keys 'data.seq_len', 'optim.micro_batch_size', 'adapter.r')");
   });
   const std::string& method = c.adapter.method;
   if (c.parallel.backend == "nccl")
