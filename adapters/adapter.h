@@ -1,9 +1,8 @@
-// Attaching the configured method to a model, and what it trains.
-//
-// Methods: "lora", "sora", "spp", "ia3" (linear projections), "houlsby", "compacter",
-// "tiny_attention" (after blocks), "prompt" (input embeddings), "prefix" (every layer's keys
-// and values) and "full" (every base weight trainable, no adapter: the demo pretrains its tiny
-// base this way).
+// Attaching the configured method to a model, and what it trains; the helpers every method
+// shares. The methods themselves are in adapters/method.h and registry.cpp: "lora", "sora",
+// "spp", "ia3" (linear projections), "houlsby", "compacter", "tiny_attention" (after blocks),
+// "prompt" (input embeddings), "prefix" (every layer's keys and values) and "full" (every base
+// weight trainable, no adapter: the demo pretrains its tiny base this way).
 #pragma once
 
 #include <torch/torch.h>
@@ -40,25 +39,24 @@ torch::Tensor merged_weight(const model::LinearAdapter& adapter, const torch::Te
 // lora_merge "masked" re-masked with the base's zero pattern (the SPP paper's LoRA*).
 void merge_into_base(model::Llama& model, const std::string& lora_merge);
 
-// How the merged SPP weights of this rank would differ from its pruned base weights' zero
-// pattern, summed over its SPP modules: zeros lost and zeros gained, both 0 by construction
-// (checked at each evaluation and before an SPP model is saved).
+// How the merged weights of this rank would differ from its base weights' zero pattern, summed
+// over the adapters that keep it (SPP): zeros lost and zeros gained, both 0 by construction
+// (checked at each evaluation and before such a model is saved).
 struct ZeroChanges {
   int64_t lost = 0, gained = 0;
 };
-ZeroChanges spp_zero_changes(model::Llama& model);
+ZeroChanges zero_pattern_changes(model::Llama& model);
 
-// Replaces every SoRA module by the LoRA of its non-zero gates (rank removal); returns the total
-// rank kept.
-int64_t sora_to_lora(model::Llama& model);
-// Whether a parameter name is a SoRA gate (trained by its own optimizer).
-bool is_sora_gate(const std::string& name);
+// Replaces every adapter that can drop parameters by its compacted form (SoRA: the LoRA of its
+// non-zero gates); returns the ranks kept and the ranks they had, summed (0 of 0 where no
+// adapter has ranks to drop).
+struct Ranks {
+  int64_t kept = 0, total = 0;
+};
+Ranks compact_adapters(model::Llama& model);
 
 // The trainable parameters of a model as it stands (requires_grad), in registration order.
 model::NamedTensors trainable_parameters(const model::Llama& model);
-
-// Houlsby, Compacter and tiny-attention: adapters at the block hooks, not mergeable.
-bool is_block_method(const std::string& method);
 
 std::vector<model::Proj> parse_targets(const std::vector<std::string>& names);
 

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <limits>
 
+#include "common/error.h"
+
 namespace spartan::adapters {
 
 HoulsbyAdapter::HoulsbyAdapter(int64_t hidden, int64_t bottleneck) {
@@ -81,6 +83,126 @@ torch::Tensor TinyAttentionAdapter::forward(const torch::Tensor& h, const torch:
   const auto out = torch::matmul(torch::softmax(scores, -1), qkv[2]);  // (B, heads, T, d)
   const auto f = torch::linear(out.transpose(1, 2).reshape({B, T, heads * head_dim}), o_weight);
   return a + f.to(a.scalar_type());
+}
+
+namespace {
+int64_t count_parameters(const torch::nn::Module& m) {
+  int64_t n = 0;
+  for (const auto& p : m.parameters()) n += p.numel();
+  return n;
+}
+}  // namespace
+
+void BlockMethod::attach(model::Llama& model, const AdapterConfig& c) const {
+  model->set_base_trainable(false);
+  check(model, c);
+  std::shared_ptr<torch::nn::Module> shared;
+  for (int64_t l = 0; l < model->num_layers(); ++l) {
+    auto [after_attention, after_mlp] = make_layer(l, model->arch().hidden_size, c, shared);
+    if (l < model->first_layer() || l >= model->end_layer()) continue;
+    model->layer(l)->attach_after_attention(after_attention);
+    model->layer(l)->attach_after_mlp(after_mlp);
+  }
+}
+
+const PeftRef* HoulsbyMethod::peft_ref() const {
+  static const PeftRef row{"dense bottleneck",    "none",       "addition",
+                           "hidden states",       "sequential", "direct addition",
+                           "after attention, FFN"};
+  return &row;
+}
+
+BlockMethod::Pair HoulsbyMethod::make_layer(int64_t, int64_t H, const AdapterConfig& c,
+                                            std::shared_ptr<torch::nn::Module>&) const {
+  return {std::make_shared<HoulsbyAdapter>(H, c.bottleneck.size),
+          std::make_shared<HoulsbyAdapter>(H, c.bottleneck.size)};
+}
+
+ParameterCount HoulsbyMethod::count(const model::LlamaArch& a, const AdapterConfig& c) const {
+  const int64_t H = a.hidden_size, m = c.bottleneck.size, L = a.num_layers;
+  torch::NoGradGuard no_grad;
+  ParameterCount n;
+  n.per_layer = 2 * count_parameters(HoulsbyAdapter(H, m));
+  n.formula_value = L * 2 * (2 * H * m + H + m);
+  n.formula = "L·2(2Hm + H + m)";
+  n.insertions = 2 * L;
+  return n;
+}
+
+const PeftRef* CompacterMethod::peft_ref() const {
+  static const PeftRef row{"Kronecker (PHM) bottleneck",
+                           "A_i shared",
+                           "addition",
+                           "hidden states",
+                           "sequential",
+                           "direct addition",
+                           "after attention, FFN"};
+  return &row;
+}
+
+void CompacterMethod::check(const model::Llama& model, const AdapterConfig& c) const {
+  const int64_t H = model->arch().hidden_size, m = c.bottleneck.size, n = c.compacter.n;
+  if (H % n != 0 || m % n != 0)
+    throw UsageError("adapter.compacter.n = " + std::to_string(n) +
+                         " does not divide the "
+                         "hidden size " +
+                         std::to_string(H) + " and the bottleneck " + std::to_string(m),
+                     "[adapter.compacter] n", "choose n dividing both");
+  if (!holds_every_layer(model))
+    throw UsageError(
+        "Compacter shares its A_i over every layer, so it cannot be split into "
+        "pipeline stages",
+        "[parallel] pp", "use pp = 1 with Compacter");
+}
+
+BlockMethod::Pair CompacterMethod::make_layer(int64_t l, int64_t H, const AdapterConfig& c,
+                                              std::shared_ptr<torch::nn::Module>& shared) const {
+  if (!shared) shared = std::make_shared<PhmRule>(c.compacter.n);
+  auto rule = std::static_pointer_cast<PhmRule>(shared);  // made just above, for this method
+  const int64_t m = c.bottleneck.size, n = c.compacter.n, k = c.compacter.rank;
+  return {std::make_shared<CompacterAdapter>(H, m, n, k, rule, l == 0),
+          std::make_shared<CompacterAdapter>(H, m, n, k, rule, false)};
+}
+
+ParameterCount CompacterMethod::count(const model::LlamaArch& a, const AdapterConfig& c) const {
+  const int64_t H = a.hidden_size, m = c.bottleneck.size, n = c.compacter.n;
+  const int64_t k = c.compacter.rank, L = a.num_layers;
+  ParameterCount count;
+  if (H % n != 0 || m % n != 0) return count;
+  torch::NoGradGuard no_grad;
+  auto rule = std::make_shared<PhmRule>(n);
+  count.per_layer = 2 * count_parameters(CompacterAdapter(H, m, n, k, rule, false));
+  count.shared = count_parameters(*rule);
+  count.formula_value = L * 2 * (2 * k * (H + m) + H + m) + n * n * n;
+  count.formula = "L·2(2k(H + m) + H + m) + n³";
+  count.insertions = 2 * L;
+  return count;
+}
+
+const PeftRef* TinyAttentionMethod::peft_ref() const {
+  static const PeftRef row{"dense, attention", "none",     "addition",
+                           "hidden states",    "parallel", "direct addition",
+                           "attention layer"};
+  return &row;
+}
+
+BlockMethod::Pair TinyAttentionMethod::make_layer(int64_t, int64_t H, const AdapterConfig& c,
+                                                  std::shared_ptr<torch::nn::Module>&) const {
+  return {
+      std::make_shared<TinyAttentionAdapter>(H, c.tiny_attention.heads, c.tiny_attention.head_dim),
+      nullptr};
+}
+
+ParameterCount TinyAttentionMethod::count(const model::LlamaArch& a, const AdapterConfig& c) const {
+  const int64_t H = a.hidden_size, heads = c.tiny_attention.heads;
+  const int64_t d = c.tiny_attention.head_dim, L = a.num_layers;
+  torch::NoGradGuard no_grad;
+  ParameterCount n;
+  n.per_layer = count_parameters(TinyAttentionAdapter(H, heads, d));
+  n.formula_value = L * 4 * H * heads * d;
+  n.formula = "L·4H·heads·d_head";
+  n.insertions = L;
+  return n;
 }
 
 }  // namespace spartan::adapters

@@ -13,10 +13,11 @@
 // Parameters are fp32; the base may be bf16.
 #pragma once
 
-#include <memory>
-
 #include <torch/torch.h>
 
+#include <memory>
+
+#include "adapters/method.h"
 #include "model/hooks.h"
 
 namespace spartan::adapters {
@@ -71,6 +72,63 @@ class TinyAttentionAdapter : public model::BlockAdapter {
   int64_t heads, head_dim;
   torch::Tensor qkv_weight;  // (3·heads·head_dim, H), N(0, 0.02²)
   torch::Tensor o_weight;    // (H, heads·head_dim), 0
+};
+
+// The three block methods: saved as SPARTAN_BLOCK adapters (PEFT has none of them); built for
+// every layer in the same order on every rank (the same initial values on every layout).
+class BlockMethod : public Method {
+ public:
+  Site site() const override { return Site::blocks; }
+  Export exports() const override { return Export::spartan_block; }
+  void attach(model::Llama& model, const AdapterConfig& config) const override;
+
+ protected:
+  using Pair =
+      std::pair<std::shared_ptr<model::BlockAdapter>, std::shared_ptr<model::BlockAdapter>>;
+  // Checks the configuration against the model before anything is built.
+  virtual void check(const model::Llama& model, const AdapterConfig& config) const {}
+  // The adapters after attention and after the FFN of layer l (either may be null); `shared`
+  // is what the method's layers share, made by the first call.
+  virtual Pair make_layer(int64_t l, int64_t hidden, const AdapterConfig& config,
+                          std::shared_ptr<torch::nn::Module>& shared) const = 0;
+};
+
+class HoulsbyMethod : public BlockMethod {
+ public:
+  const char* name() const override { return "houlsby"; }
+  const char* title() const override { return "Houlsby"; }
+  const PeftRef* peft_ref() const override;
+  ParameterCount count(const model::LlamaArch& arch, const AdapterConfig& config) const override;
+
+ protected:
+  Pair make_layer(int64_t l, int64_t hidden, const AdapterConfig& config,
+                  std::shared_ptr<torch::nn::Module>& shared) const override;
+};
+
+// Counts nothing (no insertions) where n does not divide the hidden size and the bottleneck.
+class CompacterMethod : public BlockMethod {
+ public:
+  const char* name() const override { return "compacter"; }
+  const char* title() const override { return "Compacter"; }
+  const PeftRef* peft_ref() const override;
+  ParameterCount count(const model::LlamaArch& arch, const AdapterConfig& config) const override;
+
+ protected:
+  void check(const model::Llama& model, const AdapterConfig& config) const override;
+  Pair make_layer(int64_t l, int64_t hidden, const AdapterConfig& config,
+                  std::shared_ptr<torch::nn::Module>& shared) const override;
+};
+
+class TinyAttentionMethod : public BlockMethod {
+ public:
+  const char* name() const override { return "tiny_attention"; }
+  const char* title() const override { return "tiny-attention"; }
+  const PeftRef* peft_ref() const override;
+  ParameterCount count(const model::LlamaArch& arch, const AdapterConfig& config) const override;
+
+ protected:
+  Pair make_layer(int64_t l, int64_t hidden, const AdapterConfig& config,
+                  std::shared_ptr<torch::nn::Module>& shared) const override;
 };
 
 }  // namespace spartan::adapters

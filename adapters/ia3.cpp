@@ -43,6 +43,26 @@ model::TpPlacement Ia3Linear::placement(const std::string&) const {
   return {P::partial, 0};
 }
 
+const PeftRef* Ia3Method::peft_ref() const {
+  static const PeftRef row{"none (a vector)",       "none",       "rescaling",
+                           "hidden states",         "sequential", "rescaling",
+                           "k, v, FFN intermediate"};
+  return &row;
+}
+
+std::shared_ptr<model::LinearAdapter> Ia3Method::make_linear(const AdapterConfig&, model::Proj p,
+                                                             int64_t out, int64_t in) const {
+  // down_proj: rescale its input, the FFN intermediate
+  return std::make_shared<Ia3Linear>(in, out, p == model::Proj::down);
+}
+
+ParameterCount Ia3Method::count(const model::LlamaArch& arch, const AdapterConfig& config) const {
+  if (config.method == name()) return ProjectionMethod::count(arch, config);
+  AdapterConfig peft_targets = config;
+  peft_targets.targets = {"k", "v", "down"};
+  return ProjectionMethod::count(arch, peft_targets);
+}
+
 torch::Tensor Ia3Linear::merged_weight(const torch::Tensor& weight) const {
   torch::NoGradGuard no_grad;
   return (weight.to(ia3_l.scalar_type()) * ia3_l).to(weight.scalar_type());

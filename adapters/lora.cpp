@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "common/error.h"
+#include "kernels/kernels.h"
 
 namespace spartan::adapters {
 
@@ -24,6 +25,28 @@ torch::Tensor LoraLinear::forward(const torch::Tensor& x, const torch::Tensor& w
 }
 
 torch::Tensor LoraLinear::delta_weight() const { return torch::matmul(lora_B, lora_A) * scale; }
+
+torch::Tensor LoraLinear::merged_weight(const torch::Tensor& W, bool re_mask) const {
+  torch::NoGradGuard no_grad;
+  return merge_low_rank(W, delta_weight(), re_mask);
+}
+
+const PeftRef* LoraMethod::peft_ref() const {
+  static const PeftRef row{"dense, low rank",   "none",     "reparametrisation",
+                           "hidden states",     "parallel", "scaled addition",
+                           "linear projections"};
+  return &row;
+}
+
+std::shared_ptr<model::LinearAdapter> LoraMethod::make_linear(const AdapterConfig& c, model::Proj,
+                                                              int64_t out, int64_t in) const {
+  return std::make_shared<LoraLinear>(in, out, c.r, c.alpha, c.dropout);
+}
+
+torch::Tensor merge_low_rank(const torch::Tensor& W, const torch::Tensor& delta, bool re_mask) {
+  if (re_mask) return kernels::masked_merge(W, delta);
+  return (W.to(torch::kFloat32) + delta).to(W.scalar_type());
+}
 
 void shard_low_rank(const model::TpSlice& slice, torch::Tensor& A, torch::Tensor& B) {
   torch::NoGradGuard no_grad;

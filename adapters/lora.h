@@ -7,6 +7,7 @@
 
 #include <torch/torch.h>
 
+#include "adapters/method.h"
 #include "model/hooks.h"
 
 namespace spartan::adapters {
@@ -18,6 +19,8 @@ class LoraLinear : public model::LinearAdapter {
 
   // Δ = s·B·A, the (out, in) update that merging adds to the base weight.
   torch::Tensor delta_weight() const;
+  // W + Δ; with re_mask W's zeros imposed again (LoRA*).
+  torch::Tensor merged_weight(const torch::Tensor& W, bool re_mask) const override;
 
   // Column-parallel: B split by rows, A replicated (partial gradient). Row-parallel: A split by
   // columns, B replicated (partial gradient); the partial output joins the base's before the
@@ -37,5 +40,28 @@ class LoraLinear : public model::LinearAdapter {
 // The TP rules shared by LoRA and SoRA (W_d = A, W_u = B; SoRA's gate is replicated).
 void shard_low_rank(const model::TpSlice& slice, torch::Tensor& A, torch::Tensor& B);
 model::TpPlacement low_rank_placement(const model::TpSlice& slice, const std::string& param);
+// W + delta in W's dtype (the sum taken in fp32); with re_mask W's zeros imposed again.
+torch::Tensor merge_low_rank(const torch::Tensor& W, const torch::Tensor& delta, bool re_mask);
+
+// "lora": saved in PEFT's layout; with adapter.merge = "masked" also merged with the base's zeros
+// imposed again (LoRA*).
+class LoraMethod : public ProjectionMethod {
+ public:
+  const char* name() const override { return "lora"; }
+  const char* title() const override { return "LoRA"; }
+  const PeftRef* peft_ref() const override;
+  Export exports() const override { return Export::peft_lora; }
+  std::shared_ptr<model::LinearAdapter> make_linear(const AdapterConfig& config, model::Proj p,
+                                                    int64_t out, int64_t in) const override;
+  bool sized_by_rank() const override { return true; }
+  bool mergeable() const override { return true; }
+  bool masked_merge(const AdapterConfig& config) const override { return config.merge == "masked"; }
+
+ protected:
+  int64_t formula(model::Proj, int64_t out, int64_t in, const AdapterConfig& c) const override {
+    return c.r * (in + out);
+  }
+  const char* formula_text() const override { return "L·Σ_targets r(d_in + d_out)"; }
+};
 
 }  // namespace spartan::adapters

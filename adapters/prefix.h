@@ -12,6 +12,7 @@
 
 #include <torch/torch.h>
 
+#include "adapters/method.h"
 #include "model/hooks.h"
 
 namespace spartan::adapters {
@@ -29,6 +30,23 @@ class PrefixEncoder : public model::KvAdapter {
   torch::nn::Embedding embedding{nullptr};
   torch::nn::Sequential transform{nullptr};  // empty without projection
   int64_t kv_dim, num_layers;
+};
+
+// The prefix encoder [adapter.prefix] configures for a model of `arch`, with fresh values.
+std::shared_ptr<PrefixEncoder> make_prefix_encoder(const model::LlamaArch& arch,
+                                                   const AdapterConfig& config);
+
+// "prefix": saved in PEFT's layout (the MLP's output); needs every layer on each rank (pp = 1)
+// and at most one TP rank per KV head.
+class PrefixMethod : public Method {
+ public:
+  const char* name() const override { return "prefix"; }
+  const char* title() const override { return "prefix tuning"; }
+  const PeftRef* peft_ref() const override;
+  Site site() const override { return Site::keys_values; }
+  Export exports() const override { return Export::peft_prefix; }
+  void attach(model::Llama& model, const AdapterConfig& config) const override;
+  ParameterCount count(const model::LlamaArch& arch, const AdapterConfig& config) const override;
 };
 
 }  // namespace spartan::adapters

@@ -7,6 +7,7 @@
 
 #include <torch/torch.h>
 
+#include "adapters/method.h"
 #include "model/hooks.h"
 
 namespace spartan::adapters {
@@ -18,6 +19,18 @@ class PromptEmbedding : public model::EmbeddingAdapter {
   torch::Tensor forward(const torch::Tensor& embeds) override;  // (B, T, H) -> (B, P + T, H)
 
   torch::Tensor prompt_embeddings;  // (P, H)
+};
+
+// "prompt": saved in PEFT's layout.
+class PromptMethod : public Method {
+ public:
+  const char* name() const override { return "prompt"; }
+  const char* title() const override { return "prompt tuning"; }
+  const PeftRef* peft_ref() const override;
+  Site site() const override { return Site::embedding; }
+  Export exports() const override { return Export::peft_prompt; }
+  void attach(model::Llama& model, const AdapterConfig& config) const override;
+  ParameterCount count(const model::LlamaArch& arch, const AdapterConfig& config) const override;
 };
 
 }  // namespace spartan::adapters

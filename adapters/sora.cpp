@@ -37,6 +37,11 @@ torch::Tensor SoraLinear::delta_weight() const {
   return torch::matmul(lora_B * gate, lora_A) * scale;
 }
 
+torch::Tensor SoraLinear::merged_weight(const torch::Tensor& W, bool re_mask) const {
+  torch::NoGradGuard no_grad;
+  return merge_low_rank(W, delta_weight(), re_mask);
+}
+
 std::shared_ptr<LoraLinear> SoraLinear::to_lora() const {
   torch::NoGradGuard no_grad;
   auto kept = gate.ne(0).nonzero().squeeze(1);
@@ -49,6 +54,28 @@ std::shared_ptr<LoraLinear> SoraLinear::to_lora() const {
   lora->lora_A.copy_(lora_A.index_select(0, kept));
   lora->lora_B.copy_(lora_B.index_select(1, kept) * gate.index_select(0, kept));
   return lora;
+}
+
+bool is_sora_gate(const std::string& name) {
+  return name.size() > 13 && name.compare(name.size() - 13, 13, ".adapter.gate") == 0;
+}
+
+const PeftRef* SoraMethod::peft_ref() const {
+  static const PeftRef row{"dense, low rank, gated", "none",     "reparametrisation",
+                           "hidden states",          "parallel", "scaled addition",
+                           "linear projections"};
+  return &row;
+}
+
+std::shared_ptr<model::LinearAdapter> SoraMethod::make_linear(const AdapterConfig& c, model::Proj,
+                                                              int64_t out, int64_t in) const {
+  return std::make_shared<SoraLinear>(in, out, c.r, c.alpha, c.dropout);
+}
+
+ParameterGroups SoraMethod::groups(const model::NamedTensors& trainable) const {
+  ParameterGroups g;
+  for (const auto& np : trainable) (is_sora_gate(np.first) ? g.gates : g.main).push_back(np);
+  return g;
 }
 
 }  // namespace spartan::adapters

@@ -26,6 +26,10 @@ class SoraLinear : public model::LinearAdapter {
   // B' = W_u[:, kept]·diag(g[kept]), alpha' = s·r' so the scale stays s.
   std::shared_ptr<LoraLinear> to_lora() const;
   torch::Tensor delta_weight() const;  // s·W_u·diag(g)·W_d
+  torch::Tensor merged_weight(const torch::Tensor& W, bool re_mask) const override;  // as LoRA
+  std::shared_ptr<model::LinearAdapter> compacted() const override { return to_lora(); }
+  int64_t ranks_kept() const override { return nonzero_ranks(); }
+  int64_t ranks() const override { return gate.numel(); }
 
   // As LoRA (lora.h); the gate is replicated and its gradient summed over TP.
   void shard(const model::TpSlice& slice) override;
@@ -38,6 +42,31 @@ class SoraLinear : public model::LinearAdapter {
 
  private:
   model::TpSlice slice_;
+};
+
+// Whether a parameter name is a SoRA gate (trained by its own optimizer).
+bool is_sora_gate(const std::string& name);
+
+// "sora": trained as LoRA with gates of their own optimizer (the proximal step); saved as the
+// LoRA of its non-zero gates.
+class SoraMethod : public LoraMethod {
+ public:
+  const char* name() const override { return "sora"; }
+  const char* title() const override { return "SoRA"; }
+  const PeftRef* peft_ref() const override;
+  std::shared_ptr<model::LinearAdapter> make_linear(const AdapterConfig& config, model::Proj p,
+                                                    int64_t out, int64_t in) const override;
+  ParameterGroups groups(const model::NamedTensors& trainable) const override;
+  std::vector<std::pair<std::string, std::string>> identity(
+      const AdapterConfig& config) const override {
+    return {{"sora gate adam", config.sora.adam}};
+  }
+
+ protected:
+  int64_t formula(model::Proj, int64_t out, int64_t in, const AdapterConfig& c) const override {
+    return c.r * (in + out) + c.r;
+  }
+  const char* formula_text() const override { return "L·Σ_targets (r(d_in + d_out) + r)"; }
 };
 
 }  // namespace spartan::adapters

@@ -134,6 +134,23 @@ torch::Tensor SppLinear::delta_weight(const torch::Tensor& weight) const {
   return weight.to(alpha_w.scalar_type()) * expanded_alpha() * beta_w * scale;
 }
 
+const PeftRef* SppMethod::peft_ref() const {
+  static const PeftRef row{"base's zeros, row blocks",
+                           "none",
+                           "reparametrisation",
+                           "hidden states",
+                           "parallel",
+                           "scaled addition",
+                           "linear projections"};
+  return &row;
+}
+
+std::shared_ptr<model::LinearAdapter> SppMethod::make_linear(const AdapterConfig& c, model::Proj,
+                                                             int64_t out, int64_t in) const {
+  return std::make_shared<SppLinear>(in, out, c.r, c.alpha, c.dropout, c.spp.form,
+                                     c.spp.recompute_weight);
+}
+
 torch::Tensor SppLinear::merged_weight(const torch::Tensor& weight) const {
   torch::NoGradGuard no_grad;
   return (weight.to(alpha_w.scalar_type()) + delta_weight(weight)).to(weight.scalar_type());

@@ -19,10 +19,11 @@
 // with the columns and W_β replicated. Each shard's W̃ keeps its own zeros.
 #pragma once
 
-#include <string>
-
 #include <torch/torch.h>
 
+#include <string>
+
+#include "adapters/method.h"
 #include "model/hooks.h"
 
 namespace spartan::adapters {
@@ -39,6 +40,10 @@ class SppLinear : public model::LinearAdapter {
   torch::Tensor delta_weight(const torch::Tensor& weight) const;
   // W̃ + s·W̃', in W̃'s dtype: zeros of W̃ stay zeros.
   torch::Tensor merged_weight(const torch::Tensor& weight) const;
+  torch::Tensor merged_weight(const torch::Tensor& W, bool) const override {
+    return merged_weight(W);  // nothing to re-mask: W̃'s zeros are kept by construction
+  }
+  bool keeps_zero_pattern() const override { return true; }
 
   void shard(const model::TpSlice& slice) override;
   model::TpPlacement placement(const std::string& param) const override;
@@ -55,6 +60,26 @@ class SppLinear : public model::LinearAdapter {
   int64_t rows_per_block_;               // m/r of the whole weight
   int64_t row_begin_ = 0;                // first global row this rank holds
   model::TpSlice slice_;
+};
+
+// "spp": merged into the base at the end of a run, every zero of the base kept.
+class SppMethod : public ProjectionMethod {
+ public:
+  const char* name() const override { return "spp"; }
+  const char* title() const override { return "SPP"; }
+  const PeftRef* peft_ref() const override;
+  Export exports() const override { return Export::merged_model; }
+  std::shared_ptr<model::LinearAdapter> make_linear(const AdapterConfig& config, model::Proj p,
+                                                    int64_t out, int64_t in) const override;
+  bool sized_by_rank() const override { return true; }
+  bool mergeable() const override { return true; }
+  bool keeps_zero_pattern() const override { return true; }
+
+ protected:
+  int64_t formula(model::Proj, int64_t out, int64_t in, const AdapterConfig& c) const override {
+    return c.r * in + out;
+  }
+  const char* formula_text() const override { return "L·Σ_targets (r·d_in + d_out)"; }
 };
 
 }  // namespace spartan::adapters

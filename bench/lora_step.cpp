@@ -12,6 +12,9 @@
 // The roofline is the time of the step's unavoidable matrix products alone: for every frozen
 // projection and the LM head, the forward product and the input-gradient product of the backward
 // (a frozen weight needs no weight gradient), each timed as torch::mm on its own shape.
+#include <torch/torch.h>
+
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -20,10 +23,8 @@
 #include <string>
 #include <vector>
 
-#include <CLI/CLI.hpp>
-#include <torch/torch.h>
-
 #include "adapters/adapter.h"
+#include "adapters/method.h"
 #include "model/llama.h"
 #include "trainer/optimizer.h"
 #include "trainer/runtime.h"
@@ -74,9 +75,10 @@ int main(int argc, char** argv) {
   app.add_option("--rank", rank);
   app.add_option("--steps", steps);
   app.add_option("--peer", peer, "python of the peer environment; empty to skip");
-  app.add_option("--method", method)
-      ->check(CLI::IsMember({"lora", "sora", "spp", "ia3", "houlsby", "compacter",
-                             "tiny_attention", "prompt", "prefix"}));
+  std::vector<std::string> adapter_methods;  // every registered method but full training
+  for (const adapters::Method* m : adapters::methods())
+    if (m->site() != adapters::Site::base) adapter_methods.push_back(m->name());
+  app.add_option("--method", method)->check(CLI::IsMember(adapter_methods));
   app.add_option("--spp-form", spp_form)->check(CLI::IsMember({"effective", "blocked"}));
   bool spp_keep_weight = false;  // autograd keeps W_eff instead of the backward rebuilding it
   app.add_flag("--spp-keep-weight", spp_keep_weight);

@@ -9,7 +9,7 @@
 #include <fstream>
 
 #include "adapters/adapter.h"
-#include "adapters/sora.h"
+#include "adapters/method.h"
 #include "checkpoints/checkpoint.h"
 #include "checkpoints/peft.h"
 #include "common/config.h"
@@ -150,13 +150,13 @@ torch::Tensor merge_projection(const model::WeightStore& store, const std::strin
     const int64_t end = std::min(rows, r + per_block);
     const auto base = store.load_rows(name, r, end, dtype);
     const auto block = rows_of(config, p, rows, cols, full, r, end);
-    const auto w = adapters::merged_weight(*block, base, config.merge).to(dtype);
+    const auto w = block->merged_weight(base, config.merge == "masked").to(dtype);
     merged.narrow(0, r, end - r).copy_(w);
     zeros_before += base.eq(0).sum().item<int64_t>();
     zeros_after += w.eq(0).sum().item<int64_t>();
-    if (config.method == "spp" && !torch::equal(w.eq(0), base.eq(0)))
-      throw Error("the merged SPP weight " + name + " lost or gained zeros", store.folder(),
-                  "report this as a bug: SPP must keep the base's zero pattern");
+    if (block->keeps_zero_pattern() && !torch::equal(w.eq(0), base.eq(0)))
+      throw Error("the merged weight " + name + " lost or gained zeros", store.folder(),
+                  "report this as a bug: the merge must keep the base's zero pattern");
     if (check) {
       const auto adapted = block->forward(x, base.to(torch::kFloat32));
       const auto folded = torch::linear(x, w.to(torch::kFloat32));
@@ -209,30 +209,34 @@ double stage_logit_diff(const Checkpoint& ck, const Config& c, const model::Llam
 
 }  // namespace
 
-int64_t export_adapter(const std::string& run_dir, int64_t step, const std::string& final_out) {
+int64_t export_adapter(const std::string& run_dir, int64_t step, const std::string& final_out,
+                       int64_t* total) {
   const Checkpoint ck(checkpoint_of(run_dir, step));
   const Config c = load_config(run_dir + "/config.resolved.toml");
-  const std::string& method = c.adapter.method;
-  if (method != "lora" && method != "sora" && method != "ia3")
-    throw Error("no PEFT export from a checkpoint for method " + method, run_dir,
+  const adapters::Method& method = adapters::method(c.adapter.method);
+  const adapters::Export form = method.exports();
+  if (form != adapters::Export::peft_lora && form != adapters::Export::peft_ia3)
+    throw Error(std::string("no PEFT export from a checkpoint for ") + method.title(), run_dir,
                 "report this as a bug");
   const model::LlamaArch arch = model::read_hf_config(c.model.path);
   std::vector<PeftModule> modules;
-  int64_t kept = method == "sora" ? 0 : -1;
+  int64_t kept = 0, ranks = 0;
   for (int64_t l = 0; l < arch.num_layers; ++l)
-    for (model::Proj p : adapters::parse_targets(c.adapter.targets)) {
+    for (model::Proj p : method.targets(c.adapter)) {
       auto adapter = load_adapter(ck, c, arch, l, p);
-      if (auto sora = std::dynamic_pointer_cast<adapters::SoraLinear>(adapter)) {
-        kept += sora->nonzero_ranks();
-        adapter = sora->to_lora();  // zero-gated ranks dropped
+      if (adapter->ranks_kept() >= 0) {
+        kept += adapter->ranks_kept();
+        ranks += adapter->ranks();
+        adapter = adapter->compacted();  // zero-gated ranks dropped
       }
       modules.push_back({l, p, adapter});
     }
+  if (total) *total = ranks;
   const std::string out =
       real_path(final_out).string() + ".spartan-partial-" + std::to_string(::getpid());
   fs::remove_all(out);
   try {
-    if (method == "ia3")
+    if (form == adapters::Export::peft_ia3)
       write_peft_ia3(out, modules, c.model.path);
     else
       write_peft_lora(out, modules, c.adapter, c.model.path);
@@ -252,16 +256,16 @@ MergeReport merge_run(const std::string& run_dir, int64_t step, const std::strin
   report.checkpoint = checkpoint_of(run_dir, step);
   Checkpoint ck(report.checkpoint);
   const Config c = load_config(run_dir + "/config.resolved.toml");
-  const std::string& method = c.adapter.method;
-  report.method = method;
-  report.masked_merge = (method == "lora" || method == "sora") && c.adapter.merge == "masked";
+  const adapters::Method& method = adapters::method(c.adapter.method);
+  report.method = method.name();
+  report.masked_merge = method.masked_merge(c.adapter);
   report.step = ck.manifest()["step"].get<int64_t>();
   report.out = final_out;
-  if (method == "prompt" || method == "prefix")
-    throw UsageError(method + " tuning adds virtual tokens and cannot be merged into weights",
-                     run_dir, "use the PEFT adapter that spartan train saved under adapter/");
-  if (adapters::is_block_method(method))
-    throw UsageError(method + " adds modules after the blocks and cannot be merged into weights",
+  if (!method.mergeable())
+    throw UsageError(std::string(method.title()) +
+                         (method.site() == adapters::Site::blocks ? " adds modules after the blocks"
+                                                                  : " adds virtual tokens") +
+                         " and cannot be merged into weights",
                      run_dir, "use the adapter that spartan train saved under adapter/");
   const auto& identity = ck.manifest()["identity"];
   const std::string saved_digest = identity.value("base model", "");
@@ -278,8 +282,11 @@ MergeReport merge_run(const std::string& run_dir, int64_t step, const std::strin
                options.force);
   const model::LlamaArch arch = model::read_hf_config(c.model.path);
   model::WeightStore store(c.model.path);
-  const std::vector<model::Proj> targets =
-      method == "full" ? std::vector<model::Proj>{} : adapters::parse_targets(c.adapter.targets);
+  const bool trained_base = method.site() == adapters::Site::base;
+  // The compact adapter beside the merged model, where PEFT has the method.
+  const bool writes_adapter = method.exports() == adapters::Export::peft_lora ||
+                              method.exports() == adapters::Export::peft_ia3;
+  const std::vector<model::Proj> targets = method.targets(c.adapter);
   // Everything is written into a fresh folder beside the output and renamed into place at the
   // end: a failed merge leaves nothing behind and an existing output (--force) untouched.
   const std::string out =
@@ -336,7 +343,7 @@ MergeReport merge_run(const std::string& run_dir, int64_t step, const std::strin
         release_mapped();
         int64_t l = 0;
         model::Proj p{};
-        if (method == "full") {
+        if (trained_base) {
           current = ck.global("params/" + v.name).to(dtype).contiguous();
         } else if (target_of(v.name, arch.num_layers, targets, &l, &p)) {
           auto adapter = load_adapter(ck, c, arch, l, p);
@@ -345,13 +352,12 @@ MergeReport merge_run(const std::string& run_dir, int64_t step, const std::strin
               merge_projection(store, v.name, dtype, c.adapter, p, *adapter, options.block_bytes,
                                check_logits, &m, &report.max_projection_diff);
           store.file_of(v.name).release(store.info(v.name));
-          if (auto sora = std::dynamic_pointer_cast<adapters::SoraLinear>(adapter)) {
-            m.ranks_kept = sora->nonzero_ranks();
-            m.ranks = sora->gate.numel();
-            exported.push_back({l, p, sora->to_lora()});  // zero-gated ranks dropped
-          } else if (method != "spp") {
-            exported.push_back({l, p, adapter});
+          if (adapter->ranks_kept() >= 0) {
+            m.ranks_kept = adapter->ranks_kept();
+            m.ranks = adapter->ranks();
+            adapter = adapter->compacted();  // zero-gated ranks dropped
           }
+          if (writes_adapter) exported.push_back({l, p, adapter});
           report.merged.push_back(m);
         } else {  // unchanged: written straight from the base's mapped file
           mapped = &store.info(v.name);
@@ -376,11 +382,11 @@ MergeReport merge_run(const std::string& run_dir, int64_t step, const std::strin
         !c.data.tokenizer.empty() ? c.data.tokenizer : c.model.path + "/tokenizer.model";
     if (file_exists(tok)) copy_file(tok, out + "/tokenizer.model");
 
-    if (method == "lora" || method == "sora") {
-      write_peft_lora(out + "/adapter", exported, c.adapter, c.model.path);
-      report.adapter = final_out + "/adapter";
-    } else if (method == "ia3") {
-      write_peft_ia3(out + "/adapter", exported, c.model.path);
+    if (writes_adapter) {
+      if (method.exports() == adapters::Export::peft_lora)
+        write_peft_lora(out + "/adapter", exported, c.adapter, c.model.path);
+      else
+        write_peft_ia3(out + "/adapter", exported, c.model.path);
       report.adapter = final_out + "/adapter";
     }
 

@@ -64,8 +64,9 @@ MergeReport merge_run(const std::string& run_dir, int64_t step, const std::strin
 
 // The trained adapter of a run's checkpoint in PEFT's layout (LoRA; SoRA as a LoRA of its
 // non-zero ranks; (IA)^3), from the checkpoint's shards alone: no base weight is read. `out` is
-// the run's own output folder and is replaced whole. Returns the SoRA ranks kept (-1 for other
-// methods).
-int64_t export_adapter(const std::string& run_dir, int64_t step, const std::string& out);
+// the run's own output folder and is replaced whole. Returns the ranks kept of adapters that drop
+// ranks (SoRA) and sets *total to the ranks they had; 0 of 0 for other methods.
+int64_t export_adapter(const std::string& run_dir, int64_t step, const std::string& out,
+                       int64_t* total = nullptr);
 
 }  // namespace spartan::checkpoints

@@ -3,15 +3,15 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
-#include <set>
-
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "adapters/adapter.h"
 #include "adapters/ia3.h"
+#include "adapters/lora.h"
+#include "adapters/method.h"
 #include "adapters/prefix.h"
 #include "adapters/prompt.h"
-#include "adapters/lora.h"
 #include "common/error.h"
 #include "common/files.h"
 #include "model/weights.h"
@@ -286,16 +286,19 @@ void save_peft_prompt(const std::string& folder, model::Llama& m,
   if (!prompt)
     throw Error("the model has no prompt-tuning embeddings to export", folder,
                 "attach prompt tuning first");
+  write_peft_prompt(folder, prompt->prompt_embeddings, m->arch(), base_model_path);
+}
+
+void write_peft_prompt(const std::string& folder, const torch::Tensor& prompt_embeddings,
+                       const model::LlamaArch& a, const std::string& base_model_path) {
   make_dirs(folder);
   model::save_safetensors(folder + "/adapter_model.safetensors",
-                          {{"prompt_embeddings", prompt->prompt_embeddings.detach()}},
-                          {{"format", "pt"}});
-  const auto& a = m->arch();
+                          {{"prompt_embeddings", prompt_embeddings.detach()}}, {{"format", "pt"}});
   nlohmann::ordered_json j;
   j["peft_type"] = "PROMPT_TUNING";
   j["task_type"] = "CAUSAL_LM";
   j["base_model_name_or_path"] = base_model_path;
-  j["num_virtual_tokens"] = prompt->num_virtual_tokens();
+  j["num_virtual_tokens"] = prompt_embeddings.size(0);
   j["token_dim"] = a.hidden_size;
   j["num_transformer_submodules"] = 1;
   j["num_attention_heads"] = a.num_heads;
@@ -337,12 +340,17 @@ void save_peft_prefix(const std::string& folder, model::Llama& m,
   auto prefix = std::dynamic_pointer_cast<adapters::PrefixEncoder>(m->kv_adapter());
   if (!prefix)
     throw Error("the model has no prefix encoder to export", folder, "attach prefix tuning first");
+  write_peft_prefix(folder, *prefix, m->arch(), base_model_path);
+}
+
+void write_peft_prefix(const std::string& folder, adapters::PrefixEncoder& encoder,
+                       const model::LlamaArch& a, const std::string& base_model_path) {
+  adapters::PrefixEncoder* prefix = &encoder;
   make_dirs(folder);
   torch::NoGradGuard no_grad;
   model::save_safetensors(folder + "/adapter_model.safetensors",
-                          {{"prompt_embeddings", prefix->past_key_values().contiguous()}},
+                          {{"prompt_embeddings", encoder.past_key_values().contiguous()}},
                           {{"format", "pt"}});
-  const auto& a = m->arch();
   nlohmann::ordered_json j;
   j["peft_type"] = "PREFIX_TUNING";
   j["task_type"] = "CAUSAL_LM";
@@ -392,10 +400,14 @@ AdapterConfig load_peft_prefix(const std::string& folder, model::Llama& m) {
 
 void save_block_adapter(const std::string& folder, model::Llama& m, const AdapterConfig& config,
                         const std::string& base_model_path) {
+  write_block_adapter(folder, adapters::trainable_parameters(m), config, base_model_path);
+}
+
+void write_block_adapter(const std::string& folder, const model::NamedTensors& trained,
+                         const AdapterConfig& config, const std::string& base_model_path) {
   make_dirs(folder);
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
-  for (const auto& [name, t] : adapters::trainable_parameters(m))
-    tensors.emplace_back(name, t.detach());
+  for (const auto& [name, t] : trained) tensors.emplace_back(name, t.detach());
   model::save_safetensors(folder + "/adapter_model.safetensors", tensors, {{"format", "pt"}});
   nlohmann::ordered_json j;
   j["peft_type"] = "SPARTAN_BLOCK";
@@ -413,7 +425,8 @@ AdapterConfig load_block_adapter(const std::string& folder, model::Llama& m) {
   const nlohmann::json j = read_adapter_config(folder);
   AdapterConfig cfg;
   cfg.method = j.value("method", "");
-  if (!adapters::is_block_method(cfg.method))
+  const adapters::Method* method = adapters::find_method(cfg.method);
+  if (!method || method->site() != adapters::Site::blocks)
     throw Error("unknown block adapter method '" + cfg.method + "'",
                 folder + "/adapter_config.json", "re-export the adapter with spartan train");
   cfg.bottleneck.size = j.value("bottleneck", cfg.bottleneck.size);

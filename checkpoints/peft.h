@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "adapters/prefix.h"
 #include "common/config.h"
 #include "model/llama.h"
 
@@ -42,6 +43,9 @@ AdapterConfig load_peft_ia3(const std::string& folder, model::Llama& model);
 void save_peft_prompt(const std::string& folder, model::Llama& model,
                       const std::string& base_model_path);
 AdapterConfig load_peft_prompt(const std::string& folder, model::Llama& model);
+// The same from the trained (P, H) tensor alone (a distributed run's end: no model around it).
+void write_peft_prompt(const std::string& folder, const torch::Tensor& prompt_embeddings,
+                       const model::LlamaArch& arch, const std::string& base_model_path);
 
 // Prefix tuning in PEFT's layout (peft_type PREFIX_TUNING, inference form: prompt_embeddings
 // (P, L·2·E) is the reparameterisation MLP's output; token_dim E = n_kv_heads·head_dim and
@@ -49,6 +53,8 @@ AdapterConfig load_peft_prompt(const std::string& folder, model::Llama& model);
 void save_peft_prefix(const std::string& folder, model::Llama& model,
                       const std::string& base_model_path);
 AdapterConfig load_peft_prefix(const std::string& folder, model::Llama& model);
+void write_peft_prefix(const std::string& folder, adapters::PrefixEncoder& encoder,
+                       const model::LlamaArch& arch, const std::string& base_model_path);
 
 // Houlsby, Compacter and tiny-attention, which PEFT does not have, in the same folder layout:
 // adapter_config.json (peft_type "SPARTAN_BLOCK", the method and its sizes) and every trained
@@ -56,6 +62,9 @@ AdapterConfig load_peft_prefix(const std::string& folder, model::Llama& model);
 void save_block_adapter(const std::string& folder, model::Llama& model,
                         const AdapterConfig& config, const std::string& base_model_path);
 AdapterConfig load_block_adapter(const std::string& folder, model::Llama& model);
+// The same from the trained tensors under their names in the model.
+void write_block_adapter(const std::string& folder, const model::NamedTensors& trained,
+                         const AdapterConfig& config, const std::string& base_model_path);
 
 // Reads adapter_config.json's peft_type and loads a LoRA, (IA)^3, prompt-tuning or Spartan
 // block-adapter folder.

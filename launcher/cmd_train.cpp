@@ -15,9 +15,9 @@
 #include <string>
 
 #include "adapters/adapter.h"
+#include "adapters/method.h"
 #include "checkpoints/checkpoint.h"
-#include "checkpoints/merge.h"
-#include "checkpoints/peft.h"
+#include "checkpoints/export.h"
 #include "common/config.h"
 #include "common/error.h"
 #include "common/files.h"
@@ -45,15 +45,6 @@ namespace {
 std::string tokenizer_path(const Config& c) {
   if (!c.data.tokenizer.empty()) return c.data.tokenizer;
   return c.model.path + "/tokenizer.model";
-}
-
-// Saves a whole model as a HF folder with the run's tokenizer; returns the folder.
-std::string save_merged(model::Llama& llama, const model::Tokenizer& tok,
-                        const std::string& folder) {
-  make_dirs(folder);
-  llama->save(folder);
-  copy_file(tok.path(), folder + "/tokenizer.model");
-  return folder;
 }
 
 // The fraction of zeros among the base's projection weights (what pruning targets), over the
@@ -88,101 +79,6 @@ void write_summary(const std::string& run_dir, const nlohmann::json& summary) {
     throw Error("cannot write the run summary", path, "check that the run folder is writable");
 }
 
-// Methods whose result the final checkpoint alone can give (with the base folder): their trained
-// tensors all belong to projections (or are the base's own weights).
-bool streams_from_checkpoint(const std::string& method) {
-  return method == "full" || method == "spp" || method == "lora" || method == "sora" ||
-         method == "ia3";
-}
-
-// The result of a distributed run from its final checkpoint, as save_result() gives it for one
-// process: the merged model (full, SPP, and LoRA*'s re-masked merge) streamed by merge_run, the
-// adapter in PEFT's layout read from the checkpoint alone. Rank 0 only. Returns what was saved.
-std::string export_from_checkpoint(const Config& c, const std::string& run_dir, bool lora_star) {
-  // The run's own output folders, replaced whole; the run's evaluation is the check.
-  checkpoints::MergeOptions replace_unchecked;
-  replace_unchecked.check_logits = false;
-  replace_unchecked.force = true;
-  const std::string& method = c.adapter.method;
-  if (method == "full" || method == "spp") {
-    const std::string out = run_dir + (method == "full" ? "/model" : "/merged");
-    const auto report = checkpoints::merge_run(run_dir, -1, out, replace_unchecked);
-    if (method == "spp")
-      std::printf(
-          "merged SPP into the base (streamed from %s): each of the %zu merged weights "
-          "keeps exactly the zeros of its base weight\n",
-          report.checkpoint.c_str(), report.merged.size());
-    return out;
-  }
-  const int64_t kept = checkpoints::export_adapter(run_dir, -1, run_dir + "/adapter");
-  if (method == "sora")
-    std::printf(
-        "SoRA kept %lld of %lld ranks; exported as LoRA (PEFT rank_pattern)\n",
-        static_cast<long long>(kept),
-        static_cast<long long>(c.adapter.r * model::read_hf_config(c.model.path).num_layers *
-                               static_cast<int64_t>(c.adapter.targets.size())));
-  std::string saved = run_dir + "/adapter";
-  if (lora_star) {
-    checkpoints::merge_run(run_dir, -1, run_dir + "/merged", replace_unchecked);
-    saved += " and " + run_dir + "/merged";
-  }
-  return saved;
-}
-
-// Saves the trained model of one process: LoRA, SoRA (as LoRA after rank removal), (IA)^3 and
-// prompt tuning as PEFT adapters, SPP merged into the base with its zero pattern checked, full as
-// a model folder. Returns the folder written.
-std::string save_result(const Config& c, model::Llama& llama, const model::Tokenizer& tok,
-                        const std::string& run_dir) {
-  std::string saved;
-  const auto& method = c.adapter.method;
-  if (method == "full") {
-    saved = save_merged(llama, tok, run_dir + "/model");
-  } else if (method == "spp") {
-    // SPP merges into the base: W̃ + s·W̃' keeps every zero of W̃.
-    const auto changes = adapters::spp_zero_changes(llama);
-    if (changes.lost != 0 || changes.gained != 0)
-      throw Error("the merged SPP weights lost or gained zeros", run_dir,
-                  "report this as a bug: SPP must keep the base's zero pattern");
-    adapters::merge_into_base(llama, c.adapter.merge);
-    int64_t zeros = 0, total = 0;
-    for (int64_t l = 0; l < llama->num_layers(); ++l)
-      for (model::Proj p : adapters::parse_targets(c.adapter.targets)) {
-        const auto& w = llama->projection(l, p)->weight;
-        zeros += w.eq(0).sum().item<int64_t>();
-        total += w.numel();
-      }
-    std::printf(
-        "merged SPP into the base: %.4f of the targeted weights are zero, the same "
-        "positions as before training\n",
-        total ? double(zeros) / total : 0.0);
-    saved = save_merged(llama, tok, run_dir + "/merged");
-  } else if (method == "ia3") {
-    saved = run_dir + "/adapter";
-    checkpoints::save_peft_ia3(saved, llama, c.model.path);
-  } else if (method == "prompt") {
-    saved = run_dir + "/adapter";
-    checkpoints::save_peft_prompt(saved, llama, c.model.path);
-  } else if (method == "prefix") {
-    saved = run_dir + "/adapter";
-    checkpoints::save_peft_prefix(saved, llama, c.model.path);
-  } else if (adapters::is_block_method(method)) {
-    saved = run_dir + "/adapter";
-    checkpoints::save_block_adapter(saved, llama, c.adapter, c.model.path);
-  } else {
-    if (method == "sora") {  // rank removal: a LoRA of the non-zero gates per module
-      const int64_t total_ranks =
-          c.adapter.r * llama->num_layers() * static_cast<int64_t>(c.adapter.targets.size());
-      const int64_t kept = adapters::sora_to_lora(llama);
-      std::printf("SoRA kept %lld of %lld ranks; exported as LoRA (PEFT rank_pattern)\n",
-                  static_cast<long long>(kept), static_cast<long long>(total_ranks));
-    }
-    saved = run_dir + "/adapter";
-    checkpoints::save_peft_lora(saved, llama, c.adapter, c.model.path);
-  }
-  return saved;
-}
-
 // What a checkpoint must agree on with the run that resumes from it.
 nlohmann::json run_identity(const Config& c) {
   nlohmann::json id = {{"base model", checkpoints::base_model_digest(c.model.path)},
@@ -195,7 +91,8 @@ nlohmann::json run_identity(const Config& c) {
                        {"data seq_len", c.data.seq_len},
                        {"global batch size", c.optim.global_batch_size},
                        {"seed", c.run.seed}};
-  if (c.adapter.method == "sora") id["sora gate adam"] = c.adapter.sora.adam;
+  for (const auto& [key, value] : adapters::method(c.adapter.method).identity(c.adapter))
+    id[key] = value;
   return id;
 }
 
@@ -248,7 +145,7 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
                       c.model.path + "/config.json with " + c.where("data.seq_len") +
                           " (keys 'data.seq_len', 'optim.micro_batch_size', 'adapter.r')");
   });
-  const std::string& method = c.adapter.method;
+  const adapters::Method& method = adapters::method(c.adapter.method);
   if (c.parallel.backend == "nccl")
     throw UsageError("the NCCL backend needs CUDA tensors; this build of spartan trains on CPU",
                      c.where("parallel.backend") + " (key 'parallel.backend')",
@@ -294,12 +191,6 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
                           .train;
   });
   const model::Tokenizer& tok = *tokenizer;
-  if (method == "full" && c.parallel.pp > 1 && llama->arch().tie_word_embeddings)
-    throw UsageError(
-        "full fine-tuning of a model with a tied LM head cannot split it into "
-        "pipeline stages (the embedding and the head would train apart)",
-        c.where("parallel.pp") + " (key 'parallel.pp')",
-        "set parallel.pp = 1 or use an adapter method");
   model::check_tokenizer_fits(llama->arch(), tok.vocab_size(), tok.path());
   // Sequences with no token to learn from (every response cut off at seq_len) would train on
   // nothing and report a loss of 0.
@@ -317,18 +208,15 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
   const int64_t trainable = trainer::entries_in_model(llama, *grid, attached.trainable);
 
   trainer::Trainer t(c, llama, *grid, data.train, data.held_out, run_dir);
-  std::vector<model::Proj> mask_targets;
-  if (method == "lora" || method == "sora" || method == "spp" || method == "ia3")
-    mask_targets = adapters::parse_targets(c.adapter.targets);
-  t.enable_checkpoints(run_identity(c), mask_targets);
+  t.enable_checkpoints(run_identity(c), method.targets(c.adapter));
   install_stop_signals();
   t.stop_signal = pending_stop_signal;
   if (!resume.empty()) t.resume_from(resume);
   // LoRA* (the SPP paper's baseline): the LoRA merged, then the base's zeros imposed again.
-  const bool lora_star = (method == "lora" || method == "sora") && c.adapter.merge == "masked";
+  const bool lora_star = method.masked_merge(c.adapter);
   nlohmann::json summary = {{"format", 1},
                             {"status", "running"},
-                            {"method", lora_star ? method + "*" : method},
+                            {"method", method.display_name(c.adapter)},
                             {"base", c.model.path},
                             {"base_parameters", llama->arch().num_parameters()},
                             {"base_sparsity", projection_sparsity(llama, *grid)},
@@ -375,21 +263,18 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
     after = trainer::evaluate_rows(llama, data.held_out, c.optim.micro_batch_size,
                                    c.eval.max_batches, grid.get());
 
+  // The result, saved as the method says. Several ranks never gather the model: rank 0 exports
+  // from the final checkpoint and the base folder tensor by tensor, as `spartan merge` does, or
+  // (prompt, prefix and block adapters, small) from the trained tensors alone.
   trainer::EvalResult masked;
-  std::string saved;
+  checkpoints::Exported exported;
   if (!distributed) {
-    saved = save_result(c, llama, tok, run_dir);
-    if (lora_star) {
-      adapters::merge_into_base(llama, "masked");
-      saved += " and " + save_merged(llama, tok, run_dir + "/merged");
-      if (has_held_out)
-        masked = trainer::evaluate_rows(llama, data.held_out, c.optim.micro_batch_size,
-                                        c.eval.max_batches);
-    }
-  } else if (streams_from_checkpoint(method)) {
-    // The final checkpoint holds every trained tensor: rank 0 exports from it and the base folder
-    // tensor by tensor, as `spartan merge` does, never holding the whole model.
-    if (root) saved = export_from_checkpoint(c, run_dir, lora_star);
+    exported = checkpoints::export_model(c, llama, tok.path(), run_dir);
+    if (lora_star && has_held_out)  // `llama` is merged and re-masked by now
+      masked = trainer::evaluate_rows(llama, data.held_out, c.optim.micro_batch_size,
+                                      c.eval.max_batches);
+  } else if (checkpoints::exports_from_checkpoint(method)) {
+    if (root) exported = checkpoints::export_from_checkpoint(c, run_dir);
     grid->world().barrier();
     if (lora_star && has_held_out) {  // the merged folder, loaded as this layout's shards
       model::Llama merged = model::load_llama(run_dir + "/merged", dtype, shard);
@@ -397,20 +282,13 @@ void train(const std::string& config_path, const std::vector<std::string>& overr
                                       c.eval.max_batches, grid.get());
     }
   } else {
-    // Prompt, prefix and block adapters feed modules outside the projections: rank 0 puts the
-    // trained tensors into a whole model and saves it as one process would.
-    model::NamedTensors trained =
+    const model::NamedTensors trained =
         trainer::gather_to_root(llama, *grid, adapters::trainable_parameters(llama));
-    if (root) {
-      model::Llama whole = model::load_llama(c.model.path, dtype);
-      adapters::attach(whole, c.adapter);
-      auto params = whole->named_parameters();
-      torch::NoGradGuard no_grad;
-      for (const auto& [name, tensor] : trained) params[name].copy_(tensor);
-      saved = save_result(c, whole, tok, run_dir);
-    }
+    if (root) exported = checkpoints::export_trained(c, trained, run_dir);
   }
   if (!root) return;
+  if (!exported.note.empty()) std::printf("%s\n", exported.note.c_str());
+  const std::string& saved = exported.saved;
   std::printf("\n%-28s %s\n", "", "held-out loss  perplexity");
   if (has_held_out) {
     std::printf("%-28s %13.4f  %10.2f\n", "before training", before.loss, before.ppl);

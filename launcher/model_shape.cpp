@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "adapters/method.h"
 #include "common/files.h"
 #include "model/hf_config.h"
 
@@ -39,9 +40,9 @@ model::MemoryInputs memory_inputs(const Config& c, int64_t seq_len) {
   in.micro_batch = c.optim.micro_batch_size;
   in.micro_batches =
       std::max<int64_t>(1, c.optim.global_batch_size / (c.optim.micro_batch_size * c.parallel.dp));
-  const std::string& m = c.adapter.method;
-  in.full = m == "full";
-  if (m == "lora" || m == "sora" || m == "spp") {
+  const adapters::Method& m = adapters::method(c.adapter.method);
+  in.full = m.site() == adapters::Site::base;
+  if (m.sized_by_rank()) {
     in.adapter_r = c.adapter.r;
     in.adapter_targets = static_cast<int64_t>(c.adapter.targets.size());
   }

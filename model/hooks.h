@@ -67,6 +67,23 @@ class LinearAdapter : public torch::nn::Module {
   }
   // Placement of the parameter registered as `param` (e.g. "lora_A").
   virtual TpPlacement placement(const std::string& param) const { return {}; }
+
+  // The weight W (out, in, this rank's slice) with this adapter folded in, in W's dtype; with
+  // `re_mask`, an additive update has W's zeros imposed again (the SPP paper's LoRA*). An adapter
+  // that cannot be folded into its weight throws.
+  virtual torch::Tensor merged_weight(const torch::Tensor& W, bool re_mask) const {
+    throw Error("this adapter cannot be merged into the base", "merge",
+                "export it as an adapter instead");
+  }
+  // Whether merged_weight() keeps exactly W's zeros, no more and no fewer (SPP), checked before
+  // a merged model is saved.
+  virtual bool keeps_zero_pattern() const { return false; }
+  // The same function with parameters that cannot change it removed (SoRA without its zero-gated
+  // ranks, as a LoRA), or nullptr where nothing can be removed.
+  virtual std::shared_ptr<LinearAdapter> compacted() const { return nullptr; }
+  // Ranks kept by compacted() and the ranks it started from; -1 where it has no ranks to drop.
+  virtual int64_t ranks_kept() const { return -1; }
+  virtual int64_t ranks() const { return -1; }
 };
 
 // Sees a block's (normalised) input and output before the residual addition and returns the

@@ -330,8 +330,9 @@ bool LlamaImpl::is_sharded() const {
 torch::Tensor& LlamaImpl::lm_head_weight() { return arch_.tie_word_embeddings ? embed_ : lm_head_; }
 
 void LlamaImpl::attach_embedding(std::shared_ptr<EmbeddingAdapter> adapter) {
-  if (embedding_adapter_) unregister_module("embedding_adapter");
-  embedding_adapter_ = adapter ? register_module("embedding_adapter", std::move(adapter)) : nullptr;
+  if (embedding_adapter_) unregister_module(kEmbeddingAdapterName);
+  embedding_adapter_ =
+      adapter ? register_module(kEmbeddingAdapterName, std::move(adapter)) : nullptr;
   prompt_length_ = embedding_adapter_ ? embedding_adapter_->num_virtual_tokens() : 0;
 }
 
@@ -374,8 +375,8 @@ torch::Tensor LlamaImpl::run_layers(const torch::Tensor& input, KvCache* cache) 
 }
 
 void LlamaImpl::attach_kv(std::shared_ptr<KvAdapter> adapter) {
-  if (kv_adapter_) unregister_module("prefix_encoder");
-  kv_adapter_ = adapter ? register_module("prefix_encoder", std::move(adapter)) : nullptr;
+  if (kv_adapter_) unregister_module(kKvAdapterName);
+  kv_adapter_ = adapter ? register_module(kKvAdapterName, std::move(adapter)) : nullptr;
 }
 
 namespace {
@@ -437,7 +438,8 @@ TpPlacement LlamaImpl::placement(const std::string& name) const {
       }
   }
   // Prefix tuning's encoder: every rank computes all heads' prefixes and uses its own.
-  if (name.rfind("prefix_encoder.", 0) == 0 && tp_->size() > 1) return {TpPlacement::partial};
+  if (name.rfind(std::string(kKvAdapterName) + ".", 0) == 0 && tp_->size() > 1)
+    return {TpPlacement::partial};
   return {};  // embedding and block adapters, norms: replicated
 }
 

@@ -29,6 +29,11 @@
 
 namespace spartan::model {
 
+// Module names of the embedding and key/value adapters: their parameters are named
+// "<name>.<parameter>" in named_parameters().
+inline constexpr char kEmbeddingAdapterName[] = "embedding_adapter";
+inline constexpr char kKvAdapterName[] = "prefix_encoder";
+
 // The part of the model one rank holds. The default is the whole model on one process.
 struct Shard {
   parallel::Communicator* tp = nullptr;  // tensor-parallel group; nullptr = no TP

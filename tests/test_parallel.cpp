@@ -11,6 +11,8 @@
 // sums), so the runs differ by rounding. AdamW's eps is 1e-2 here: with 1e-8 Adam turns a
 // rounding difference in a near-zero gradient entry into a step of ±lr, which says nothing
 // about the grid.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -20,10 +22,8 @@
 #include <sstream>
 #include <string>
 
-#include <gtest/gtest.h>
-#include <torch/torch.h>
-
 #include "adapters/adapter.h"
+#include "adapters/sora.h"
 #include "adapters/spp.h"
 #include "common/files.h"
 #include "model/llama.h"

@@ -111,7 +111,7 @@ TEST(Sora, GatesReachExactZerosAndRankRemovalKeepsTheOutput) {
   m->eval();
   torch::NoGradGuard no_grad;
   auto before = m->forward(ids());
-  const int64_t kept = adapters::sora_to_lora(m);
+  const int64_t kept = adapters::compact_adapters(m).kept;
   EXPECT_EQ(kept, total - zeros);
   EXPECT_LE((m->forward(ids()) - before).abs().max().item<double>(), 1e-5);
   // Exported in the PEFT layout with per-module ranks (rank_pattern), it reads back the same.

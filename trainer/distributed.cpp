@@ -1,8 +1,9 @@
 #include "trainer/distributed.h"
 
 #include <cmath>
+#include <set>
+#include <string>
 
-#include "adapters/adapter.h"
 #include "parallel/buckets.h"
 
 namespace spartan::trainer {
@@ -10,11 +11,13 @@ namespace spartan::trainer {
 using model::TpPlacement;
 
 GradientSync::GradientSync(model::Llama& model, parallel::Grid& grid,
-                           const model::NamedTensors& params)
+                           const model::NamedTensors& params, const model::NamedTensors& gates)
     : grid_(grid), params_(params) {
+  std::set<std::string> gate_names;
+  for (const auto& [name, t] : gates) gate_names.insert(name);
   for (const auto& [name, t] : params_) {
     placement_.push_back(model->placement(name));
-    gate_.push_back(adapters::is_sora_gate(name));
+    gate_.push_back(gate_names.count(name) > 0);
   }
 }
 

@@ -22,7 +22,9 @@ namespace spartan::trainer {
 
 class GradientSync {
  public:
-  GradientSync(model::Llama& model, parallel::Grid& grid, const model::NamedTensors& params);
+  // `gates`: those of `params` that step 3 makes bit-identical (SoRA's gates).
+  GradientSync(model::Llama& model, parallel::Grid& grid, const model::NamedTensors& params,
+               const model::NamedTensors& gates);
 
   void reduce();                   // steps 1-3
   double clip(double max_norm);    // step 4; returns the norm before clipping

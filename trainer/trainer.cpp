@@ -1,27 +1,28 @@
 #include "trainer/trainer.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <thread>
 
-#include <ATen/CPUGeneratorImpl.h>
-#include <nlohmann/json.hpp>
-
 #include "adapters/adapter.h"
+#include "adapters/method.h"
 #include "checkpoints/checkpoint.h"
 #include "common/error.h"
 #include "common/memory_use.h"
 #include "data/sampler.h"
+#include "parallel/pipeline.h"
+#include "trainer/distributed.h"
 #include "trainer/optimizer.h"
 #include "trainer/run_log.h"
 #include "trainer/schedule.h"
-#include "trainer/distributed.h"
 #include "trainer/sora_gates.h"
 #include "trainer/stage.h"
-#include "parallel/pipeline.h"
 
 namespace spartan::trainer {
 namespace {
@@ -126,8 +127,10 @@ TrainSummary Trainer::run() {
     throw Error("nothing to train", "[adapter] method = " + config_.adapter.method,
                 "attach an adapter or use method = \"full\"");
   // SoRA gates have an optimizer of their own (AdamW + threshold); everything else uses AdamW.
-  model::NamedTensors gates, others;
-  for (const auto& np : params) (adapters::is_sora_gate(np.first) ? gates : others).push_back(np);
+  const adapters::Method& method = adapters::method(config_.adapter.method);
+  const adapters::ParameterGroups groups = method.groups(params);
+  const model::NamedTensors &others = groups.main, &gates = groups.gates;
+  const bool keeps_zero_pattern = method.keeps_zero_pattern();
   AdamW optimizer(others, decay_matrices(others), {o.beta1, o.beta2, o.eps, o.weight_decay});
   const auto& sora = config_.adapter.sora;
   std::unique_ptr<GateOptimizer> gate_optimizer;
@@ -165,7 +168,7 @@ TrainSummary Trainer::run() {
   }
   const Schedule schedule =
       Schedule::make(o.lr, total_steps_, o.warmup_ratio, o.schedule, o.min_lr_ratio);
-  GradientSync sync(model_, grid_, params);
+  GradientSync sync(model_, grid_, params, gates);
 
   TrainSummary summary;
   summary.trainable_parameters = entries_in_model(model_, grid_, params);
@@ -345,8 +348,8 @@ TrainSummary Trainer::run() {
       if (evaluate) {
         ev = evaluate_rows(model_, held_out_, o.micro_batch_size, config_.eval.max_batches,
                            &grid_);
-        if (config_.adapter.method == "spp") {
-          auto t = torch::tensor({adapters::spp_zero_changes(model_).lost}, torch::kInt64);
+        if (keeps_zero_pattern) {
+          auto t = torch::tensor({adapters::zero_pattern_changes(model_).lost}, torch::kInt64);
           grid_.tp().all_reduce(t);  // the shards of a stage, then the stages
           grid_.pp().all_reduce(t);
           zeros_lost = t.item<int64_t>();
@@ -398,7 +401,7 @@ TrainSummary Trainer::run() {
         if (evaluate) {
           rec["eval_loss"] = ev.loss;
           rec["eval_ppl"] = ev.ppl;
-          if (config_.adapter.method == "spp") rec["spp_zeros_lost"] = zeros_lost;
+          if (keeps_zero_pattern) rec["spp_zeros_lost"] = zeros_lost;
         }
         log->write(rec);
       }

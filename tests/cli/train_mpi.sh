@@ -86,6 +86,22 @@ for run in lora-tp1-pp2 sora-tp2-pp1 ia3 prompt prefix; do
   "${mpirun[@]}" "$spartan" "${gen[@]}" > gen-2.log
   diff gen-1.log gen-2.log || { echo "generate --adapter: 2 ranks differ from one ($run)"; exit 1; }
 done
+# Prompt, prefix and block adapters of a run of several ranks are written by rank 0 from the
+# gathered trained tensors alone (no base model loaded there): the adapter one process writes.
+"$spartan" train --config c.toml --set adapter.method=houlsby --set run.name=houlsby \
+  --set optim.lr=1e-2 > houlsby.log
+for spec in "prompt tp=2" "prefix tp=2" "houlsby pp=2"; do
+  set -- $spec
+  "${mpirun[@]}" "$spartan" train --config c.toml --set adapter.method=$1 --set parallel.$2 \
+    --set run.name=$1-2 --set optim.lr=1e-2 > $1-2.log
+  same_losses runs/$1/metrics.jsonl runs/$1-2/metrics.jsonl || { echo "$1: losses differ"; exit 1; }
+  diff runs/$1/adapter/adapter_config.json runs/$1-2/adapter/adapter_config.json
+  gen=(generate --model base --prompt "What is 2 plus 6?" --max-new-tokens 12
+       --tokenizer "$fixtures/tokenizer/tokenizer.model")
+  "$spartan" "${gen[@]}" --adapter runs/$1/adapter > gen-1.log
+  "$spartan" "${gen[@]}" --adapter runs/$1-2/adapter > gen-2.log
+  diff gen-1.log gen-2.log || { echo "$1: the adapter of 2 ranks differs from one's"; exit 1; }
+done
 
 # A layout for 4 ranks started on 2: every rank stops, well within the timeout, with the error.
 set +e
