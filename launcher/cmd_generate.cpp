@@ -74,6 +74,44 @@ std::vector<data::Record> read_prompts(const GenerateCli& c) {
   return prompts;
 }
 
+// A run's checkpoint used on another base than its own is refused, naming what differs.
+void check_run_base(const checkpoints::Checkpoint& ck, const std::string& model_dir,
+                    const std::string& run_base) {
+  const auto& identity = ck.manifest()["identity"];
+  const std::string shape = identity.value("base model", "");
+  const std::string values = identity.value("base model values", "");
+  if ((!shape.empty() && shape != checkpoints::base_model_digest(model_dir)) ||
+      (!values.empty() && values != checkpoints::base_values_digest(model_dir)))
+    throw UsageError(
+        "the run trained on another base model (its config.json, tensors or "
+        "sampled values differ from " +
+            model_dir + ")",
+        "--model", "leave out --model to use the run's base (" + run_base + ")");
+}
+
+// Under mpirun the ranks split the model by tensor parallelism and generate the same tokens: the
+// grid of all ranks as TP, and this rank's shard; nullptr on one process.
+std::unique_ptr<parallel::Grid> tensor_parallel_grid(const std::string& model_dir,
+                                                     model::Shard* shard) {
+  const int world = parallel::launched_by_mpi() ? parallel::world_size() : 1;
+  if (world == 1) return nullptr;
+  const model::LlamaArch arch = model::read_hf_config(model_dir);
+  const std::string where = "mpirun -np " + std::to_string(world) +
+                            " (generate splits the model "
+                            "over the ranks by tensor parallelism)";
+  if (arch.num_heads % world != 0 ||
+      (arch.num_kv_heads % world != 0 && world % arch.num_kv_heads != 0) ||
+      arch.vocab_size % world != 0)
+    throw UsageError(std::to_string(world) + " ranks do not split the model's " +
+                         std::to_string(arch.num_heads) + " heads, " +
+                         std::to_string(arch.num_kv_heads) + " KV heads and vocabulary of " +
+                         std::to_string(arch.vocab_size),
+                     where, "use a number of ranks that divides them, as parallel.tp would");
+  auto grid = parallel::Grid::create({world, 1, 1}, where);
+  *shard = model::make_shard(*grid, arch.num_layers);
+  return grid;
+}
+
 void generate(const GenerateCli& c) {
   if (!c.adapter.empty() && !c.run.empty())
     throw UsageError("--adapter and --run both name an adapter", "command line", "give one");
@@ -97,38 +135,9 @@ void generate(const GenerateCli& c) {
   // refused before anything is loaded, naming what differs.
   std::unique_ptr<checkpoints::Checkpoint> ck;
   if (!checkpoint.empty()) ck = std::make_unique<checkpoints::Checkpoint>(checkpoint);
-  if (ck && !c.model.empty()) {
-    const auto& identity = ck->manifest()["identity"];
-    const std::string shape = identity.value("base model", "");
-    const std::string values = identity.value("base model values", "");
-    if ((!shape.empty() && shape != checkpoints::base_model_digest(model_dir)) ||
-        (!values.empty() && values != checkpoints::base_values_digest(model_dir)))
-      throw UsageError(
-          "the run trained on another base model (its config.json, tensors or "
-          "sampled values differ from " +
-              model_dir + ")",
-          "--model", "leave out --model to use the run's base (" + run_config.model.path + ")");
-  }
-  // Under mpirun the ranks split the model by tensor parallelism and generate the same tokens.
-  const int world = parallel::launched_by_mpi() ? parallel::world_size() : 1;
-  std::unique_ptr<parallel::Grid> grid;
+  if (ck && !c.model.empty()) check_run_base(*ck, model_dir, run_config.model.path);
   model::Shard shard;
-  if (world > 1) {
-    const model::LlamaArch arch = model::read_hf_config(model_dir);
-    const std::string where = "mpirun -np " + std::to_string(world) +
-                              " (generate splits the model "
-                              "over the ranks by tensor parallelism)";
-    if (arch.num_heads % world != 0 ||
-        (arch.num_kv_heads % world != 0 && world % arch.num_kv_heads != 0) ||
-        arch.vocab_size % world != 0)
-      throw UsageError(std::to_string(world) + " ranks do not split the model's " +
-                           std::to_string(arch.num_heads) + " heads, " +
-                           std::to_string(arch.num_kv_heads) + " KV heads and vocabulary of " +
-                           std::to_string(arch.vocab_size),
-                       where, "use a number of ranks that divides them, as parallel.tp would");
-    grid = parallel::Grid::create({world, 1, 1}, where);
-    shard = model::make_shard(*grid, arch.num_layers);
-  }
+  const std::unique_ptr<parallel::Grid> grid = tensor_parallel_grid(model_dir, &shard);
   model::Llama llama =
       model::load_llama(model_dir, c.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32, shard);
   const std::string tok_path = !c.tokenizer.empty() ? c.tokenizer

@@ -62,9 +62,11 @@ class Trainer {
   std::function<int()> stop_signal;
 
  private:
-  // End of a SoRA xi phase: train and held-out loss with the non-zero gate entries, printed and
-  // logged (rank 0).
-  void log_xi_phase(int64_t step, double xi, int64_t nonzero, class RunLog* log);
+  // One global batch's forward and backward passes on this rank: the loss (the mean over every
+  // scored token of the global batch, the same on every rank) and the tokens it holds over every
+  // DP replica.
+  std::pair<double, int64_t> forward_backward(const std::vector<int64_t>& rows);
+  int agreed_stop_signal();
 
   const Config& config_;
   model::Llama& model_;
