@@ -6,8 +6,9 @@
 // Nothing outside adapters/ compares method names or casts adapters to find out what they can
 // do: it asks the method (and a projection's LinearAdapter, model/hooks.h).
 //
-// Adding a method: one file pair with its module(s) and its Method class, plus one line in
-// registry.cpp (docs/architecture.md shows a worked example).
+// Adding a method: one file pair with its module(s) and its Method class, one line in
+// registry.cpp, and its name in the configuration's list of methods (common/config.cpp, below
+// adapters/ in the dependency order); docs/architecture.md shows a worked example.
 #pragma once
 
 #include <torch/torch.h>

@@ -72,11 +72,18 @@ checkpoints::Exported save_result(TrainStart& s, HeldOut& held_out) {
                                   grid);
   };
   checkpoints::Exported exported;
+  auto tell = [&] {  // as soon as the result is saved
+    if (!s.root() || exported.note.empty()) return;
+    std::printf("%s\n", exported.note.c_str());
+    std::fflush(stdout);
+  };
   if (!s.distributed()) {
     exported = checkpoints::export_model(c, s.model, s.tokenizer->path(), s.run_dir);
+    tell();
     if (re_mask) held_out.re_masked = evaluate(s.model, nullptr);  // merged and re-masked now
   } else if (checkpoints::exports_from_checkpoint(method)) {
     if (s.root()) exported = checkpoints::export_from_checkpoint(c, s.run_dir);
+    tell();
     s.grid->world().barrier();
     if (re_mask) {  // the merged folder, loaded as this layout's shards
       model::Llama merged = model::load_llama(s.run_dir + "/merged", s.dtype, s.shard);
@@ -86,6 +93,7 @@ checkpoints::Exported save_result(TrainStart& s, HeldOut& held_out) {
     const model::NamedTensors trained =
         trainer::gather_to_root(s.model, *s.grid, adapters::trainable_parameters(s.model));
     if (s.root()) exported = checkpoints::export_trained(c, trained, s.run_dir);
+    tell();
   }
   return exported;
 }
@@ -142,7 +150,6 @@ void TrainReport::finish(const trainer::TrainSummary& s, const HeldOut& held_out
   if (!start_.root()) return;
   const bool re_masked =
       adapters::method(start_.config.adapter.method).masked_merge(start_.config.adapter);
-  if (!exported.note.empty()) std::printf("%s\n", exported.note.c_str());
   std::printf("\n%-28s %s\n", "", "held-out loss  perplexity");
   if (held_out.measured) {
     const auto row = [](const char* what, const trainer::EvalResult& e) {
