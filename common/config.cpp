@@ -59,6 +59,14 @@ Rule one_of(std::vector<std::string> c) { Rule r; r.choices = std::move(c); retu
 
 const std::vector<std::string> kProjections = {"q", "k", "v", "o", "gate", "up", "down"};
 
+}  // namespace
+
+const std::vector<std::string> kAdapterMethods = {
+    "lora",      "sora",           "spp",    "ia3",    "houlsby",
+    "compacter", "tiny_attention", "prompt", "prefix", "full"};
+
+namespace {
+
 // The schema: every section and key, in the order `--explain` and `to_toml` print them.
 // V provides section(name, doc) and operator()(key, field&, doc, rule).
 template <class V>
@@ -116,8 +124,7 @@ void schema(V& v, Config& c) {
 
   v.section("adapter", "the trainable method on top of the frozen base");
   v("adapter.method", c.adapter.method, "PEFT method (full = all base weights trainable)",
-    one_of({"lora", "sora", "spp", "ia3", "houlsby", "compacter", "tiny_attention", "prompt",
-            "prefix", "full"}));
+    one_of(kAdapterMethods));
   v("adapter.targets", c.adapter.targets, "projections the method attaches to",
     one_of(kProjections));
   v("adapter.r", c.adapter.r, "rank (LoRA, SoRA: r_max; SPP: rows of W_alpha)", at_least(1));

@@ -97,6 +97,10 @@ struct TinyAttentionConfig {
   int64_t head_dim = 1;
 };
 
+// The values [adapter] method accepts: the methods adapters/registry.cpp registers (common/ sits
+// below adapters/, so the names are listed here too; a test checks that the two agree).
+extern const std::vector<std::string> kAdapterMethods;
+
 struct AdapterConfig {
   std::string method = "lora";
   std::vector<std::string> targets = {"q", "k", "v", "o", "gate", "up", "down"};

@@ -138,8 +138,7 @@ void generate(const GenerateCli& c) {
   if (ck && !c.model.empty()) check_run_base(*ck, model_dir, run_config.model.path);
   model::Shard shard;
   const std::unique_ptr<parallel::Grid> grid = tensor_parallel_grid(model_dir, &shard);
-  model::Llama llama =
-      model::load_llama(model_dir, c.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32, shard);
+  model::Llama llama = model::load_llama(model_dir, model::dtype_named(c.dtype), shard);
   const std::string tok_path = !c.tokenizer.empty() ? c.tokenizer
                                : !run_config.data.tokenizer.empty()
                                    ? run_config.data.tokenizer

@@ -25,7 +25,7 @@ void init_model(const std::string& config_path, const std::vector<std::string>& 
   validate_against_model(config, init_shape(config));
   if (out.empty()) out = config.run.output_dir + "/" + config.run.name + "/base";
   torch::manual_seed(config.run.seed);
-  const torch::Dtype dtype = config.model.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32;
+  const torch::Dtype dtype = model::dtype_named(config.model.dtype);
   const model::LlamaArch arch = model::arch_from_init(config.model.init);
   model::MemoryInputs need;
   need.base_dtype_bytes = dtype == torch::kBFloat16 ? 2 : 4;

@@ -117,7 +117,7 @@ TrainStart start_training(const std::string& config_path, const std::vector<std:
   }
   if (s.distributed()) check_shared_run_folder(c, *s.grid, s.run_dir);
 
-  s.dtype = c.model.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32;
+  s.dtype = model::dtype_named(c.model.dtype);
   if (s.distributed())
     s.shard = model::make_shard(*s.grid, s.shape.num_layers, c.parallel.pp_split);
   // The inputs each rank reads on its own node; a node that cannot is named.

@@ -120,3 +120,15 @@ TEST(Lora, UnknownMethodIsAClearError) {
   cfg.method = "dora";
   EXPECT_THROW(adapters::attach(m, cfg), UsageError);
 }
+
+// The configuration accepts exactly the registered methods, and each one's name finds it again.
+TEST(Registry, TheConfigurationAcceptsExactlyTheRegisteredMethods) {
+  std::vector<std::string> registered;
+  for (const adapters::Method* m : adapters::methods()) {
+    registered.push_back(m->name());
+    EXPECT_EQ(&adapters::method(m->name()), m);
+  }
+  EXPECT_EQ(registered, kAdapterMethods);
+  EXPECT_EQ(adapters::find_method("dora"), nullptr);
+  EXPECT_THROW(adapters::method("dora"), UsageError);
+}
