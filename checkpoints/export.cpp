@@ -12,6 +12,7 @@
 #include "common/error.h"
 #include "common/files.h"
 #include "model/hf_config.h"
+#include "model/inspect.h"
 
 namespace spartan::checkpoints {
 namespace {
@@ -45,19 +46,6 @@ std::string save_model(model::Llama& llama, const std::string& tokenizer,
   return folder;
 }
 
-// The fraction of zeros among the weights of `targets`, of a whole model.
-double zero_fraction(model::Llama& llama, const std::vector<model::Proj>& targets) {
-  torch::NoGradGuard no_grad;
-  int64_t zeros = 0, total = 0;
-  for (int64_t l = 0; l < llama->num_layers(); ++l)
-    for (model::Proj p : targets) {
-      const auto& w = llama->projection(l, p)->weight;
-      zeros += w.eq(0).sum().item<int64_t>();
-      total += w.numel();
-    }
-  return total ? double(zeros) / double(total) : 0.0;
-}
-
 // The run's own output folders are replaced whole; the run's evaluation is the check.
 MergeOptions replace_unchecked() {
   MergeOptions o;
@@ -85,9 +73,10 @@ Exported export_model(const Config& c, model::Llama& llama, const std::string& t
                       run_dir, "report this as a bug: the merge must keep the base's zero pattern");
       }
       adapters::merge_into_base(llama, c.adapter.merge);
-      e.note = format("merged %s into the base: %.4f of the targeted weights are zero%s",
-                      method.title(), zero_fraction(llama, method.targets(c.adapter)),
-                      method.keeps_zero_pattern() ? ", the same positions as before training" : "");
+      e.note =
+          format("merged %s into the base: %.4f of the targeted weights are zero%s", method.title(),
+                 model::projection_zeros(llama, method.targets(c.adapter)).fraction(),
+                 method.keeps_zero_pattern() ? ", the same positions as before training" : "");
       e.saved = save_model(llama, tokenizer, run_dir + "/merged");
       return e;
     }

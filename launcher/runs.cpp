@@ -119,17 +119,7 @@ std::string count(int64_t n) {
   return buf;
 }
 
-std::string duration(double s) {
-  if (!(s > 0)) return "-";
-  char buf[32];
-  if (s >= 3600)
-    std::snprintf(buf, sizeof buf, "%dh%02dm", int(s / 3600), int(s / 60) % 60);
-  else if (s >= 60)
-    std::snprintf(buf, sizeof buf, "%dm%02ds", int(s / 60), int(s) % 60);
-  else
-    std::snprintf(buf, sizeof buf, "%.1fs", s);
-  return buf;
-}
+std::string duration(double s) { return s > 0 ? trainer::format_duration(s, 1) : "-"; }
 
 // ---- gnuplot ----
 

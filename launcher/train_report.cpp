@@ -7,6 +7,7 @@
 #include "adapters/method.h"
 #include "checkpoints/checkpoint.h"
 #include "common/error.h"
+#include "model/inspect.h"
 #include "trainer/distributed.h"
 
 namespace spartan::launcher {
@@ -15,15 +16,9 @@ namespace {
 // The fraction of zeros among the base's projection weights (what pruning targets), over the
 // grid: each TP rank and stage holds its own part.
 double projection_sparsity(model::Llama& llama, parallel::Grid& grid) {
-  torch::NoGradGuard no_grad;
-  int64_t zeros = 0, total = 0;
-  for (int64_t l = llama->first_layer(); l < llama->end_layer(); ++l)
-    for (model::Proj p : model::kAllProjections) {
-      const auto& w = llama->projection(l, p)->weight;
-      zeros += w.eq(0).sum().item<int64_t>();
-      total += w.numel();
-    }
-  auto t = torch::tensor({zeros, total}, torch::kInt64);
+  const model::ZeroCount n = model::projection_zeros(
+      llama, {std::begin(model::kAllProjections), std::end(model::kAllProjections)});
+  auto t = torch::tensor({n.zeros, n.total}, torch::kInt64);
   grid.tp().all_reduce(t);
   grid.pp().all_reduce(t);
   return t[1].item<int64_t>() ? double(t[0].item<int64_t>()) / double(t[1].item<int64_t>()) : 0.0;

@@ -118,4 +118,16 @@ std::string format_model_stats(const ModelStats& s) {
   return o.str();
 }
 
+ZeroCount projection_zeros(Llama& model, const std::vector<Proj>& projections) {
+  torch::NoGradGuard no_grad;
+  ZeroCount n;
+  for (int64_t l = model->first_layer(); l < model->end_layer(); ++l)
+    for (Proj p : projections) {
+      const auto& w = model->projection(l, p)->weight;
+      n.zeros += w.eq(0).sum().item<int64_t>();
+      n.total += w.numel();
+    }
+  return n;
+}
+
 }  // namespace spartan::model

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "model/hf_config.h"
+#include "model/llama.h"
 
 namespace spartan::model {
 
@@ -38,5 +39,12 @@ ModelStats inspect_model(const std::string& folder);
 int64_t max_nonzeros_per_group(const std::vector<float>& values, int64_t cols, int64_t m);
 
 std::string format_model_stats(const ModelStats& stats);
+
+// The zeros among the weights of `projections` in the layers this rank holds (its TP slices).
+struct ZeroCount {
+  int64_t zeros = 0, total = 0;
+  double fraction() const { return total ? double(zeros) / double(total) : 0.0; }
+};
+ZeroCount projection_zeros(Llama& model, const std::vector<Proj>& projections);
 
 }  // namespace spartan::model

@@ -19,7 +19,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <map>
-#include <sstream>
 #include <string>
 
 #include "adapters/adapter.h"
@@ -30,6 +29,7 @@
 #include "model/plan.h"
 #include "parallel/grid.h"
 #include "parallel/mpi.h"
+#include "tests/mpi_main.h"
 #include "trainer/distributed.h"
 #include "trainer/trainer.h"
 
@@ -384,23 +384,7 @@ TEST(Parallel, BytesPerStepMatchTheAnalyticCount) {
 }
 
 int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  for (int i = 1; i + 1 < argc; ++i)
-    if (std::string(argv[i]) == "--layout") {
-      std::stringstream in(argv[i + 1]);
-      char comma;
-      in >> g_layout.tp >> comma >> g_layout.pp >> comma >> g_layout.dp;
-    }
-  g_grid = parallel::Grid::create(g_layout, "--layout");
-  if (g_grid->rank() != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  torch::set_num_threads(1);
-  const int failed = RUN_ALL_TESTS();
-  auto any = torch::tensor({static_cast<int64_t>(failed)});
-  g_grid->world().all_reduce(any);
-  if (g_grid->rank() == 0) std::filesystem::remove_all(scratch());  // every rank is done
-  g_grid.reset();
-  return any.item<int64_t>() == 0 ? 0 : 1;
+  return testing_support::run_mpi_tests(argc, argv, g_layout, g_grid, [] {
+    std::filesystem::remove_all(scratch());  // every rank is done
+  });
 }

@@ -8,21 +8,6 @@
 #include "trainer/eval.h"
 
 namespace spartan::trainer {
-namespace {
-
-std::string duration(double s) {
-  char buf[32];
-  if (s >= 3600)
-    std::snprintf(buf, sizeof buf, "%dh%02dm", int(s / 3600), int(s / 60) % 60);
-  else if (s >= 60)
-    std::snprintf(buf, sizeof buf, "%dm%02ds", int(s / 60), int(s) % 60);
-  else
-    std::snprintf(buf, sizeof buf, "%.0fs", s);
-  return buf;
-}
-
-}  // namespace
-
 ProgressReport::ProgressReport(const Config& config, model::Llama& model, parallel::Grid& grid,
                                const data::Sequences& train, const data::Sequences& held_out,
                                const std::string& run_dir, int64_t total_steps, int64_t start_step,
@@ -92,7 +77,7 @@ void ProgressReport::after_step(const StepRecord& r, const Optimizers& optimizer
       "step %lld/%lld | loss %.4f | lr %.2e | grad norm %.3f%s | %.0f tok/s%s | "
       "ETA %s | mem %.2f GiB\n",
       static_cast<long long>(done), static_cast<long long>(total_steps_), r.loss, r.lr, r.grad_norm,
-      ranks.c_str(), tps, comm_text.c_str(), duration(eta).c_str(), memory_gib);
+      ranks.c_str(), tps, comm_text.c_str(), format_duration(eta, 0).c_str(), memory_gib);
   if (evaluate) std::printf("           held-out loss %.4f, perplexity %.2f\n", ev.loss, ev.ppl);
   std::fflush(stdout);
   nlohmann::json rec = {{"step", done},

@@ -100,4 +100,15 @@ void RunLog::write(const nlohmann::json& record) {
   if (events_ && !scalars.empty()) events_->write(record.at("step").get<int64_t>(), scalars);
 }
 
+std::string format_duration(double s, int decimals) {
+  char buf[32];
+  if (s >= 3600)
+    std::snprintf(buf, sizeof buf, "%dh%02dm", int(s / 3600), int(s / 60) % 60);
+  else if (s >= 60)
+    std::snprintf(buf, sizeof buf, "%dm%02ds", int(s / 60), int(s) % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%.*fs", decimals, s);
+  return buf;
+}
+
 }  // namespace spartan::trainer

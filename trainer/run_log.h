@@ -21,6 +21,9 @@ namespace spartan::trainer {
 // numbers (comm_bytes, event) are left out.
 std::vector<std::pair<std::string, float>> tensorboard_scalars(const nlohmann::json& record);
 
+// A duration as "1h02m", "3m07s" or, under a minute, seconds with `decimals` decimals.
+std::string format_duration(double seconds, int decimals);
+
 // One point of SoRA's memorisation/generalisation curve: after a phase, at threshold ξ.
 struct XiPoint {
   double xi = 0;

@@ -63,8 +63,8 @@ void Trainer::enable_checkpoints(nlohmann::json identity, std::vector<model::Pro
 namespace {
 
 // The global batch must split into whole micro-batches on every DP replica, and fill the
-// pipeline. Returns the micro-batches per step of a replica.
-int64_t micro_batches(const OptimConfig& o, const parallel::Layout& layout) {
+// pipeline.
+void check_batch_split(const OptimConfig& o, const parallel::Layout& layout) {
   if (o.global_batch_size % (o.micro_batch_size * layout.dp) != 0)
     throw UsageError("optim.global_batch_size = " + std::to_string(o.global_batch_size) +
                          " is not a multiple of micro_batch_size x dp",
@@ -75,7 +75,6 @@ int64_t micro_batches(const OptimConfig& o, const parallel::Layout& layout) {
                          std::to_string(layout.pp) + " pipeline stages",
                      "[optim] global_batch_size / (micro_batch_size x dp)",
                      "use at least pp micro-batches per DP replica");
-  return n;
 }
 
 // SoRA's ξ schedule logs held-out loss at the end of each phase; rank 0 prints its values.
@@ -139,7 +138,7 @@ std::pair<double, int64_t> Trainer::forward_backward(const std::vector<int64_t>&
 TrainSummary Trainer::run() {
   const auto& o = config_.optim;
   const bool root = grid_.rank() == 0;
-  micro_batches(o, grid_.layout());
+  check_batch_split(o, grid_.layout());
   data::Sampler sampler(train_.rows(), o.global_batch_size, grid_.dp_rank(), grid_.layout().dp,
                         config_.run.seed, config_.data.shuffle);
   const auto params = adapters::trainable_parameters(model_);
