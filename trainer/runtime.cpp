@@ -16,8 +16,12 @@
 namespace spartan::trainer {
 
 void configure_runtime() {
-  mallopt(M_MMAP_MAX, 0);                // large blocks from the heap, reused across steps
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);    // and not handed back to the kernel at every free
+  // Blocks up to 32 MiB (glibc's largest threshold) come from the heap and are reused across
+  // steps instead of being faulted in again at each; larger ones (a 70B shard's weight-sized
+  // temporaries) are mapped and handed back when freed, so that the holes they leave cannot grow
+  // the heap to several times what is in use.
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);  // the heap is not handed back at every free
   // The wheel's libtorch runs its matrix products in MKL on torch's own OpenMP threads, so one
   // count sizes both (docs/performance.md): SPARTAN_TORCH_THREADS, else OMP_NUM_THREADS (what
   // `spartan launch` sets per rank), else torch's default (the physical cores).
