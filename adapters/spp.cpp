@@ -22,15 +22,23 @@ using torch::autograd::variable_list;
 //   delta      y = x·W̃'ᵀ,     W̃'   = (P ⊙ W_β)·s,        P = W̃ ⊙ R(W_α)
 // R(W_α) = W_α's rows repeated, row i of the weight taking block rows[i]. In both,
 // dL/dW_β = Σ_columns G ⊙ P with G = dL/dweight ⊙ W̃ (effective) or · s (delta).
+//
+// The m×n temporaries are updated in place: the forward holds two (P and the weight), the
+// backward three (P, G and G ⊙ P), each the size of the projection (spartan plan's workspace).
+// The values are those of the plain expressions: each product and sum is the same IEEE
+// operation on the same operands, only written into an existing tensor.
 struct Built {
   Built(const torch::Tensor& weight, const torch::Tensor& alpha, const torch::Tensor& rows,
         double s, bool delta_product)
       : W(weight.to(alpha.scalar_type())), scale(s), delta(delta_product) {
-    const auto R = alpha.index_select(0, rows);
-    P = delta ? W * R : scale * R;
+    P = alpha.index_select(0, rows);  // R(W_α)
+    if (delta) P.mul_(W);
+    else P.mul_(scale);
   }
   torch::Tensor weight(const torch::Tensor& beta) const {
-    return delta ? P * beta * scale : W * (1.0 + P * beta);
+    auto w = P * beta;
+    if (delta) return w.mul_(scale);
+    return w.add_(1.0).mul_(W);
   }
   torch::Tensor W, P;
   double scale;
@@ -65,12 +73,15 @@ class RebuiltProduct : public torch::autograd::Function<RebuiltProduct> {
     torch::Tensor dx, dalpha, dbeta;
     if (ctx->needs_input_grad(0)) dx = dy.matmul(b.weight(beta));
     if (ctx->needs_input_grad(2) || ctx->needs_input_grad(3)) {
-      const auto g = weight_grad(dy, x);
-      const auto G = delta ? g * scale : g * b.W;  // d(P·W_β)
+      auto G = weight_grad(dy, x);  // dL/dweight, then d(P·W_β)
+      if (delta) G.mul_(scale);
+      else G.mul_(b.W);
       if (ctx->needs_input_grad(3)) dbeta = (G * b.P).sum(1, /*keepdim=*/true);
       if (ctx->needs_input_grad(2)) {  // each row of dL/dR adds into its block of W_α
-        const auto dR = delta ? G * beta * b.W : G * beta * scale;
-        dalpha = torch::zeros_like(alpha).index_add_(0, rows, dR);
+        G.mul_(beta);
+        if (delta) G.mul_(b.W);
+        else G.mul_(scale);
+        dalpha = torch::zeros_like(alpha).index_add_(0, rows, G);
       }
     }
     return {dx, torch::Tensor(), dalpha, dbeta, torch::Tensor(), torch::Tensor(), torch::Tensor()};

@@ -194,8 +194,8 @@ Plan make_plan(const PlanInputs& in) {
   // input) and the fp32 log-softmax of the loss over this rank's part of the vocabulary.
   plan.head_kept =
       4 * b * s * h + (in.method == "full" ? 2 * c * b * s * h : 0) + 4 * b * (s - 1) * V / t;
-  // SPP's backward rebuilds one targeted projection at a time: W̃ in fp32 (a copy for bf16),
-  // R(W_α), the built weight and its gradient, m×n fp32 each.
+  // SPP's backward rebuilds one targeted projection at a time (adapters/spp.cpp): W̃ in fp32
+  // (a copy for bf16), P = s·R(W_α), the weight's gradient G and G ⊙ P, m×n fp32 each.
   double largest = 0;
   for (const auto& p : projections(a))
     if (targeted(in, p.name)) largest = std::max(largest, p.out * p.in / t);
