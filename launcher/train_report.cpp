@@ -1,5 +1,6 @@
 #include "launcher/train_report.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 
@@ -37,6 +38,22 @@ void write_summary(const std::string& run_dir, const nlohmann::json& summary) {
   out.close();
   if (!out || std::rename(tmp.c_str(), path.c_str()) != 0)
     throw Error("cannot write the run summary", path, "check that the run folder is writable");
+}
+
+// The largest and smallest peak over the ranks: what a layout needs of each node's memory.
+void print_peak_memory(const trainer::TrainSummary& s) {
+  const auto& peaks = s.peak_resident_bytes;
+  if (peaks.empty()) return;
+  const auto [low, high] = std::minmax_element(peaks.begin(), peaks.end());
+  const char* since = s.peak_from_first_step ? "from the first step" : "since the start";
+  constexpr double kGiB = double(1ull << 30);
+  if (peaks.size() == 1) {
+    std::printf("peak resident memory %s: %.2f GiB\n", since, *high / kGiB);
+    return;
+  }
+  std::printf("peak resident memory %s: %.2f GiB on rank %lld, least %.2f GiB on rank %lld\n",
+              since, *high / kGiB, static_cast<long long>(high - peaks.begin()), *low / kGiB,
+              static_cast<long long>(low - peaks.begin()));
 }
 
 }  // namespace
@@ -161,6 +178,7 @@ void TrainReport::finish(const trainer::TrainSummary& s, const HeldOut& held_out
     std::printf("; %.0f%% of the time in communication, %.2f MB moved by rank 0",
                 100.0 * s.comm_share, s.comm.bytes / 1e6);
   std::printf("); saved %s\n", exported.saved.c_str());
+  print_peak_memory(s);
   summary_["status"] = "done";
   summary_["steps"] = s.steps;
   summary_["skipped_steps"] = s.skipped_steps;
@@ -168,6 +186,9 @@ void TrainReport::finish(const trainer::TrainSummary& s, const HeldOut& held_out
   summary_["seconds"] = s.seconds;  // of this process; a resumed run's earlier part is not in it
   summary_["tokens_per_s"] = s.tokens_per_s;
   summary_["saved"] = exported.saved;
+  summary_["peak_resident_gib"] = nlohmann::json::array();
+  for (const int64_t bytes : s.peak_resident_bytes)
+    summary_["peak_resident_gib"].push_back(bytes / double(1ull << 30));
   if (held_out.measured) {
     summary_["held_out"] = {{"before", eval_json(held_out.before)},
                             {"after", eval_json(held_out.after)}};

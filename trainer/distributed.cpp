@@ -4,6 +4,7 @@
 #include <set>
 #include <string>
 
+#include "common/memory_use.h"
 #include "parallel/buckets.h"
 
 namespace spartan::trainer {
@@ -67,6 +68,12 @@ double GradientSync::clip(double max_norm) {
         if (p.grad().defined()) p.grad().mul_(coef);
   }
   return total;
+}
+
+std::vector<int64_t> peak_resident_per_rank(parallel::Grid& grid) {
+  const auto all =
+      grid.world().all_gather(torch::tensor({peak_resident_bytes()}, torch::kInt64), 0);
+  return std::vector<int64_t>(all.data_ptr<int64_t>(), all.data_ptr<int64_t>() + all.numel());
 }
 
 int64_t entries_in_model(model::Llama& model, parallel::Grid& grid,

@@ -14,6 +14,7 @@
 #include "adapters/method.h"
 #include "checkpoints/checkpoint.h"
 #include "common/error.h"
+#include "common/memory_use.h"
 #include "data/sampler.h"
 #include "parallel/pipeline.h"
 #include "trainer/checkpointing.h"
@@ -165,6 +166,7 @@ TrainSummary Trainer::run() {
 
   model_->train();
   grid_.reset_stats();
+  summary.peak_from_first_step = reset_peak_resident();
   report.start();
   int64_t bad_in_a_row = 0;
   for (int64_t step = start_step; step < total_steps_; ++step) {
@@ -221,6 +223,7 @@ TrainSummary Trainer::run() {
       summary.seconds > 0 ? (progress.tokens - tokens_at_start) / summary.seconds : 0.0;
   summary.comm = grid_.total_stats();
   summary.comm_share = summary.seconds > 0 ? summary.comm.seconds / summary.seconds : 0.0;
+  summary.peak_resident_bytes = peak_resident_per_rank(grid_);
   model_->eval();
   return summary;
 }

@@ -34,6 +34,10 @@ struct TrainSummary {
   int64_t trainable_parameters = 0;  // of the whole model
   double comm_share = 0;             // share of step time in communication (world rank 0)
   parallel::CommStats comm;          // world rank 0's traffic over the whole run
+  // Each world rank's peak resident memory (bytes) from the first step on, the loaded model
+  // included; from the process's start where the kernel refuses to reset the peak.
+  std::vector<int64_t> peak_resident_bytes;
+  bool peak_from_first_step = false;
 };
 
 class Trainer {
