@@ -1,12 +1,13 @@
 // spartan prune --config c.toml [--out DIR]: the dense folder of [model] path -> a pruned folder,
 // calibrated on [data] (prune.calib_samples sequences of data.seq_len tokens), with held-out
 // perplexity before and after and a report (prune_report.json in the output folder).
+#include <malloc.h>
+#include <torch/torch.h>
+
 #include <cstdio>
 #include <fstream>
 #include <memory>
 #include <string>
-
-#include <torch/torch.h>
 
 #include "adapters/adapter.h"
 #include "common/config.h"
@@ -14,10 +15,10 @@
 #include "data/dataset.h"
 #include "data/sampler.h"
 #include "launcher/commands.h"
-#include "parallel/mpi.h"
 #include "launcher/model_shape.h"
 #include "model/hf_config.h"
 #include "model/tokenizer.h"
+#include "parallel/mpi.h"
 #include "prune/pruner.h"
 #include "trainer/trainer.h"
 
@@ -26,6 +27,10 @@ namespace {
 
 void prune(const std::string& config_path, const std::vector<std::string>& overrides,
            std::string out) {
+  // One layer at a time, each with the same tensors: large blocks kept in the heap serve every
+  // layer after the first instead of being faulted in again (trainer/runtime.h returns blocks
+  // above 32 MiB to the kernel, which the trainer's varied temporaries need).
+  mallopt(M_MMAP_MAX, 0);
   Config c = load_config(config_path, overrides);
   auto need = [&](const std::string& key, bool ok, const std::string& what) {
     if (!ok)

@@ -136,8 +136,10 @@ PruneReport prune_folder(const std::string& in_folder, const std::string& out_fo
 
   const bool needs_stats = o.method != "magnitude";
   const bool hessian = o.method == "sparsegpt";
-  // (N, T, H): the embeddings on rank 0, what the previous rank's layers made elsewhere
-  auto h = rank == 0 ? embed(store, calib_ids) : recv_activations(*ranks, rank - 1);
+  // (N, T, H): the embeddings on rank 0, what the previous rank's layers made elsewhere.
+  // Magnitude pruning looks at the weights alone: no calibration pass.
+  torch::Tensor h;
+  if (needs_stats) h = rank == 0 ? embed(store, calib_ids) : recv_activations(*ranks, rank - 1);
   int64_t zeros = 0, total = 0;
   std::vector<std::string> layer_files;
   for (int64_t l = first; l < end; ++l) {
@@ -175,7 +177,7 @@ PruneReport prune_folder(const std::string& in_folder, const std::string& out_fo
       total += W.numel();
       pruned.emplace_back(name, W.to(model::to_torch(store.info(name).dtype)));
     }
-    h = run_layer(layer, arch, h, o.batch);  // pruned outputs feed the next layer
+    if (needs_stats) h = run_layer(layer, arch, h, o.batch);  // pruned outputs feed the next
     const std::string file = tmp + "/layer-" + std::to_string(l) + ".safetensors";
     model::save_safetensors(file, pruned);
     layer_files.push_back(file);
@@ -183,7 +185,7 @@ PruneReport prune_folder(const std::string& in_folder, const std::string& out_fo
                 static_cast<long long>(arch.num_layers));
     std::fflush(stdout);
   }
-  if (rank + 1 < size) send_activations(*ranks, h, rank + 1);
+  if (needs_stats && rank + 1 < size) send_activations(*ranks, h, rank + 1);
   if (ranks) {
     // Every rank's results onto rank 0, which writes the folder from every rank's layer files.
     nlohmann::json mine = {{"zeros", zeros}, {"total", total}, {"tensors", nlohmann::json::array()}};
