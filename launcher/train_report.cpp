@@ -40,20 +40,29 @@ void write_summary(const std::string& run_dir, const nlohmann::json& summary) {
     throw Error("cannot write the run summary", path, "check that the run folder is writable");
 }
 
-// The largest and smallest peak over the ranks: what a layout needs of each node's memory.
-void print_peak_memory(const trainer::TrainSummary& s) {
+constexpr double kGiB = double(1ull << 30);
+
+std::vector<double> in_gib(const std::vector<int64_t>& bytes) {
+  std::vector<double> gib;
+  for (const int64_t b : bytes) gib.push_back(b / kGiB);
+  return gib;
+}
+
+// The largest and smallest peak over the ranks (what a layout needs of each node's memory), and
+// what the processes held before their shards loaded (libraries, MPI).
+void print_peak_memory(const trainer::TrainSummary& s, const std::vector<int64_t>& before_load) {
   const auto& peaks = s.peak_resident_bytes;
-  if (peaks.empty()) return;
+  if (peaks.empty() || before_load.empty()) return;
   const auto [low, high] = std::minmax_element(peaks.begin(), peaks.end());
+  const auto before = *std::max_element(before_load.begin(), before_load.end());
   const char* since = s.peak_from_first_step ? "from the first step" : "since the start";
-  constexpr double kGiB = double(1ull << 30);
-  if (peaks.size() == 1) {
-    std::printf("peak resident memory %s: %.2f GiB\n", since, *high / kGiB);
-    return;
-  }
-  std::printf("peak resident memory %s: %.2f GiB on rank %lld, least %.2f GiB on rank %lld\n",
-              since, *high / kGiB, static_cast<long long>(high - peaks.begin()), *low / kGiB,
-              static_cast<long long>(low - peaks.begin()));
+  if (peaks.size() == 1)
+    std::printf("peak resident memory %s: %.2f GiB", since, *high / kGiB);
+  else
+    std::printf("peak resident memory %s: %.2f GiB on rank %lld, least %.2f GiB on rank %lld",
+                since, *high / kGiB, static_cast<long long>(high - peaks.begin()), *low / kGiB,
+                static_cast<long long>(low - peaks.begin()));
+  std::printf(" (%.2f GiB before the model loaded)\n", before / kGiB);
 }
 
 }  // namespace
@@ -124,6 +133,8 @@ TrainReport::TrainReport(TrainStart& s, int64_t trainable, int64_t total_steps)
               {"trainable_parameters", trainable},
               {"layout", {{"dp", p.dp}, {"pp", p.pp}, {"tp", p.tp}}},
               {"total_steps", total_steps}};
+  before_load_ = trainer::gather_per_rank(*s.grid, s.resident_before_load);
+  summary_["resident_before_load_gib"] = in_gib(before_load_);
 }
 
 void TrainReport::announce() const {
@@ -178,7 +189,7 @@ void TrainReport::finish(const trainer::TrainSummary& s, const HeldOut& held_out
     std::printf("; %.0f%% of the time in communication, %.2f MB moved by rank 0",
                 100.0 * s.comm_share, s.comm.bytes / 1e6);
   std::printf("); saved %s\n", exported.saved.c_str());
-  print_peak_memory(s);
+  print_peak_memory(s, before_load_);
   summary_["status"] = "done";
   summary_["steps"] = s.steps;
   summary_["skipped_steps"] = s.skipped_steps;
@@ -186,9 +197,7 @@ void TrainReport::finish(const trainer::TrainSummary& s, const HeldOut& held_out
   summary_["seconds"] = s.seconds;  // of this process; a resumed run's earlier part is not in it
   summary_["tokens_per_s"] = s.tokens_per_s;
   summary_["saved"] = exported.saved;
-  summary_["peak_resident_gib"] = nlohmann::json::array();
-  for (const int64_t bytes : s.peak_resident_bytes)
-    summary_["peak_resident_gib"].push_back(bytes / double(1ull << 30));
+  summary_["peak_resident_gib"] = in_gib(s.peak_resident_bytes);
   if (held_out.measured) {
     summary_["held_out"] = {{"before", eval_json(held_out.before)},
                             {"after", eval_json(held_out.after)}};

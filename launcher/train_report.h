@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <vector>
 
 #include "checkpoints/export.h"
 #include "launcher/train_start.h"
@@ -43,6 +44,7 @@ class TrainReport {
  private:
   const TrainStart& start_;
   int64_t trainable_, total_steps_;
+  std::vector<int64_t> before_load_;  // each rank's resident bytes before its shard loaded
   nlohmann::json summary_;
 };
 

@@ -9,6 +9,7 @@
 #include "checkpoints/checkpoint.h"
 #include "common/error.h"
 #include "common/files.h"
+#include "common/memory_use.h"
 #include "model/hf_config.h"
 #include "parallel/mpi.h"
 
@@ -121,6 +122,7 @@ TrainStart start_training(const std::string& config_path, const std::vector<std:
   if (s.distributed())
     s.shard = model::make_shard(*s.grid, s.shape.num_layers, c.parallel.pp_split);
   // The inputs each rank reads on its own node; a node that cannot is named.
+  s.resident_before_load = resident_bytes();
   parallel::check_on_every_rank([&] {
     s.model = model::load_llama(c.model.path, s.dtype, s.shard);
     s.tokenizer = std::make_unique<model::Tokenizer>(tokenizer_path(c));

@@ -30,6 +30,7 @@ struct TrainStart {
   model::Llama model{nullptr};
   std::unique_ptr<model::Tokenizer> tokenizer;
   data::DataSplit data;
+  int64_t resident_before_load = 0;  // bytes: the process before its shard of the model
   bool root() const { return grid->rank() == 0; }
   bool distributed() const { return grid->world_size() > 1; }
 };

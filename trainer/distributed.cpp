@@ -4,7 +4,6 @@
 #include <set>
 #include <string>
 
-#include "common/memory_use.h"
 #include "parallel/buckets.h"
 
 namespace spartan::trainer {
@@ -70,9 +69,8 @@ double GradientSync::clip(double max_norm) {
   return total;
 }
 
-std::vector<int64_t> peak_resident_per_rank(parallel::Grid& grid) {
-  const auto all =
-      grid.world().all_gather(torch::tensor({peak_resident_bytes()}, torch::kInt64), 0);
+std::vector<int64_t> gather_per_rank(parallel::Grid& grid, int64_t value) {
+  const auto all = grid.world().all_gather(torch::tensor({value}, torch::kInt64), 0);
   return std::vector<int64_t>(all.data_ptr<int64_t>(), all.data_ptr<int64_t>() + all.numel());
 }
 

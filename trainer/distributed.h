@@ -41,9 +41,8 @@ class GradientSync {
 int64_t entries_in_model(model::Llama& model, parallel::Grid& grid,
                          const model::NamedTensors& params);
 
-// Every world rank's peak resident memory (VmHWM, bytes), in world-rank order, on every rank.
-// Collective over the world.
-std::vector<int64_t> peak_resident_per_rank(parallel::Grid& grid);
+// Every world rank's `value`, in world-rank order, on every rank. Collective over the world.
+std::vector<int64_t> gather_per_rank(parallel::Grid& grid, int64_t value);
 
 // The full tensors of `params` (this rank's parts, named as in the model) with their global
 // names, gathered over TP and PP onto world rank 0; empty on every other rank. Collective over

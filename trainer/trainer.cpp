@@ -223,7 +223,7 @@ TrainSummary Trainer::run() {
       summary.seconds > 0 ? (progress.tokens - tokens_at_start) / summary.seconds : 0.0;
   summary.comm = grid_.total_stats();
   summary.comm_share = summary.seconds > 0 ? summary.comm.seconds / summary.seconds : 0.0;
-  summary.peak_resident_bytes = peak_resident_per_rank(grid_);
+  summary.peak_resident_bytes = gather_per_rank(grid_, peak_resident_bytes());
   model_->eval();
   return summary;
 }

@@ -1,20 +1,29 @@
 #!/usr/bin/env bash
-# LLaMA-2-70B's true shapes (hidden 8192, MLP 28672, 64 heads with 8 KV heads, vocabulary 32000)
-# with two layers of random weights pruned 2:4 (2.24B parameters, 8.9 GB in fp32), sharded end to
-# end on 8 ranks: one SPP step on TP = 8 with a checkpoint and the streamed merge into a sparse HF
+# scale.sh SPARTAN FIXTURES [70b|65b]
+# LLaMA-2-70B's true shapes (hidden 8192, MLP 28672, 64 heads with 8 KV heads, vocabulary 32000),
+# or LLaMA-1-65B's (MLP 22016, 64 KV heads), with two layers of random weights pruned 2:4 (2.24B
+# or 1.93B parameters, 8.9 or 7.7 GB in fp32), sharded end to end on 8 ranks: one SPP step on TP = 8 with a checkpoint and the streamed merge into a sparse HF
 # folder, a second step resumed from that checkpoint on TP = 4 x PP = 2, one SoRA step on TP = 8.
-# Every rank's peak memory must be its shard, not the model: at least the plan's device-independent
-# terms (base shard, trainable state, activations with SPP's backward workspace, logits), at most
-# those plus 0.8 GB for the process itself (libraries, MPI, heap: 0.4-0.65 GB measured). A rank
-# that held a whole projection of another rank's (0.94 GB) would be above.
+# Every rank's memory must be its shard, not the model: what a rank adds to the process it started
+# as (its peak from the first step minus what it held before its shard loaded: libraries and MPI,
+# about 0.37 GB) is at least 90% of the plan's device-independent terms (base shard, trainable
+# state, activations with SPP's backward workspace, logits) and at most 0.4 GB above them.
+# Measured: 0.04-0.28 GB above, for every method and layout alike, anonymous memory the plan does
+# not count (docs/scale.md). A rank that held one whole projection of another rank's (0.94 GB)
+# would be far above.
 #
 # About 11 minutes (7.5 with the pruned base kept in SPARTAN_SCALE_DIR) and 12 GB on 2 cores;
 # run when SPARTAN_SCALE=1 (ctest -L scale), else skipped (exit 77), because CI's 40 minutes have
 # no room for it.
 set -Eeuo pipefail
-spartan="$1"; fixtures="$2"
+spartan="$1"; fixtures="$2"; shape="${3:-70b}"
+case "$shape" in
+  70b) intermediate=28672 kv_heads=8 ;;
+  65b) intermediate=22016 kv_heads=64 ;;
+  *) echo "scale.sh: unknown shape '$shape' (70b or 65b)" >&2; exit 2 ;;
+esac
 if [ "${SPARTAN_SCALE:-0}" != 1 ]; then
-  echo "skipped: the 70B slice takes about 11 minutes; run it with SPARTAN_SCALE=1 ctest -L scale"
+  echo "skipped: the $shape slice takes about 11 minutes; run it with SPARTAN_SCALE=1 ctest -L scale"
   exit 77
 fi
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -38,14 +47,14 @@ output_dir = "$dir/runs"
 log_every = 1
 tensorboard = false
 [model]
-path = "$dir/base"
+path = "$dir/base-$shape"
 [model.init]
 vocab_size = 32000
 hidden_size = 8192
-intermediate_size = 28672
+intermediate_size = $intermediate
 num_layers = 2
 num_heads = 64
-num_kv_heads = 8
+num_kv_heads = $kv_heads
 max_position_embeddings = 4096
 [adapter]
 method = "spp"
@@ -72,12 +81,12 @@ pattern = "2:4"
 calib_samples = 1
 TOML
 
-if [ ! -f base/prune_report.json ]; then
+if [ ! -f base-$shape/prune_report.json ]; then
   step "model init"
-  rm -rf dense base
+  rm -rf dense base-$shape
   "$spartan" model init --config c.toml --out dense > init.log
   step "prune 2:4"
-  "$spartan" prune --config c.toml --set model.path="$dir/dense" --out base > prune.log
+  "$spartan" prune --config c.toml --set model.path="$dir/dense" --out base-$shape > prune.log
   grep -q "every group obeys the pattern" prune.log
   rm -rf dense
 fi
@@ -91,16 +100,17 @@ planned_gb() {
     table { gb = $3 + $4 + $5 + $6; if (gb > most) most = gb }
     END { print most }'
 }
-# Every rank's peak (summary.json) against the plan's terms (+ 0.8 GB).
+# The list named $2 in summary.json $1, one number (a rank's) a line.
+per_rank() { tr -d ' \n' < "$1" | grep -o "\"$2\":\[[^]]*\]" | sed 's/.*\[//; s/\]//' | tr ',' '\n'; }
+# What each rank added to the process it started as (summary.json's peak minus what it held before
+# its shard loaded) against the plan's terms: from 90% of them to 0.4 GB above.
 check_peaks() {  # run folder, planned GB
-  local peaks
-  peaks=$(tr -d ' \n' < "$1/summary.json" | grep -o '"peak_resident_gib":\[[^]]*\]' |
-    sed 's/.*\[//; s/\]//')
-  echo "$(basename "$1"): peak GiB per rank: $peaks (planned $2 GB)"
-  echo "$peaks" | tr ',' '\n' | awk -v plan="$2" '
-    { gb = $1 * 1.073741824; n++
-      if (gb < plan) { print "rank " n - 1 ": " gb " GB, below the plan"; bad = 1 }
-      if (gb > plan + 0.8) { print "rank " n - 1 ": " gb " GB, above the plan"; bad = 1 }
+  paste -d ' ' <(per_rank "$1/summary.json" peak_resident_gib) \
+    <(per_rank "$1/summary.json" resident_before_load_gib) | awk -v plan="$2" -v run="$1" '
+    { peak = $1 * 1.073741824; added = ($1 - $2) * 1.073741824; n++
+      printf "%s rank %d: peak %.2f GB, %.2f GB above its start, planned %.2f GB\n",
+             run, n - 1, peak, added, plan
+      if (added < 0.9 * plan || added > plan + 0.4) { print "  out of the bounds"; bad = 1 }
     }
     END { exit bad || n != 8 }'
 }
