@@ -36,6 +36,8 @@ bool reset_peak_resident() {
   return static_cast<bool>(out);
 }
 
+void keep_large_blocks_in_heap() { mallopt(M_MMAP_MAX, 0); }
+
 void return_large_blocks_to_kernel(int64_t threshold) {
   mallopt(M_MMAP_MAX, 65536);                              // glibc's default count
   mallopt(M_MMAP_THRESHOLD, static_cast<int>(threshold));  // fixed: no longer raised on free

@@ -19,7 +19,12 @@ bool reset_peak_resident();
 
 // Large blocks (from `threshold` bytes) are mapped for each allocation and handed back to the
 // kernel when freed, so that a process that streams tensors of varying sizes keeps no freed
-// memory. The trainer sets the opposite (reuse across steps); the merge sets this.
+// memory. The merge sets this; the trainer keeps blocks up to 32 MiB in the heap and returns
+// larger ones (trainer/runtime.h).
 void return_large_blocks_to_kernel(int64_t threshold = 1 << 20);
+
+// Every block, however large, from the heap, and kept there when freed: for a process that makes
+// the same tensors over and over (`spartan prune`, layer after layer), which then reuse it.
+void keep_large_blocks_in_heap();
 
 }  // namespace spartan

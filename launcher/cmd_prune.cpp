@@ -1,7 +1,6 @@
 // spartan prune --config c.toml [--out DIR]: the dense folder of [model] path -> a pruned folder,
 // calibrated on [data] (prune.calib_samples sequences of data.seq_len tokens), with held-out
 // perplexity before and after and a report (prune_report.json in the output folder).
-#include <malloc.h>
 #include <torch/torch.h>
 
 #include <cstdio>
@@ -12,6 +11,7 @@
 #include "adapters/adapter.h"
 #include "common/config.h"
 #include "common/error.h"
+#include "common/memory_use.h"
 #include "data/dataset.h"
 #include "data/sampler.h"
 #include "launcher/commands.h"
@@ -30,7 +30,7 @@ void prune(const std::string& config_path, const std::vector<std::string>& overr
   // One layer at a time, each with the same tensors: large blocks kept in the heap serve every
   // layer after the first instead of being faulted in again (trainer/runtime.h returns blocks
   // above 32 MiB to the kernel, which the trainer's varied temporaries need).
-  mallopt(M_MMAP_MAX, 0);
+  keep_large_blocks_in_heap();
   Config c = load_config(config_path, overrides);
   auto need = [&](const std::string& key, bool ok, const std::string& what) {
     if (!ok)
