@@ -1,5 +1,6 @@
 #include "adapters/full.h"
 
+#include "adapters/adapter.h"
 #include "common/error.h"
 
 namespace spartan::adapters {
@@ -23,6 +24,30 @@ ParameterCount FullMethod::count(const model::LlamaArch& arch, const AdapterConf
   n.formula = "every base parameter";
   n.insertions = 0;
   return n;
+}
+
+std::vector<model::Proj> FullMethod::targets(const AdapterConfig& config) const {
+  return keeps_base_zeros(config) ? parse_targets(config.targets) : std::vector<model::Proj>{};
+}
+
+BaseZeros::BaseZeros(model::Llama& model, const std::vector<model::Proj>& targets) {
+  torch::NoGradGuard no_grad;
+  for (int64_t l = model->first_layer(); l < model->end_layer(); ++l)
+    for (model::Proj p : targets) {
+      const torch::Tensor& w = model->projection(l, p)->weight;
+      kept_.emplace_back(w, w.ne(0));
+    }
+}
+
+void BaseZeros::clear_gradients() {
+  torch::NoGradGuard no_grad;
+  for (auto& [w, nonzero] : kept_)
+    if (w.grad().defined()) w.mutable_grad().mul_(nonzero);
+}
+
+void BaseZeros::impose() {
+  torch::NoGradGuard no_grad;
+  for (auto& [w, nonzero] : kept_) w.mul_(nonzero);
 }
 
 }  // namespace spartan::adapters

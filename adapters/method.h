@@ -104,9 +104,12 @@ class Method {
   virtual bool mergeable() const { return false; }
   // LoRA*: the merged weights with the base's zeros imposed again, saved beside the adapter.
   virtual bool masked_merge(const AdapterConfig& config) const { return false; }
-  // The name runs are listed under ("lora*" for LoRA's masked merge).
+  // Whether training itself keeps the base's zeros in the targeted projections (full training
+  // with adapter.merge = "masked"): the trainer clears their gradients and re-imposes them.
+  virtual bool keeps_base_zeros(const AdapterConfig& config) const { return false; }
+  // The name runs are listed under ("lora*" for LoRA's masked merge, "full*" for masked training).
   std::string display_name(const AdapterConfig& config) const {
-    return std::string(name()) + (masked_merge(config) ? "*" : "");
+    return std::string(name()) + (masked_merge(config) || keeps_base_zeros(config) ? "*" : "");
   }
 
   // The trainable parameters (in registration order) by optimizer.

@@ -63,6 +63,9 @@ Exported export_model(const Config& c, model::Llama& llama, const std::string& t
   Exported e;
   switch (method.exports()) {
     case Export::model_folder:
+      if (method.keeps_base_zeros(c.adapter))
+        e.note = format("trained with the base's zeros kept: %.4f of the targeted weights are zero",
+                        model::projection_zeros(llama, method.targets(c.adapter)).fraction());
       e.saved = save_model(llama, tokenizer, run_dir + "/model");
       return e;
     case Export::merged_model: {

@@ -131,7 +131,8 @@ void schema(V& v, Config& c) {
   v("adapter.alpha", c.adapter.alpha, "scale numerator: s = alpha / r", above(0));
   v("adapter.dropout", c.adapter.dropout, "dropout on the adapter's input", unit_open_right(0, 1));
   v("adapter.merge", c.adapter.merge,
-    "LoRA/SoRA merge: dense, or masked with the base's zero pattern (LoRA*)",
+    "LoRA/SoRA merge: dense, or masked with the base's zero pattern (LoRA*); full: masked keeps "
+    "the base's zeros in the targets through training",
     one_of({"dense", "masked"}));
 
   v.section("adapter.sora", "SoRA gates (Ding et al. 2023)");

@@ -229,7 +229,7 @@ RunInfo read_run(const std::string& dir) {
       const toml::table t = toml::parse_file(dir + "/config.resolved.toml");
       r.method = t["adapter"]["method"].value_or(std::string());
       if (t["adapter"]["merge"].value_or(std::string()) == "masked" &&
-          (r.method == "lora" || r.method == "sora"))
+          (r.method == "lora" || r.method == "sora" || r.method == "full"))
         r.method += "*";
       r.base = t["model"]["path"].value_or(std::string());
     } catch (const toml::parse_error&) {  // edited by hand: summary.json may still say

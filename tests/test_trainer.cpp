@@ -9,10 +9,12 @@
 #include <fstream>
 
 #include "adapters/adapter.h"
+#include "adapters/method.h"
 #include "checkpoints/checkpoint.h"
 #include "common/error.h"
 #include "common/memory_use.h"
 #include "data/dataset.h"
+#include "model/inspect.h"
 #include "model/llama.h"
 #include "model/plan.h"
 #include "model/tokenizer.h"
@@ -339,6 +341,57 @@ TEST(Trainer, LoraFitsASmallSet) {
   t.run();
   EXPECT_LT(losses.back(), losses.front() - 1.0) << losses.front() << " -> " << losses.back();
   EXPECT_TRUE(torch::equal(base_before, m->projection(0, model::Proj::q)->weight));  // frozen
+}
+
+// Full training with adapter.merge = "masked" keeps every base zero of the targeted projections
+// bit for bit while the other weights train; without it the same run fills the zeros in.
+TEST(Trainer, MaskedFullTrainingKeepsTheBaseZeros) {
+  auto rows = synthetic_rows(8, 16, 50);
+  data::Sequences none;
+  auto run = [&](const std::string& merge, torch::Tensor* q_before, int64_t* zeros_before) {
+    torch::manual_seed(4);
+    model::Llama m(tiny(50), torch::kFloat32);
+    m->init_weights();
+    {
+      torch::NoGradGuard no_grad;  // half of q and down pruned; k left dense
+      for (int64_t l = 0; l < 2; ++l) {
+        auto& q = m->projection(l, model::Proj::q)->weight;
+        q.masked_fill_(q.abs() < q.abs().median(), 0.0);
+        auto& down = m->projection(l, model::Proj::down)->weight;
+        down.masked_fill_(down.abs() < down.abs().median(), 0.0);
+      }
+    }
+    *q_before = m->projection(1, model::Proj::q)->weight.clone();
+    *zeros_before = model::projection_zeros(m, {model::Proj::q, model::Proj::down}).zeros;
+    Config c;
+    c.adapter.method = "full";
+    c.adapter.merge = merge;
+    c.adapter.targets = {"q", "down"};
+    c.optim.lr = 1e-2;
+    c.optim.weight_decay = 0.1;  // decay must not move a zero either
+    c.optim.global_batch_size = 8;
+    c.optim.max_steps = 5;
+    c.run.log_every = 100;
+    adapters::attach(m, c.adapter);
+    trainer::Trainer t(c, m, rows, none, run_dir("full_" + merge));
+    t.run();
+    return m;
+  };
+  torch::Tensor before, dense_before;
+  int64_t zeros = 0, dense_zeros = 0;
+  auto masked = run("masked", &before, &zeros);
+  auto dense = run("dense", &dense_before, &dense_zeros);
+  EXPECT_GT(zeros, 0);
+  const auto q = masked->projection(1, model::Proj::q)->weight;
+  EXPECT_TRUE(torch::equal(q.eq(0), before.eq(0)));
+  EXPECT_EQ(model::projection_zeros(masked, {model::Proj::q, model::Proj::down}).zeros, zeros);
+  EXPECT_GT((q - before).abs().max().item<double>(), 1e-4);  // the kept entries trained
+  EXPECT_EQ(dense->projection(1, model::Proj::q)->weight.eq(0).sum().item<int64_t>(), 0);
+  EXPECT_EQ(adapters::method("full").display_name(Config().adapter), "full");
+  AdapterConfig a;
+  a.method = "full";
+  a.merge = "masked";
+  EXPECT_EQ(adapters::method("full").display_name(a), "full*");
 }
 
 TEST(Eval, StreamScoresEveryTokenOnceWhateverTheStride) {

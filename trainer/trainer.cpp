@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "adapters/adapter.h"
+#include "adapters/full.h"
 #include "adapters/method.h"
 #include "checkpoints/checkpoint.h"
 #include "common/error.h"
@@ -157,6 +158,10 @@ TrainSummary Trainer::run() {
   summary.trainable_parameters = entries_in_model(model_, grid_, params);
   CheckpointKeeper checkpoints(config_, model_, grid_, run_dir_, checkpointing_, identity_,
                                mask_targets_);
+  // Taken from the base before a checkpoint replaces its weights.
+  adapters::BaseZeros base_zeros;
+  if (method.keeps_base_zeros(config_.adapter))
+    base_zeros = adapters::BaseZeros(model_, method.targets(config_.adapter));
   Progress progress;
   if (!resume_.empty()) progress = checkpoints.restore(resume_, optimizers, sampler);
   const int64_t start_step = progress.step, tokens_at_start = progress.tokens;
@@ -186,8 +191,10 @@ TrainSummary Trainer::run() {
     } else {
       bad_in_a_row = 0;
       sync.reduce();
+      base_zeros.clear_gradients();
       grad_norm = sync.clip(o.grad_clip);
       optimizers.step(step, lr);
+      base_zeros.impose();
       last_loss = loss;
     }
     optimizers.zero_grad();
