@@ -255,8 +255,16 @@ MergeReport merge_run(const std::string& run_dir, int64_t step, const std::strin
   MergeReport report;
   report.checkpoint = checkpoint_of(run_dir, step);
   Checkpoint ck(report.checkpoint);
-  const Config c = load_config(run_dir + "/config.resolved.toml");
+  Config c = load_config(run_dir + "/config.resolved.toml");
   const adapters::Method& method = adapters::method(c.adapter.method);
+  if (!options.merge.empty()) {
+    AdapterConfig masked = c.adapter;
+    masked.merge = "masked";
+    if (!method.masked_merge(masked))
+      throw UsageError(std::string(method.title()) + " has no dense or masked merge to choose",
+                       "--merge " + options.merge, "leave --merge out for this run");
+    c.adapter.merge = options.merge;
+  }
   report.method = method.name();
   report.masked_merge = method.masked_merge(c.adapter);
   report.step = ck.manifest()["step"].get<int64_t>();

@@ -11,10 +11,11 @@ namespace spartan::launcher {
 namespace {
 
 void merge(const std::string& run, int64_t step, const std::string& out, bool check_logits,
-           bool force) {
+           bool force, const std::string& merge_form) {
   checkpoints::MergeOptions options;
   options.check_logits = check_logits;
   options.force = force;
+  options.merge = merge_form;
   const auto r = checkpoints::merge_run(run, step, out, options);
   std::printf("merged %s (%s, step %lld) into %s\n\n", r.checkpoint.c_str(), r.method.c_str(),
               static_cast<long long>(r.step), r.out.c_str());
@@ -63,6 +64,7 @@ void add_merge_command(CLI::App& app) {
   auto step = std::make_shared<int64_t>(-1);
   auto no_check = std::make_shared<bool>(false);
   auto force = std::make_shared<bool>(false);
+  auto merge_form = std::make_shared<std::string>();
   CLI::App* cmd = app.add_subcommand(
       "merge",
       "fold a run's trained adapter into its base: a Hugging Face model folder (offline, "
@@ -77,7 +79,11 @@ void add_merge_command(CLI::App& app) {
   cmd->add_flag("--no-logit-check", *no_check,
                 "skip comparing the merged weights and logits with the adapted model (the check "
                 "loads the first and last layers twice)");
-  cmd->callback([=] { merge(*run, *step, *out, !*no_check, *force); });
+  cmd->add_option("--merge", *merge_form,
+                  "LoRA, SoRA: dense, or masked with the base's zeros (LoRA*), whatever the "
+                  "run's adapter.merge (default: the run's)")
+      ->check(CLI::IsMember({"dense", "masked"}));
+  cmd->callback([=] { merge(*run, *step, *out, !*no_check, *force, *merge_form); });
 }
 
 }  // namespace spartan::launcher

@@ -4,7 +4,8 @@
 # the number of ranks ends every rank quickly with one clear error.
 set -euo pipefail
 spartan="$1"; fixtures="$2"
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$here/lib.sh"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
 mpirun=(mpirun --oversubscribe -np 2)
 cli_workdir
@@ -65,6 +66,16 @@ grep -q "merged SPP into the base (streamed from .*step-00000003)" spp-tp2-pp1.l
 cmp lora-star-offline/model.safetensors runs/lora-star/merged/model.safetensors
 cmp lora-star-offline/adapter/adapter_model.safetensors runs/lora-star/adapter/adapter_model.safetensors
 grep -q "^merged, zeros re-imposed" lora-star.log
+# --merge chooses the form whatever the run trained with: the same LoRA training merged both ways.
+"$spartan" merge --run runs/lora-tp2-pp1 --merge masked --out lora-masked > /dev/null
+cmp lora-masked/model.safetensors runs/lora-star/merged/model.safetensors
+"$spartan" merge --run runs/lora-star --merge dense --out lora-star-dense > /dev/null
+"$spartan" merge --run runs/lora-tp2-pp1 --out lora-dense > /dev/null
+cmp lora-star-dense/model.safetensors lora-dense/model.safetensors
+! cmp -s lora-dense/model.safetensors lora-masked/model.safetensors
+"$here/expect.sh" 2 "SPP has no dense or masked merge to choose" -- \
+  "$spartan" merge --run runs/spp-tp2-pp1 --merge masked --out spp-masked
+test ! -e spp-masked
 # generate under mpirun splits the model over the ranks (TP) and gives one process's tokens, from
 # a checkpoint saved on another layout (PP=2).
 for run in lora-tp1-pp2 sora-tp2-pp1; do
