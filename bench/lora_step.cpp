@@ -25,6 +25,7 @@
 
 #include "adapters/adapter.h"
 #include "adapters/method.h"
+#include "model/inspect.h"
 #include "model/llama.h"
 #include "trainer/optimizer.h"
 #include "trainer/runtime.h"
@@ -105,6 +106,7 @@ int main(int argc, char** argv) {
   cfg.spp.form = spp_form;
   cfg.spp.recompute_weight = !spp_keep_weight;
   adapters::attach(m, cfg);
+  trainer::fit_allocator_to(model::largest_projection_bytes(m));  // as spartan train does
   auto params = adapters::trainable_parameters(m);
   trainer::AdamW opt(params, trainer::decay_matrices(params), {});
   m->train();

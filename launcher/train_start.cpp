@@ -11,7 +11,9 @@
 #include "common/files.h"
 #include "common/memory_use.h"
 #include "model/hf_config.h"
+#include "model/inspect.h"
 #include "parallel/mpi.h"
+#include "trainer/runtime.h"
 
 namespace spartan::launcher {
 namespace {
@@ -135,6 +137,7 @@ TrainStart start_training(const std::string& config_path, const std::vector<std:
   });
   model::check_tokenizer_fits(s.model->arch(), s.tokenizer->vocab_size(), s.tokenizer->path());
   check_loss_tokens(c, s.data);
+  trainer::fit_allocator_to(model::largest_projection_bytes(s.model));
   return s;
 }
 

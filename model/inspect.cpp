@@ -1,10 +1,11 @@
 #include "model/inspect.h"
 
+#include <torch/torch.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <sstream>
-
-#include <torch/torch.h>
 
 #include "model/weights.h"
 
@@ -128,6 +129,14 @@ ZeroCount projection_zeros(Llama& model, const std::vector<Proj>& projections) {
       n.total += w.numel();
     }
   return n;
+}
+
+int64_t largest_projection_bytes(Llama& model) {
+  int64_t largest = 0;
+  for (int64_t l = model->first_layer(); l < model->end_layer(); ++l)
+    for (Proj p : kAllProjections)
+      largest = std::max<int64_t>(largest, model->projection(l, p)->weight.nbytes());
+  return largest;
 }
 
 }  // namespace spartan::model

@@ -47,4 +47,7 @@ struct ZeroCount {
 };
 ZeroCount projection_zeros(Llama& model, const std::vector<Proj>& projections);
 
+// The bytes of the largest projection weight this rank holds (its shard).
+int64_t largest_projection_bytes(Llama& model);
+
 }  // namespace spartan::model

@@ -503,6 +503,20 @@ TEST(Runtime, LargeFreedBlocksDoNotStayResident) {
   EXPECT_LT(grown, 3 * largest) << "resident memory grew by " << grown / (1 << 20) << " MiB";
 }
 
+// A model whose projection shards are all under 32 MiB keeps even larger blocks in the heap (a
+// step's logits are then reused instead of faulted in again at each step); a model with larger
+// shards keeps the threshold above.
+TEST(Runtime, SmallModelsKeepLargeBlocksInTheHeap) {
+  trainer::configure_runtime();
+  EXPECT_FALSE(trainer::fit_allocator_to(32 << 20));
+  EXPECT_TRUE(trainer::fit_allocator_to(3 << 20));
+  const int64_t before = spartan::resident_bytes();
+  { auto logits = torch::ones({100 << 18}); }  // 100 MiB of fp32, every page touched, freed
+  const int64_t held = spartan::resident_bytes() - before;
+  EXPECT_GT(held, 90 << 20) << "the freed block went back: " << held / (1 << 20) << " MiB held";
+  trainer::configure_runtime();  // the threshold again, for what runs after in this process
+}
+
 // spartan plan's activation count (model/plan.h) against the memory a forward pass keeps for the
 // backward, measured as resident memory on the CPU (fp32): every allocation of 64 KiB or more is
 // its own mapping (no glibc caching), so the growth is what autograd holds. LoRA, SoRA with

@@ -11,16 +11,22 @@
 #include <cuda_runtime.h>
 #endif
 
+#include "common/memory_use.h"
 #include "parallel/mpi.h"
 
 namespace spartan::trainer {
+
+namespace {
+constexpr int64_t kHeapBlockLimit = 32 << 20;  // glibc's largest mmap threshold
+}  // namespace
 
 void configure_runtime() {
   // Blocks up to 32 MiB (glibc's largest threshold) come from the heap and are reused across
   // steps instead of being faulted in again at each; larger ones (a 70B shard's weight-sized
   // temporaries) are mapped and handed back when freed, so that the holes they leave cannot grow
   // the heap to several times what is in use.
-  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_MMAP_MAX, 65536);  // glibc's default: mapping allowed (fit_allocator_to may stop it)
+  mallopt(M_MMAP_THRESHOLD, kHeapBlockLimit);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);  // the heap is not handed back at every free
   // The wheel's libtorch runs its matrix products in MKL on torch's own OpenMP threads, so one
   // count sizes both (docs/performance.md): SPARTAN_TORCH_THREADS, else OMP_NUM_THREADS (what
@@ -30,6 +36,12 @@ void configure_runtime() {
       torch::set_num_threads(std::atoi(env));
       break;
     }
+}
+
+bool fit_allocator_to(int64_t largest_projection_bytes) {
+  if (largest_projection_bytes >= kHeapBlockLimit) return false;
+  keep_large_blocks_in_heap();
+  return true;
 }
 
 namespace {

@@ -8,14 +8,24 @@
 // Memory: glibc returns large blocks to the kernel at every free, so each step faulted its
 // activations in anew; blocks up to 32 MiB are kept in the heap instead (about 13% on the same
 // step). Larger ones are still returned: kept, they fragmented the heap to several times what was
-// in use at LLaMA-2-70B's shapes.
+// in use at LLaMA-2-70B's shapes. fit_allocator_to() keeps them too for a model whose projection
+// shards are all smaller than that.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace spartan::trainer {
 
 void configure_runtime();
+
+// Once the model is loaded, given its largest projection shard in bytes
+// (model::largest_projection_bytes): where that is under 32 MiB (the demo, the LoRA step
+// benchmark), blocks of any size stay in the heap, so that a step's large logits are reused
+// rather than faulted in again at each step; the holes that made the threshold necessary come
+// from temporaries the size of a projection shard, which such a model does not make. Returns
+// whether it did.
+bool fit_allocator_to(int64_t largest_projection_bytes);
 
 // Lines for `spartan --version`: libtorch's version, whether CUDA code is compiled in (and for
 // which architectures), the GPUs this process sees, the MPI library, the torch thread count.
