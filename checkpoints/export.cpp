@@ -69,17 +69,27 @@ Exported export_model(const Config& c, model::Llama& llama, const std::string& t
       e.saved = save_model(llama, tokenizer, run_dir + "/model");
       return e;
     case Export::merged_model: {
+      // SPP keeps every base zero; a kept weight whose factor 1 + s·R(W_α)·W_β is exactly 0
+      // becomes a zero as well, in the adapted and the merged model alike: counted, not refused.
+      adapters::ZeroChanges changes;
       if (method.keeps_zero_pattern()) {
-        const auto changes = adapters::zero_pattern_changes(llama);
-        if (changes.lost != 0 || changes.gained != 0)
-          throw Error(std::string("the merged ") + method.title() + " weights lost or gained zeros",
+        changes = adapters::zero_pattern_changes(llama);
+        if (changes.lost != 0)
+          throw Error(std::string("the merged ") + method.title() + " weights lost " +
+                          std::to_string(changes.lost) + " of the base's zeros",
                       run_dir, "report this as a bug: the merge must keep the base's zero pattern");
       }
       adapters::merge_into_base(llama, c.adapter.merge);
-      e.note =
-          format("merged %s into the base: %.4f of the targeted weights are zero%s", method.title(),
-                 model::projection_zeros(llama, method.targets(c.adapter)).fraction(),
-                 method.keeps_zero_pattern() ? ", the same positions as before training" : "");
+      std::string kept;
+      if (method.keeps_zero_pattern())
+        kept = changes.gained == 0 ? ", the same positions as before training"
+                                   : format(
+                                         ", every zero of the base kept and %lld weights the "
+                                         "adapter made exactly zero",
+                                         static_cast<long long>(changes.gained));
+      e.note = format(
+          "merged %s into the base: %.4f of the targeted weights are zero%s", method.title(),
+          model::projection_zeros(llama, method.targets(c.adapter)).fraction(), kept.c_str());
       e.saved = save_model(llama, tokenizer, run_dir + "/merged");
       return e;
     }

@@ -162,6 +162,25 @@ TEST(Spp, ZeroPatternSurvivesTrainingAndMerge) {
   }
 }
 
+// SPP's factor 1 + s·R(W_α)·W_β can be exactly 0 (scripts/study met one at learning rate 0.256):
+// the kept weights it multiplies become exactly 0 in the adapted and the merged model alike.
+// Every base zero is still kept; the check counts the new zeros as gained, none as lost.
+TEST(Spp, AFactorOfZeroGainsZerosAndLosesNone) {
+  auto m = pruned_base("2:4");
+  const auto before = zero_patterns(m);
+  adapters::attach(m, spp_config("effective"));  // s = alpha / r = 2
+  torch::NoGradGuard no_grad;
+  for (auto& [name, t] : adapters::trainable_parameters(m))
+    t.fill_(name.find("spp_alpha") != std::string::npos ? -0.5 : 1.0);  // 1 + 2·(-0.5)·1 = 0
+  const auto changes = adapters::zero_pattern_changes(m);
+  EXPECT_EQ(changes.lost, 0);
+  EXPECT_GT(changes.gained, 0);
+  adapters::merge_into_base(m, "dense");
+  const auto after = zero_patterns(m);
+  for (size_t i = 0; i < before.size(); ++i)
+    EXPECT_TRUE(torch::equal(before[i] & after[i], before[i])) << i;  // every base zero stays
+}
+
 TEST(LoraMerge, DenseEqualsAdaptedAndMaskedKeepsZeros) {
   auto m = pruned_base("2:4");
   AdapterConfig c;
