@@ -37,7 +37,6 @@ class BaseZeros {
   BaseZeros(model::Llama& model, const std::vector<model::Proj>& targets);
   void clear_gradients();
   void impose();
-  bool empty() const { return kept_.empty(); }
 
  private:
   std::vector<std::pair<torch::Tensor, torch::Tensor>> kept_;  // a weight, where it is non-zero

@@ -152,11 +152,12 @@ torch::Tensor merge_projection(const model::WeightStore& store, const std::strin
     const auto block = rows_of(config, p, rows, cols, full, r, end);
     const auto w = block->merged_weight(base, config.merge == "masked").to(dtype);
     merged.narrow(0, r, end - r).copy_(w);
-    zeros_before += base.eq(0).sum().item<int64_t>();
+    const auto base_zero = base.eq(0);
+    zeros_before += base_zero.sum().item<int64_t>();
     zeros_after += w.eq(0).sum().item<int64_t>();
     // Every base zero stays; a kept weight may also become exactly zero (SPP's factor
     // 1 + s·R(W_α)·W_β at 0), which the zeros-after column shows.
-    if (block->keeps_zero_pattern() && (base.eq(0) & w.ne(0)).any().item<bool>())
+    if (block->keeps_zero_pattern() && (base_zero & w.ne(0)).any().item<bool>())
       throw Error("the merged weight " + name + " lost zeros of the base", store.folder(),
                   "report this as a bug: the merge must keep the base's zero pattern");
     if (check) {
