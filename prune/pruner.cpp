@@ -130,7 +130,12 @@ PruneReport prune_folder(const std::string& in_folder, const std::string& out_fo
   report.options = o;
   report.calibration_sequences = calib_ids.size(0);
   report.calibration_tokens = calib_ids.numel();
-  const bool evaluate = eval_ids.defined() && eval_ids.numel() > 0;
+  // Evaluated where some held-out position takes a loss (a label other than HF's ignore index
+  // -100 after the shift by one): none without held-out data or with prompts alone.
+  const bool evaluate =
+      eval_labels.defined() && eval_labels.dim() == 2 && eval_labels.size(0) > 0 &&
+      eval_labels.size(1) > 1 &&
+      eval_labels.narrow(1, 1, eval_labels.size(1) - 1).ne(-100).any().item<bool>();
   if (evaluate && rank == 0)
     report.loss_before = layerwise_loss(store, arch, eval_ids, eval_labels, o.batch);
 
@@ -290,6 +295,10 @@ std::string PruneReport::table() const {
                   "held-out perplexity %.2f before, %.2f after (loss %.4f -> %.4f)\n",
                   std::exp(loss_before), std::exp(loss_after), loss_before, loss_after);
     out += line;
+  } else {
+    out +=
+        "not evaluated: no held-out tokens (raise data.held_out_fraction to measure the pruned "
+        "model's perplexity)\n";
   }
   return out;
 }

@@ -120,6 +120,11 @@ TOML
 "$spartan" prune --config prune.toml > prune.log
 grep -q "every group obeys the pattern" prune.log
 grep -q "held-out perplexity" prune.log
+# Without held-out text nothing is evaluated, and the log says so rather than a perplexity of 1.
+"$spartan" prune --config prune.toml --set data.held_out_fraction=0 \
+  --set prune.out="$dir/pruned-unevaluated" > unevaluated.log
+grep -q "^not evaluated: no held-out tokens" unevaluated.log || { cat unevaluated.log; exit 1; }
+if grep -q "held-out perplexity" unevaluated.log; then cat unevaluated.log; exit 1; fi
 test -f pruned/prune_report.json
 "$spartan" model info pruned | grep "layers.1.mlp.down_proj" | grep -q "0.5000    2:4"
 set +e
