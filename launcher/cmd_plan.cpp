@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "adapters/method.h"
 #include "common/config.h"
 #include "common/error.h"
 #include "launcher/commands.h"
@@ -62,6 +63,8 @@ void plan(const PlanOptions& o) {
   in.dropout = c.adapter.dropout;
   in.spp_form = c.adapter.spp.form;
   in.spp_recompute_weight = c.adapter.spp.recompute_weight;
+  if (const adapters::Method* m = adapters::find_method(in.method))
+    in.keep_base_zeros = m->keeps_base_zeros(c.adapter);
   in.base_bytes = c.model.dtype == "bf16" ? 2 : 4;
   in.sparse_base = o.sparse_base;
   in.recompute = o.recompute;

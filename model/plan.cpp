@@ -200,6 +200,13 @@ Plan make_plan(const PlanInputs& in) {
   for (const auto& p : projections(a))
     if (targeted(in, p.name)) largest = std::max(largest, p.out * p.in / t);
   const double spp_backward = (3 + (in.base_bytes < 4 ? 1 : 0)) * 4 * largest;
+  // Full training that keeps the base's zeros holds, for each targeted projection, where its
+  // weight is non-zero: a byte an entry (adapters/full.cpp).
+  double zero_masks = 0;
+  if (in.keep_base_zeros)
+    for (const auto& p : projections(a))
+      if (std::find(in.targets.begin(), in.targets.end(), p.name) != in.targets.end())
+        zero_masks += p.out * p.in / t;
 
   std::vector<int64_t> sizes = in.stage_layers;
   if (sizes.empty())
@@ -229,7 +236,7 @@ Plan make_plan(const PlanInputs& in) {
       if (sp.embedding) sp.trainable_entries += embed / t;
       if (sp.head) sp.trainable_entries += (tied && in.pp == 1 ? 0 : embed / t) + h;
     }
-    sp.trainable = bytes_per_entry * sp.trainable_entries;
+    sp.trainable = bytes_per_entry * sp.trainable_entries + L * zero_masks;
     // Activations: the in-flight micro-batches of 1F1B; with recomputation only each layer's
     // input, and one layer's full set while it is recomputed.
     const double inputs = c * b * s * h * L;

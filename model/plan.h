@@ -38,6 +38,7 @@ struct PlanInputs {
   double dropout = 0;
   std::string spp_form = "effective";  // or "blocked"
   bool spp_recompute_weight = true;    // effective form: W_eff rebuilt in backward, not kept
+  bool keep_base_zeros = false;        // full with adapter.merge = "masked": a mask per target
   int64_t base_bytes = 4;              // 2 bf16 (compute in the same dtype), 4 fp32
   bool sparse_base = false;            // 2:4-compressed storage of the pruned projections
   bool recompute = false;              // keep only each layer's input; recompute in backward

@@ -144,6 +144,26 @@ TEST(Plan, SppPaysForItsEffectiveWeightsGradient) {
   EXPECT_NEAR(spp.flops_forward, full.flops_forward, 1e-9 * full.flops_forward);
 }
 
+// Full training that keeps the base's zeros adds a byte per targeted entry of the rank's layers
+// (the masks) and nothing else.
+TEST(Plan, MaskedFullTrainingHoldsAByteAMaskedEntry) {
+  PlanInputs in = spp_70b();
+  in.method = "full";
+  in.targets = {"q", "down"};
+  const auto plain = model::make_plan(in);
+  in.keep_base_zeros = true;
+  const auto masked = model::make_plan(in);
+  const double h = 8192, I = 28672, q = 64 * 128;  // LLaMA-2-70B
+  for (size_t st = 0; st < masked.stages.size(); ++st) {
+    const auto& a = plain.stages[st];
+    const auto& b = masked.stages[st];
+    const double masks = double(b.layers) * (q * h + h * I) / double(in.tp);
+    EXPECT_NEAR(b.trainable - a.trainable, masks, 1e-9 * masks) << "stage " << st;
+    EXPECT_EQ(b.activations, a.activations);
+    EXPECT_EQ(b.trainable_entries, a.trainable_entries);
+  }
+}
+
 TEST(Plan, RefusesWhatItDoesNotModel) {
   PlanInputs in = spp_70b();
   in.method = "prefix";
