@@ -30,6 +30,37 @@ std::vector<model::Proj> FullMethod::targets(const AdapterConfig& config) const 
   return keeps_base_zeros(config) ? parse_targets(config.targets) : std::vector<model::Proj>{};
 }
 
+namespace {
+
+class FullCosts : public model::MethodCosts {
+ public:
+  explicit FullCosts(bool keeps_zeros) : keeps_zeros_(keeps_zeros) {}
+  std::string name() const override { return keeps_zeros_ ? "full*" : "full"; }
+  bool trains_everything() const override { return true; }
+  model::ProjEntries entries(const model::ProjShape& p, double) const override {
+    model::ProjEntries e;
+    e.split = p.out * p.in;
+    return e;
+  }
+  // Where each targeted weight is non-zero, a byte an entry (BaseZeros).
+  double bytes_per_targeted_entry() const override { return keeps_zeros_ ? 1 : 0; }
+  // Every product's weight gradient.
+  model::MethodFlops flops(const model::StepSizes& step) const override {
+    model::MethodFlops f;
+    f.weight_grad = 2 * step.tokens * step.products;
+    return f;
+  }
+
+ private:
+  bool keeps_zeros_;
+};
+
+}  // namespace
+
+std::shared_ptr<const model::MethodCosts> FullMethod::costs(const AdapterConfig& config) const {
+  return std::make_shared<FullCosts>(keeps_base_zeros(config));
+}
+
 BaseZeros::BaseZeros(model::Llama& model, const std::vector<model::Proj>& targets) {
   torch::NoGradGuard no_grad;
   for (int64_t l = model->first_layer(); l < model->end_layer(); ++l)

@@ -25,6 +25,7 @@ class FullMethod : public Method {
   bool keeps_base_zeros(const AdapterConfig& config) const override {
     return config.merge == "masked";
   }
+  std::shared_ptr<const model::MethodCosts> costs(const AdapterConfig& config) const override;
 };
 
 // The base's zeros in the targeted projections of this rank's layers and TP slices, taken when

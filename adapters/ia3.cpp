@@ -68,4 +68,29 @@ torch::Tensor Ia3Linear::merged_weight(const torch::Tensor& weight) const {
   return (weight.to(ia3_l.scalar_type()) * ia3_l).to(weight.scalar_type());
 }
 
+namespace {
+
+class Ia3Costs : public model::MethodCosts {
+ public:
+  std::string name() const override { return "ia3"; }
+  // It scales k's and v's outputs and down's input, and keeps those rather than the norms'.
+  bool reads_norm_outputs() const override { return false; }
+  model::ProjEntries entries(const model::ProjShape& p, double) const override {
+    model::ProjEntries e;
+    e.split = p.name == "down" ? p.in : p.out;  // l lies along the split dimension
+    return e;
+  }
+  // k and v before scaling (down's input is the MLP's product, kept anyway).
+  double kept(const model::ProjShape& p, double, const model::ProjActivations& a) const override {
+    return p.name == "down" ? 0 : a.base_bytes * a.tokens * a.out_local;
+  }
+  model::MethodFlops flops(const model::StepSizes&) const override { return {}; }
+};
+
+}  // namespace
+
+std::shared_ptr<const model::MethodCosts> Ia3Method::costs(const AdapterConfig&) const {
+  return std::make_shared<Ia3Costs>();
+}
+
 }  // namespace spartan::adapters

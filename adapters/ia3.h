@@ -43,6 +43,7 @@ class Ia3Method : public ProjectionMethod {
   std::shared_ptr<model::LinearAdapter> make_linear(const AdapterConfig& config, model::Proj p,
                                                     int64_t out, int64_t in) const override;
   bool mergeable() const override { return true; }
+  std::shared_ptr<const model::MethodCosts> costs(const AdapterConfig& config) const override;
   // Counted on PEFT's LLaMA targets (k, v, down) where the configuration is another method's.
   ParameterCount count(const model::LlamaArch& arch, const AdapterConfig& config) const override;
 

@@ -78,4 +78,49 @@ model::TpPlacement LoraLinear::placement(const std::string& param) const {
   return low_rank_placement(slice_, param);
 }
 
+namespace {
+
+class LowRankCosts : public model::MethodCosts {
+ public:
+  LowRankCosts(const char* name, bool gated) : name_(name), gated_(gated) {}
+  std::string name() const override { return name_; }
+  // A (r × in), B (out × r): a column-parallel projection splits B, a row-parallel one A; SoRA's
+  // gate (r) is replicated.
+  model::ProjEntries entries(const model::ProjShape& p, double r) const override {
+    model::ProjEntries e;
+    e.split = r * (p.column ? p.out : p.in);
+    e.whole = r * (p.column ? p.in : p.out);
+    if (gated_) {
+      e.whole += r;
+      e.gates = r;
+    }
+    return e;
+  }
+  // x·Aᵀ in fp32 (and SoRA's gated copy), and the module's input: dropout's output and mask,
+  // else the fp32 copy of a bf16 input (each module makes its own).
+  double kept(const model::ProjShape&, double r, const model::ProjActivations& a) const override {
+    return 4 * a.tokens * r * (gated_ ? 2 : 1) +
+           (a.dropped > 0 ? a.dropped : a.copy * a.tokens * a.in_local);
+  }
+  // x·Aᵀ·Bᵀ: two FLOPs an entry a token, in each of the three passes.
+  model::MethodFlops flops(const model::StepSizes& step) const override {
+    const double low_rank = 2 * step.tokens * step.trainable;
+    return {low_rank, low_rank, low_rank};
+  }
+
+ private:
+  const char* name_;
+  bool gated_;
+};
+
+}  // namespace
+
+std::shared_ptr<const model::MethodCosts> low_rank_costs(const char* name, bool gated) {
+  return std::make_shared<LowRankCosts>(name, gated);
+}
+
+std::shared_ptr<const model::MethodCosts> LoraMethod::costs(const AdapterConfig&) const {
+  return low_rank_costs(name(), false);
+}
+
 }  // namespace spartan::adapters

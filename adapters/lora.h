@@ -56,6 +56,7 @@ class LoraMethod : public ProjectionMethod {
   bool sized_by_rank() const override { return true; }
   bool mergeable() const override { return true; }
   bool masked_merge(const AdapterConfig& config) const override { return config.merge == "masked"; }
+  std::shared_ptr<const model::MethodCosts> costs(const AdapterConfig& config) const override;
 
  protected:
   int64_t formula(model::Proj, int64_t out, int64_t in, const AdapterConfig& c) const override {
@@ -63,5 +64,8 @@ class LoraMethod : public ProjectionMethod {
   }
   const char* formula_text() const override { return "L·Σ_targets r(d_in + d_out)"; }
 };
+
+// LoRA's costs for `spartan plan`; `gated`: SoRA's (a gate a rank, and the gated copy of x·Aᵀ).
+std::shared_ptr<const model::MethodCosts> low_rank_costs(const char* name, bool gated);
 
 }  // namespace spartan::adapters

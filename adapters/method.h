@@ -21,6 +21,7 @@
 #include "common/config.h"
 #include "model/hf_config.h"
 #include "model/llama.h"
+#include "model/plan.h"
 
 namespace spartan::adapters {
 
@@ -110,6 +111,12 @@ class Method {
   // The name runs are listed under ("lora*" for LoRA's masked merge, "full*" for masked training).
   std::string display_name(const AdapterConfig& config) const {
     return std::string(name()) + (masked_merge(config) || keeps_base_zeros(config) ? "*" : "");
+  }
+
+  // Its memory and FLOPs as `spartan plan` counts them (model/plan.h); nullptr for a method the
+  // plan does not model.
+  virtual std::shared_ptr<const model::MethodCosts> costs(const AdapterConfig& config) const {
+    return nullptr;
   }
 
   // The trainable parameters (in registration order) by optimizer.

@@ -72,6 +72,10 @@ std::shared_ptr<model::LinearAdapter> SoraMethod::make_linear(const AdapterConfi
   return std::make_shared<SoraLinear>(in, out, c.r, c.alpha, c.dropout);
 }
 
+std::shared_ptr<const model::MethodCosts> SoraMethod::costs(const AdapterConfig&) const {
+  return low_rank_costs(name(), true);
+}
+
 ParameterGroups SoraMethod::groups(const model::NamedTensors& trainable) const {
   ParameterGroups g;
   for (const auto& np : trainable) (is_sora_gate(np.first) ? g.gates : g.main).push_back(np);

@@ -57,6 +57,7 @@ class SoraMethod : public LoraMethod {
   std::shared_ptr<model::LinearAdapter> make_linear(const AdapterConfig& config, model::Proj p,
                                                     int64_t out, int64_t in) const override;
   ParameterGroups groups(const model::NamedTensors& trainable) const override;
+  std::shared_ptr<const model::MethodCosts> costs(const AdapterConfig& config) const override;
   std::vector<std::pair<std::string, std::string>> identity(
       const AdapterConfig& config) const override {
     return {{"sora gate adam", config.sora.adam}};

@@ -205,4 +205,57 @@ torch::Tensor SppLinear::forward(const torch::Tensor& x, const torch::Tensor& we
   return (base + delta).to(base.scalar_type());
 }
 
+namespace {
+
+class SppCosts : public model::MethodCosts {
+ public:
+  SppCosts(bool blocked, bool recompute_weight)
+      : blocked_(blocked), recompute_weight_(recompute_weight) {}
+  std::string name() const override { return "spp"; }
+  // W_α (r × in), W_β (out × 1): a column-parallel projection splits W_β, a row-parallel W_α.
+  model::ProjEntries entries(const model::ProjShape& p, double r) const override {
+    model::ProjEntries e;
+    e.split = p.column ? p.out : r * p.in;
+    e.whole = p.column ? r * p.in : p.out;
+    return e;
+  }
+  // The module's input (dropout's output and mask, else the fp32 copy of a bf16 input) and:
+  //  effective form, W_eff rebuilt in the backward pass: nothing more (backward_workspace);
+  //  effective form, W_eff kept: s·R(W_α) and W_eff (W̃ ⊙ R(W_α) and W̃' with dropout), m×n
+  //    fp32 each, and an fp32 copy of a bf16 W̃;
+  //  blocked form (plain autograd): x ⊙ α_b for each of the r blocks, each block's output and
+  //    an fp32 copy of a bf16 W̃.
+  double kept(const model::ProjShape&, double r, const model::ProjActivations& a) const override {
+    const double input = a.dropped > 0 ? a.dropped : a.copy * a.tokens * a.in_local;
+    if (blocked_)
+      return 4 * a.tokens * a.in_local * r + input + 4 * a.tokens * a.out_local +
+             a.copy * a.entries;
+    if (recompute_weight_) return input;
+    return 2 * 4 * a.entries + input + a.copy * a.entries;
+  }
+  // The effective form's backward rebuilds one projection at a time: W̃ in fp32 (a copy for
+  // bf16), P = s·R(W_α), the weight's gradient G and G ⊙ P, m×n fp32 each.
+  double backward_workspace(double entries, double base_bytes) const override {
+    if (blocked_ || !recompute_weight_) return 0;
+    return (3 + (base_bytes < 4 ? 1 : 0)) * 4 * entries;
+  }
+  // The effective weight's m×n gradient; with dropout the effective form multiplies twice
+  // (x·W̃ᵀ and dropout(x)·W̃'ᵀ).
+  model::MethodFlops flops(const model::StepSizes& step) const override {
+    model::MethodFlops f;
+    f.weight_grad = 2 * step.tokens * step.targeted;
+    if (step.dropout && !blocked_) f.forward = f.backward = 2 * step.tokens * step.targeted;
+    return f;
+  }
+
+ private:
+  bool blocked_, recompute_weight_;
+};
+
+}  // namespace
+
+std::shared_ptr<const model::MethodCosts> SppMethod::costs(const AdapterConfig& config) const {
+  return std::make_shared<SppCosts>(config.spp.form == "blocked", config.spp.recompute_weight);
+}
+
 }  // namespace spartan::adapters

@@ -74,6 +74,7 @@ class SppMethod : public ProjectionMethod {
   bool sized_by_rank() const override { return true; }
   bool mergeable() const override { return true; }
   bool keeps_zero_pattern() const override { return true; }
+  std::shared_ptr<const model::MethodCosts> costs(const AdapterConfig& config) const override;
 
  protected:
   int64_t formula(model::Proj, int64_t out, int64_t in, const AdapterConfig& c) const override {

@@ -57,14 +57,18 @@ void plan(const PlanOptions& o) {
   in.pp = c.parallel.pp;
   in.dp = c.parallel.dp;
   in.stage_layers = c.parallel.pp_split;
-  in.method = c.adapter.method;
+  in.method = adapters::method(c.adapter.method).costs(c.adapter);
+  if (!in.method) {
+    std::string modelled;
+    for (const adapters::Method* m : adapters::methods())
+      if (m->costs(c.adapter)) modelled += std::string(modelled.empty() ? "" : ", ") + m->name();
+    throw UsageError("spartan plan models " + modelled + ", not '" + c.adapter.method + "'",
+                     c.where("adapter.method") + " (key 'adapter.method')",
+                     "plan one of those methods");
+  }
   in.targets = c.adapter.targets;
   in.r = c.adapter.r;
   in.dropout = c.adapter.dropout;
-  in.spp_form = c.adapter.spp.form;
-  in.spp_recompute_weight = c.adapter.spp.recompute_weight;
-  if (const adapters::Method* m = adapters::find_method(in.method))
-    in.keep_base_zeros = m->keeps_base_zeros(c.adapter);
   in.base_bytes = c.model.dtype == "bf16" ? 2 : 4;
   in.sparse_base = o.sparse_base;
   in.recompute = o.recompute;

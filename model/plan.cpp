@@ -3,25 +3,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <set>
 #include <sstream>
 
 #include "common/error.h"
 #include "model/memory.h"
 
 namespace spartan::model {
-namespace {
-
-constexpr double kGroupBuffers = 0.25e9;  // NCCL's buffers for one communicating group
-constexpr double kContext = 2e9;          // CUDA context, cuBLAS workspaces, allocator slack
-constexpr double kSlack = 0.10;           // fragmentation, on activations and logits
-
-// One projection of a layer: its global shape and how TP splits it.
-struct ProjShape {
-  std::string name;
-  double out, in;
-  bool column;  // column-parallel (split by outputs), else row-parallel (split by inputs)
-};
 
 std::vector<ProjShape> projections(const LlamaArch& a) {
   const double h = double(a.hidden_size), I = double(a.intermediate_size);
@@ -31,9 +18,17 @@ std::vector<ProjShape> projections(const LlamaArch& a) {
           {"gate", I, h, true}, {"up", I, h, true}, {"down", h, I, false}};
 }
 
+namespace {
+
+constexpr double kGroupBuffers = 0.25e9;  // NCCL's buffers for one communicating group
+constexpr double kContext = 2e9;          // CUDA context, cuBLAS workspaces, allocator slack
+constexpr double kSlack = 0.10;           // fragmentation, on activations and logits
+
+bool listed(const PlanInputs& in, const std::string& proj) {
+  return std::find(in.targets.begin(), in.targets.end(), proj) != in.targets.end();
+}
 bool targeted(const PlanInputs& in, const std::string& proj) {
-  return in.method == "full" ||
-         std::find(in.targets.begin(), in.targets.end(), proj) != in.targets.end();
+  return in.method->trains_everything() || listed(in, proj);
 }
 
 // Trainable entries of one layer: on one TP rank (`local`), and of the whole layer.
@@ -47,30 +42,13 @@ Entries layer_entries(const PlanInputs& in) {
   Entries e;
   for (const auto& p : projections(in.arch)) {
     if (!targeted(in, p.name)) continue;
-    // (split part, replicated part) of this projection's trainable entries.
-    double split = 0, whole = 0;
-    if (in.method == "full") {
-      split = p.out * p.in;
-    } else if (in.method == "lora" || in.method == "sora") {
-      // A (r × in), B (out × r): a column-parallel projection splits B, a row-parallel one A.
-      split = r * (p.column ? p.out : p.in);
-      whole = r * (p.column ? p.in : p.out);
-      if (in.method == "sora") {
-        whole += r;  // the gate
-        e.gates += r;
-      }
-    } else if (in.method == "spp") {
-      // W_α (r × in), W_β (out × 1): column-parallel splits W_β, row-parallel W_α.
-      split = p.column ? p.out : r * p.in;
-      whole = p.column ? r * p.in : p.out;
-    } else if (in.method == "ia3") {
-      split = (p.name == "down") ? p.in : p.out;  // down scales its input, k and v their output
-    }
-    e.local += split / t + whole;
-    e.replicated += whole;
-    e.whole += split + whole;
+    const ProjEntries pe = in.method->entries(p, r);
+    e.local += pe.split / t + pe.whole;
+    e.replicated += pe.whole;
+    e.whole += pe.split + pe.whole;
+    e.gates += pe.gates;
   }
-  if (in.method == "full") {  // the two norms, replicated over TP
+  if (in.method->trains_everything()) {  // the two norms, replicated over TP
     const double h = double(in.arch.hidden_size);
     e.local += 2 * h;
     e.replicated += 2 * h;
@@ -87,26 +65,18 @@ Entries layer_entries(const PlanInputs& in) {
 //   MLP            gate's output, SiLU of it, up's output, and their product (down's input)
 //                  when down trains
 //   inputs         the norms' outputs, kept for the q/k/v and gate/up adapters' gradients
-//   adapters       LoRA/SoRA: the fp32 copy of the input (a bf16 base; each module makes its
-//                  own), dropout's output and mask, x·Aᵀ (and SoRA's gated copy). SPP's
-//                  effective form keeps only its fp32 input (dropout's output and mask with
-//                  dropout): its products rebuild the m×n weight in the backward pass
-//                  (adapters/spp.cpp); with adapter.spp.recompute_weight = false autograd keeps
-//                  s·R(W_α) and W_eff (W̃ ⊙ R(W_α) and W̃' with dropout) and an fp32 copy of a
-//                  bf16 W̃, m×n each. SPP's blocked form (plain autograd): x ⊙ α_b for each of
-//                  the r blocks, the fp32 input, each block's output and an fp32 copy of a bf16
-//                  W̃. (IA)^3: k and v before scaling
+//   adapters       what each method keeps at a targeted projection, as its MethodCosts says
+//                  (adapters/lora.cpp, spp.cpp, ia3.cpp, full.cpp)
 double layer_activations(const PlanInputs& in) {
   const LlamaArch& a = in.arch;
   const double c = double(in.base_bytes), t = double(in.tp);
   const double b = double(in.micro_batch), s = double(in.seq_len), N = b * s;
   const double h = double(a.hidden_size), I = double(a.intermediate_size);
   auto trains = [&](const char* p) { return targeted(in, p); };
-  const bool full = in.method == "full";
-  double bytes = 2 * (4 + (full ? c : 0)) * N * h;  // the norms (their weights train in full)
-  // The norms' outputs, kept for the weight-side gradients of q/k/v and gate/up ((IA)^3 scales
-  // their outputs and keeps those instead).
-  const bool input_side = in.method != "ia3";
+  const bool everything = in.method->trains_everything();
+  double bytes = 2 * (4 + (everything ? c : 0)) * N * h;  // the norms (their weights may train)
+  // The norms' outputs, kept for the weight-side gradients of q/k/v and gate/up.
+  const bool input_side = in.method->reads_norm_outputs();
   bytes += c * N * (input_side && (trains("q") || trains("k") || trains("v")) ? h : 0);
   bytes += c * N * (input_side && (trains("gate") || trains("up")) ? h : 0);
   bytes += c * N / t * 3 * h;  // q after RoPE, k and v (repeated for GQA): the products' operands
@@ -115,33 +85,24 @@ double layer_activations(const PlanInputs& in) {
   bytes += c * N / t * I * (3 + (trains("down") ? 1 : 0));               // the MLP
   const double copy = c < 4 ? 4 : 0;  // an fp32 copy of a bf16 tensor, where one is made
   for (const auto& p : projections(a)) {
-    if (in.method == "full" || !trains(p.name.c_str())) continue;
-    const double in_local = p.column ? p.in : p.in / t, out_local = p.column ? p.out / t : p.out;
-    const double mn = p.out * p.in / t, r = double(in.r);
-    const double dropped = in.dropout > 0 ? 5 * N * in_local : 0;  // fp32 output, bool mask
-    if (in.method == "lora" || in.method == "sora") {
-      bytes += 4 * N * r * (in.method == "sora" ? 2 : 1);
-      bytes += in.dropout > 0 ? dropped : copy * N * in_local;
-    } else if (in.method == "spp" && in.spp_form == "blocked") {
-      bytes += 4 * N * in_local * r + (in.dropout > 0 ? dropped : copy * N * in_local) +
-               4 * N * out_local + copy * mn;
-    } else if (in.method == "spp" && in.spp_recompute_weight) {
-      bytes += in.dropout > 0 ? dropped : copy * N * in_local;
-    } else if (in.method == "spp") {  // autograd keeps s·R(W_α) and W_eff, or W̃ ⊙ R and W̃'
-      bytes += 2 * 4 * mn + (in.dropout > 0 ? dropped : copy * N * in_local);
-      bytes += copy * mn;  // the fp32 copy of a bf16 W̃
-    } else if (in.method == "ia3" && p.name != "down") {
-      bytes += c * N * out_local;
-    }
+    if (!trains(p.name.c_str())) continue;
+    ProjActivations pa;
+    pa.tokens = N;
+    pa.in_local = p.column ? p.in : p.in / t;
+    pa.out_local = p.column ? p.out / t : p.out;
+    pa.entries = p.out * p.in / t;
+    pa.base_bytes = c;
+    pa.copy = copy;
+    pa.dropped = in.dropout > 0 ? 5 * N * pa.in_local : 0;  // fp32 output, bool mask
+    bytes += in.method->kept(p, double(in.r), pa);
   }
   return bytes;
 }
 
 void check(const PlanInputs& in) {
-  const std::set<std::string> methods = {"lora", "sora", "spp", "ia3", "full"};
-  if (!methods.count(in.method))
-    throw UsageError("spartan plan models lora, sora, spp, ia3 and full, not '" + in.method + "'",
-                     "[adapter] method", "plan one of those methods");
+  if (!in.method)
+    throw UsageError("the plan has no method's costs", "spartan plan",
+                     "give PlanInputs::method (adapters::Method::costs)");
   const LlamaArch& a = in.arch;
   if (in.tp < 1 || in.pp < 1 || in.dp < 1)
     throw UsageError("the layout needs tp, pp and dp of at least 1", "[parallel]",
@@ -188,32 +149,28 @@ Plan make_plan(const PlanInputs& in) {
       double(a.num_layers) * (proj_params + 2 * h) + embed + (tied ? 0 : embed) + h;
   const Entries per_layer = layer_entries(in);
   plan.trainable_entries = double(a.num_layers) * per_layer.whole;
-  if (in.method == "full") plan.trainable_entries = plan.base_parameters;
+  const bool everything = in.method->trains_everything();
+  if (everything) plan.trainable_entries = plan.base_parameters;
   plan.activation_per_layer = layer_activations(in);
   // The head keeps the final norm's fp32 copy (in full training also its output and the head's
   // input) and the fp32 log-softmax of the loss over this rank's part of the vocabulary.
-  plan.head_kept =
-      4 * b * s * h + (in.method == "full" ? 2 * c * b * s * h : 0) + 4 * b * (s - 1) * V / t;
-  // SPP's backward rebuilds one targeted projection at a time (adapters/spp.cpp): W̃ in fp32
-  // (a copy for bf16), P = s·R(W_α), the weight's gradient G and G ⊙ P, m×n fp32 each.
-  double largest = 0;
-  for (const auto& p : projections(a))
+  plan.head_kept = 4 * b * s * h + (everything ? 2 * c * b * s * h : 0) + 4 * b * (s - 1) * V / t;
+  // What the method's backward pass holds once, at the largest targeted projection, and what it
+  // holds for each targeted entry (the listed targets, also where everything trains).
+  double largest = 0, listed_entries = 0;
+  for (const auto& p : projections(a)) {
     if (targeted(in, p.name)) largest = std::max(largest, p.out * p.in / t);
-  const double spp_backward = (3 + (in.base_bytes < 4 ? 1 : 0)) * 4 * largest;
-  // Full training that keeps the base's zeros holds, for each targeted projection, where its
-  // weight is non-zero: a byte an entry (adapters/full.cpp).
-  double zero_masks = 0;
-  if (in.keep_base_zeros)
-    for (const auto& p : projections(a))
-      if (std::find(in.targets.begin(), in.targets.end(), p.name) != in.targets.end())
-        zero_masks += p.out * p.in / t;
+    if (listed(in, p.name)) listed_entries += p.out * p.in / t;
+  }
+  const double workspace = in.method->backward_workspace(largest, c);
+  const double per_layer_held = in.method->bytes_per_targeted_entry() * listed_entries;
 
   std::vector<int64_t> sizes = in.stage_layers;
   if (sizes.empty())
     for (int64_t st = 0; st < in.pp; ++st)
       sizes.push_back(a.num_layers / in.pp + (st < a.num_layers % in.pp));
   const double act = c * b * s * h;  // one activation crossing a TP or PP group
-  const double bytes_per_entry = 16 - (in.method == "full" && in.base_bytes == 4 ? 4 : 0);
+  const double bytes_per_entry = 16 - (everything && in.base_bytes == 4 ? 4 : 0);
   int64_t first = 0;
   for (int64_t st = 0; st < in.pp; ++st) {
     StagePlan sp;
@@ -232,21 +189,19 @@ Plan make_plan(const PlanInputs& in) {
     if (sp.head) sp.base += (tied && in.pp == 1 ? 0 : embed / t * c) + h * c;
     // Trainable state.
     sp.trainable_entries = L * per_layer.local;
-    if (in.method == "full") {
+    if (everything) {
       if (sp.embedding) sp.trainable_entries += embed / t;
       if (sp.head) sp.trainable_entries += (tied && in.pp == 1 ? 0 : embed / t) + h;
     }
-    sp.trainable = bytes_per_entry * sp.trainable_entries + L * zero_masks;
+    sp.trainable = bytes_per_entry * sp.trainable_entries + L * per_layer_held;
     // Activations: the in-flight micro-batches of 1F1B; with recomputation only each layer's
     // input, and one layer's full set while it is recomputed.
     const double inputs = c * b * s * h * L;
     sp.activations = in.recompute ? double(sp.in_flight) * inputs + plan.activation_per_layer
                                   : double(sp.in_flight) * L * plan.activation_per_layer;
     // Before the first layer nothing trains (a frozen embedding): its input norm keeps nothing.
-    if (sp.embedding && in.method != "full") sp.activations -= double(sp.in_flight) * 4 * b * s * h;
-    // SPP's backward rebuilds one projection's weight at a time: its factors and its gradient.
-    if (in.method == "spp" && in.spp_form != "blocked" && in.spp_recompute_weight)
-      sp.activations += spp_backward;
+    if (sp.embedding && !everything) sp.activations -= double(sp.in_flight) * 4 * b * s * h;
+    sp.activations += workspace;
     if (sp.head) sp.logits = plan.head_kept + (c + 4) * b * s * V / t;  // logits, their gradient
     const int groups = (in.tp > 1) + (in.pp > 1) + (in.dp > 1);
     sp.buffers = groups ? kGroupBuffers * groups + act : 0;
@@ -256,7 +211,7 @@ Plan make_plan(const PlanInputs& in) {
     // the vocab-parallel loss's three (b, s-1) fp32 vectors; backward the inputs of attention
     // and the MLP (not the first attention's when nothing before it trains) and the head's.
     if (in.tp > 1) {
-      const bool frozen_front = in.method != "full";
+      const bool frozen_front = !everything;
       double per_micro = act * 2 * L + act * 2 * L;
       if (sp.embedding) per_micro += act - (frozen_front ? act : 0);
       if (sp.head) per_micro += 3 * b * (s - 1) * 4 + act;
@@ -286,22 +241,11 @@ Plan make_plan(const PlanInputs& in) {
     if (targeted(in, p.name)) adapted += p.out * p.in;
   adapted *= Lall;
   const double mm = Lall * proj_params + embed;  // the head's product counts, the lookup not
-  plan.flops_forward = 2 * T * mm + attention;
-  plan.flops_backward = 2 * T * mm + 2 * attention;  // through the inputs
-  if (in.method == "full") {
-    plan.flops_weight_grad = 2 * T * mm;
-  } else if (in.method == "spp") {
-    plan.flops_weight_grad = 2 * T * adapted;          // the effective weight's m×n gradient
-    if (in.dropout > 0 && in.spp_form != "blocked") {  // x·W̃ᵀ and dropout(x)·W̃'ᵀ: twice
-      plan.flops_forward += 2 * T * adapted;
-      plan.flops_backward += 2 * T * adapted;
-    }
-  } else if (in.method == "lora" || in.method == "sora") {
-    const double low_rank = 2 * T * plan.trainable_entries;  // x·Aᵀ·Bᵀ, per entry
-    plan.flops_forward += low_rank;
-    plan.flops_backward += low_rank;
-    plan.flops_weight_grad = low_rank;
-  }
+  const MethodFlops added =
+      in.method->flops({T, adapted, plan.trainable_entries, mm, in.dropout > 0});
+  plan.flops_forward = 2 * T * mm + attention + added.forward;
+  plan.flops_backward = 2 * T * mm + 2 * attention + added.backward;  // through the inputs
+  plan.flops_weight_grad = added.weight_grad;
   return plan;
 }
 
@@ -370,10 +314,10 @@ std::string describe_plan(const Plan& plan, double gpu_bytes, double peak_flops,
       static_cast<long long>(in.arch.hidden_size), static_cast<long long>(in.arch.num_heads),
       static_cast<long long>(in.arch.num_kv_heads), static_cast<long long>(in.arch.vocab_size));
   o << line;
-  std::snprintf(line, sizeof line,
-                "method       %s (r %lld), %.2fM trainable entries; base %s %s\n",
-                in.method.c_str(), static_cast<long long>(in.r), plan.trainable_entries / 1e6,
-                in.base_bytes == 2 ? "bf16" : "fp32", in.sparse_base ? "2:4-compressed" : "dense");
+  std::snprintf(
+      line, sizeof line, "method       %s (r %lld), %.2fM trainable entries; base %s %s\n",
+      in.method->name().c_str(), static_cast<long long>(in.r), plan.trainable_entries / 1e6,
+      in.base_bytes == 2 ? "bf16" : "fp32", in.sparse_base ? "2:4-compressed" : "dense");
   o << line;
   std::snprintf(line, sizeof line,
                 "layout       dp %lld x pp %lld x tp %lld = %lld ranks; sequence %lld, "

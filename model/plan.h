@@ -18,9 +18,12 @@
 // W_α and W_β reach the loss through a full-size effective weight).
 // Bytes per step: the payload each rank contributes to its TP, PP and DP collectives, counted as
 // the communicators count (parallel/communicator.h); tests compare them with measured traffic.
+// The plan names no adapter method: each describes its own costs (MethodCosts, made by
+// adapters::Method::costs) in the terms below.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -28,17 +31,79 @@
 
 namespace spartan::model {
 
+// One projection of a layer: its global shape and how TP splits it.
+struct ProjShape {
+  std::string name;  // q k v o gate up down
+  double out, in;
+  bool column;  // column-parallel (split by outputs), else row-parallel (split by inputs)
+};
+// A layer's seven projections, in the order q k v o gate up down.
+std::vector<ProjShape> projections(const LlamaArch& arch);
+
+// The trainable entries a method puts at one targeted projection: `split` is divided over the TP
+// ranks, `whole` is held by every TP rank; `gates` is the part of `whole` that SoRA's gates are.
+struct ProjEntries {
+  double split = 0, whole = 0, gates = 0;
+};
+
+// The sizes that what a method keeps for the backward pass at one targeted projection depends
+// on: one micro-batch on one TP rank.
+struct ProjActivations {
+  double tokens;               // micro-batch × sequence
+  double in_local, out_local;  // this rank's input and output widths
+  double entries;              // this rank's part of the weight: m×n / tp
+  double base_bytes;           // bytes an element of the base (and of the compute)
+  double copy;                 // bytes an element of an fp32 copy of a bf16 tensor; 0 in fp32
+  double dropped;              // bytes of dropout's output and mask; 0 without dropout
+};
+
+// The sizes that the FLOPs a method adds to one optimizer step depend on, over the whole job.
+struct StepSizes {
+  double tokens;     // of the step
+  double targeted;   // entries of the targeted projections, all layers
+  double trainable;  // trainable entries
+  double products;   // entries of every matrix product of the model (projections and head)
+  bool dropout;      // adapter.dropout > 0
+};
+
+// FLOPs a method adds to the frozen model's forward and backward-through-the-inputs products,
+// and its weight-gradient products.
+struct MethodFlops {
+  double forward = 0, backward = 0, weight_grad = 0;
+};
+
+// What a fine-tuning method costs in memory and FLOPs, in the plan's terms.
+class MethodCosts {
+ public:
+  virtual ~MethodCosts() = default;
+  // As `spartan plan` prints it.
+  virtual std::string name() const = 0;
+  // Every weight trains (full fine-tuning): every projection whatever the targets, the norms,
+  // the embedding and the head; the trainable values are the base's own.
+  virtual bool trains_everything() const { return false; }
+  // Whether the targeted q/k/v and gate/up products keep the norms' outputs for their
+  // weight-side gradients ((IA)^3 scales outputs and keeps those instead).
+  virtual bool reads_norm_outputs() const { return true; }
+  // Trainable entries at one targeted projection, at rank r.
+  virtual ProjEntries entries(const ProjShape& p, double r) const = 0;
+  // Bytes autograd keeps at one targeted projection beyond the frozen product's own operands.
+  virtual double kept(const ProjShape& p, double r, const ProjActivations& a) const { return 0; }
+  // Bytes the backward pass holds once, at the largest targeted projection (`entries` of its
+  // weight on this rank).
+  virtual double backward_workspace(double entries, double base_bytes) const { return 0; }
+  // Bytes held for each targeted base entry on the rank (masked full training's zero masks).
+  virtual double bytes_per_targeted_entry() const { return 0; }
+  virtual MethodFlops flops(const StepSizes& step) const = 0;
+};
+
 struct PlanInputs {
   LlamaArch arch;
   int64_t tp = 1, pp = 1, dp = 1;
   std::vector<int64_t> stage_layers;  // layers per stage; empty = even, remainder first
-  std::string method = "lora";        // lora, sora, spp, ia3, full
+  std::shared_ptr<const MethodCosts> method;  // required: adapters::Method::costs
   std::vector<std::string> targets = {"q", "k", "v", "o", "gate", "up", "down"};
   int64_t r = 8;
   double dropout = 0;
-  std::string spp_form = "effective";  // or "blocked"
-  bool spp_recompute_weight = true;    // effective form: W_eff rebuilt in backward, not kept
-  bool keep_base_zeros = false;        // full with adapter.merge = "masked": a mask per target
   int64_t base_bytes = 4;              // 2 bf16 (compute in the same dtype), 4 fp32
   bool sparse_base = false;            // 2:4-compressed storage of the pruned projections
   bool recompute = false;              // keep only each layer's input; recompute in backward
@@ -70,7 +135,7 @@ struct Plan {
   const StagePlan& largest() const;  // the stage with the most memory
 };
 
-// A UsageError for a method the plan does not model or a layout that does not divide the model.
+// A UsageError for a layout that does not divide the model (or no method's costs).
 Plan make_plan(const PlanInputs& in);
 
 // Seconds per step on `gpus` GPUs of `peak_flops` each at model FLOPs utilisation `mfu`.

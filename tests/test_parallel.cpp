@@ -22,6 +22,7 @@
 #include <string>
 
 #include "adapters/adapter.h"
+#include "adapters/method.h"
 #include "adapters/sora.h"
 #include "adapters/spp.h"
 #include "common/files.h"
@@ -362,7 +363,7 @@ TEST(Parallel, BytesPerStepMatchTheAnalyticCount) {
     in.tp = L.tp;
     in.pp = L.pp;
     in.dp = L.dp;
-    in.method = method;
+    in.method = adapters::method(method).costs(c.adapter);
     in.targets = c.adapter.targets;
     in.r = c.adapter.r;
     in.base_bytes = f;

@@ -6,6 +6,7 @@
 
 #include <numeric>
 
+#include "adapters/method.h"
 #include "common/error.h"
 #include "model/plan.h"
 #include "tests/llama_shapes.h"
@@ -14,6 +15,15 @@ using namespace spartan;
 using model::PlanInputs;
 
 namespace {
+
+// A method's costs at the configuration's defaults (and SPP's effective form).
+std::shared_ptr<const model::MethodCosts> costs(const std::string& method,
+                                                const std::string& merge = "") {
+  AdapterConfig c;
+  c.method = method;
+  if (!merge.empty()) c.merge = merge;
+  return adapters::method(method).costs(c);
+}
 
 // Bytes of the base over the whole model: each stage's rank times tp.
 double whole_base(const model::Plan& p) {
@@ -25,7 +35,7 @@ double whole_base(const model::Plan& p) {
 PlanInputs spp_70b() {
   PlanInputs in;
   in.arch = testing_support::llama2_70b();
-  in.method = "spp";
+  in.method = costs("spp");
   in.r = 16;
   in.base_bytes = 2;
   in.tp = 8;
@@ -70,7 +80,7 @@ TEST(Plan, Llama2_70bSizes) {
 // copy of their bf16 input: about 3.05 GB here, most of it in the softmax and the MLP.
 TEST(Plan, ActivationsAgainstMegatronsFormula) {
   PlanInputs in = spp_70b();
-  in.method = "lora";
+  in.method = costs("lora");
   in.tp = in.pp = in.dp = 1;
   in.seq_len = 2048;
   in.global_batch = 1;
@@ -135,9 +145,9 @@ TEST(Plan, SppPaysForItsEffectiveWeightsGradient) {
   PlanInputs in = spp_70b();
   in.dropout = 0;
   const auto spp = model::make_plan(in);
-  in.method = "lora";
+  in.method = costs("lora");
   const auto lora = model::make_plan(in);
-  in.method = "full";
+  in.method = costs("full");
   const auto full = model::make_plan(in);
   EXPECT_GT(spp.flops_weight_grad, 0.95 * full.flops_weight_grad);
   EXPECT_LT(lora.flops_weight_grad, 0.01 * full.flops_weight_grad);
@@ -148,10 +158,10 @@ TEST(Plan, SppPaysForItsEffectiveWeightsGradient) {
 // (the masks) and nothing else.
 TEST(Plan, MaskedFullTrainingHoldsAByteAMaskedEntry) {
   PlanInputs in = spp_70b();
-  in.method = "full";
+  in.method = costs("full");
   in.targets = {"q", "down"};
   const auto plain = model::make_plan(in);
-  in.keep_base_zeros = true;
+  in.method = costs("full", "masked");
   const auto masked = model::make_plan(in);
   const double h = 8192, I = 28672, q = 64 * 128;  // LLaMA-2-70B
   for (size_t st = 0; st < masked.stages.size(); ++st) {
@@ -166,7 +176,8 @@ TEST(Plan, MaskedFullTrainingHoldsAByteAMaskedEntry) {
 
 TEST(Plan, RefusesWhatItDoesNotModel) {
   PlanInputs in = spp_70b();
-  in.method = "prefix";
+  EXPECT_EQ(costs("prefix"), nullptr);  // not modelled: `spartan plan` refuses it
+  in.method = nullptr;
   EXPECT_THROW(model::make_plan(in), UsageError);
   in = spp_70b();
   in.tp = 3;

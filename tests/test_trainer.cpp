@@ -565,11 +565,10 @@ TEST(PlanMeasured, ActivationsMatchWhatAForwardPassKeeps) {
 
     model::PlanInputs in;
     in.arch = a;
-    in.method = method;
+    in.method = adapters::method(method).costs(ac);
     in.r = ac.r;
     in.targets = ac.targets;
     in.dropout = dropout;
-    in.spp_recompute_weight = recompute_weight;
     in.base_bytes = 4;
     in.seq_len = T;
     in.micro_batch = B;
