@@ -24,11 +24,11 @@ std::vector<model::Proj> parse_targets(const std::vector<std::string>& names) {
 }
 
 torch::Tensor merged_weight(const model::LinearAdapter& adapter, const torch::Tensor& W,
-                            const std::string& lora_merge) {
-  return adapter.merged_weight(W, lora_merge == "masked");
+                            MergeForm lora_merge) {
+  return adapter.merged_weight(W, lora_merge == MergeForm::masked);
 }
 
-void merge_into_base(model::Llama& model, const std::string& lora_merge) {
+void merge_into_base(model::Llama& model, MergeForm lora_merge) {
   torch::NoGradGuard no_grad;
   for (int64_t l = model->first_layer(); l < model->end_layer(); ++l)
     for (model::Proj p : model::kAllProjections) {

@@ -32,12 +32,12 @@ std::shared_ptr<model::LinearAdapter> make_linear_adapter(const AdapterConfig& c
 // The weight W with `adapter` folded in by its method's rule (see merge_into_base); an adapter
 // that cannot be merged is an Error.
 torch::Tensor merged_weight(const model::LinearAdapter& adapter, const torch::Tensor& W,
-                            const std::string& lora_merge);
+                            MergeForm lora_merge);
 
 // Folds every attached adapter into its projection's weight and detaches it: SPP as W̃ + s·W̃'
 // (zeros stay zeros), (IA)^3 as W ⊙ l (zeros stay zeros), LoRA and SoRA as W + Δ, or with
-// lora_merge "masked" re-masked with the base's zero pattern (the SPP paper's LoRA*).
-void merge_into_base(model::Llama& model, const std::string& lora_merge);
+// lora_merge masked re-masked with the base's zero pattern (the SPP paper's LoRA*).
+void merge_into_base(model::Llama& model, MergeForm lora_merge);
 
 // How the merged weights of this rank would differ from its base weights' zero pattern, summed
 // over the adapters that keep it (SPP): zeros lost and zeros gained, both 0 by construction

@@ -23,7 +23,7 @@ class FullMethod : public Method {
   // Masked: the targeted projections, whose zero pattern the checkpoints record and re-check.
   std::vector<model::Proj> targets(const AdapterConfig& config) const override;
   bool keeps_base_zeros(const AdapterConfig& config) const override {
-    return config.merge == "masked";
+    return config.merge == MergeForm::masked;
   }
   std::shared_ptr<const model::MethodCosts> costs(const AdapterConfig& config) const override;
 };

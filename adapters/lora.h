@@ -55,7 +55,9 @@ class LoraMethod : public ProjectionMethod {
                                                     int64_t out, int64_t in) const override;
   bool sized_by_rank() const override { return true; }
   bool mergeable() const override { return true; }
-  bool masked_merge(const AdapterConfig& config) const override { return config.merge == "masked"; }
+  bool masked_merge(const AdapterConfig& config) const override {
+    return config.merge == MergeForm::masked;
+  }
   std::shared_ptr<const model::MethodCosts> costs(const AdapterConfig& config) const override;
 
  protected:

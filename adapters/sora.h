@@ -60,7 +60,7 @@ class SoraMethod : public LoraMethod {
   std::shared_ptr<const model::MethodCosts> costs(const AdapterConfig& config) const override;
   std::vector<std::pair<std::string, std::string>> identity(
       const AdapterConfig& config) const override {
-    return {{"sora gate adam", config.sora.adam}};
+    return {{"sora gate adam", name_of(config.sora.adam)}};
   }
 
  protected:

@@ -91,10 +91,10 @@ class RebuiltProduct : public torch::autograd::Function<RebuiltProduct> {
 }  // namespace
 
 SppLinear::SppLinear(int64_t in_features, int64_t out_features, int64_t r, double alpha,
-                     double dropout_p, std::string form_, bool recompute_weight_)
+                     double dropout_p, SppForm form_, bool recompute_weight_)
     : scale(alpha / static_cast<double>(r)),
       dropout(dropout_p),
-      form(std::move(form_)),
+      form(form_),
       recompute_weight(recompute_weight_),
       rows_per_block_(out_features / r) {
   if (out_features % r != 0)
@@ -171,7 +171,7 @@ torch::Tensor SppLinear::forward(const torch::Tensor& x, const torch::Tensor& we
   const bool drop = dropout > 0 && is_training();
   const auto dtype = x.scalar_type();
   auto xa = x.to(alpha_w.scalar_type());
-  if (form == "effective" && recompute_weight) {
+  if (form == SppForm::effective && recompute_weight) {
     if (!drop)  // one product with W_eff = W̃ ⊙ (1 + s·R(W_α)·W_β)
       return RebuiltProduct::apply(xa, weight, alpha_w, beta_w, block_rows(), scale, false)
           .to(dtype);
@@ -180,7 +180,7 @@ torch::Tensor SppLinear::forward(const torch::Tensor& x, const torch::Tensor& we
                                        block_rows(), scale, true);
     return (base + delta).to(base.scalar_type());
   }
-  if (form == "effective") {  // the same products, the weights kept by autograd
+  if (form == SppForm::effective) {  // the same products, the weights kept by autograd
     auto W = weight.to(alpha_w.scalar_type());
     if (!drop) return torch::linear(xa, W * (1.0 + scale * expanded_alpha() * beta_w)).to(dtype);
     auto base = torch::linear(x, weight);
@@ -255,7 +255,8 @@ class SppCosts : public model::MethodCosts {
 }  // namespace
 
 std::shared_ptr<const model::MethodCosts> SppMethod::costs(const AdapterConfig& config) const {
-  return std::make_shared<SppCosts>(config.spp.form == "blocked", config.spp.recompute_weight);
+  return std::make_shared<SppCosts>(config.spp.form == SppForm::blocked,
+                                    config.spp.recompute_weight);
 }
 
 }  // namespace spartan::adapters

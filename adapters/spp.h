@@ -33,7 +33,7 @@ class SppLinear : public model::LinearAdapter {
   // `recompute_weight`: the effective form's products rebuild their m×n weight in the backward
   // pass (keeping only their input) instead of leaving autograd to keep it.
   SppLinear(int64_t in_features, int64_t out_features, int64_t r, double alpha, double dropout,
-            std::string form, bool recompute_weight = true);
+            SppForm form, bool recompute_weight = true);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& weight) override;
 
   // s·W̃' for the frozen weight W̃ (m, n): what merging adds.
@@ -51,7 +51,7 @@ class SppLinear : public model::LinearAdapter {
   torch::Tensor alpha_w;  // W_α (r, n)
   torch::Tensor beta_w;   // W_β (m, 1)
   double scale, dropout;
-  std::string form;
+  SppForm form;
   bool recompute_weight;
 
  private:

@@ -80,7 +80,7 @@ int main(int argc, char** argv) {
   for (const adapters::Method* m : adapters::methods())
     if (m->site() != adapters::Site::base) adapter_methods.push_back(m->name());
   app.add_option("--method", method)->check(CLI::IsMember(adapter_methods));
-  app.add_option("--spp-form", spp_form)->check(CLI::IsMember({"effective", "blocked"}));
+  app.add_option("--spp-form", spp_form)->check(CLI::IsMember(option_names<SppForm>()));
   bool spp_keep_weight = false;  // autograd keeps W_eff instead of the backward rebuilding it
   app.add_flag("--spp-keep-weight", spp_keep_weight);
   app.add_option("--dropout", dropout);
@@ -103,7 +103,7 @@ int main(int argc, char** argv) {
   cfg.r = rank;
   cfg.alpha = 2.0 * rank;
   cfg.dropout = dropout;
-  cfg.spp.form = spp_form;
+  cfg.spp.form = *option_named<SppForm>(spp_form);
   cfg.spp.recompute_weight = !spp_keep_weight;
   adapters::attach(m, cfg);
   trainer::fit_allocator_to(model::largest_projection_bytes(m));  // as spartan train does

@@ -114,7 +114,7 @@ Exported export_model(const Config& c, model::Llama& llama, const std::string& t
   }
   e.saved = adapter;
   if (method.masked_merge(c.adapter)) {  // LoRA*: merged, then the base's zeros imposed again
-    adapters::merge_into_base(llama, "masked");
+    adapters::merge_into_base(llama, MergeForm::masked);
     e.saved += " and " + save_model(llama, tokenizer, run_dir + "/merged");
   }
   return e;

@@ -150,7 +150,7 @@ torch::Tensor merge_projection(const model::WeightStore& store, const std::strin
     const int64_t end = std::min(rows, r + per_block);
     const auto base = store.load_rows(name, r, end, dtype);
     const auto block = rows_of(config, p, rows, cols, full, r, end);
-    const auto w = block->merged_weight(base, config.merge == "masked").to(dtype);
+    const auto w = block->merged_weight(base, config.merge == MergeForm::masked).to(dtype);
     merged.narrow(0, r, end - r).copy_(w);
     const auto base_zero = base.eq(0);
     zeros_before += base_zero.sum().item<int64_t>();
@@ -260,13 +260,13 @@ MergeReport merge_run(const std::string& run_dir, int64_t step, const std::strin
   Checkpoint ck(report.checkpoint);
   Config c = load_config(run_dir + "/config.resolved.toml");
   const adapters::Method& method = adapters::method(c.adapter.method);
-  if (!options.merge.empty()) {
+  if (options.merge) {
     AdapterConfig masked = c.adapter;
-    masked.merge = "masked";
+    masked.merge = MergeForm::masked;
     if (!method.masked_merge(masked))
       throw UsageError(std::string(method.title()) + " has no dense or masked merge to choose",
-                       "--merge " + options.merge, "leave --merge out for this run");
-    c.adapter.merge = options.merge;
+                       "--merge " + name_of(*options.merge), "leave --merge out for this run");
+    c.adapter.merge = *options.merge;
   }
   report.method = method.name();
   report.masked_merge = method.masked_merge(c.adapter);

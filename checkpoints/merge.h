@@ -6,8 +6,11 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "common/config.h"
 
 namespace spartan::checkpoints {
 
@@ -53,9 +56,9 @@ struct MergeOptions {
   // hold, the base model folder, the run or the tokenizer. The folder is written beside `out` and
   // renamed into place when complete, so a failure leaves what was there.
   bool force = false;
-  // "dense" or "masked" (LoRA*) in place of the run's adapter.merge, for LoRA and SoRA; empty =
-  // the run's.
-  std::string merge;
+  // dense or masked (LoRA*) in place of the run's adapter.merge, for LoRA and SoRA; none = the
+  // run's.
+  std::optional<MergeForm> merge;
   uint64_t max_shard_bytes = 5ull << 30;  // per output file (HF's 5 GB)
   int64_t block_bytes = 4ll << 20;        // rows merged at a time (fp32 bytes)
 };

@@ -1,9 +1,11 @@
 #include "common/config.h"
 
+#include <toml++/toml.h>
+
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -11,8 +13,7 @@
 #include <limits>
 #include <set>
 #include <sstream>
-
-#include <toml++/toml.h>
+#include <type_traits>
 
 #include "common/error.h"
 
@@ -56,10 +57,56 @@ Rule between(double lo, double hi) { Rule r; r.lo = lo; r.hi = hi; return r; }
 Rule unit_open_right(double lo, double hi) { Rule r = between(lo, hi); r.hi_open = true; return r; }
 Rule open(double lo, double hi) { Rule r = between(lo, hi); r.lo_open = r.hi_open = true; return r; }
 Rule one_of(std::vector<std::string> c) { Rule r; r.choices = std::move(c); return r; }
+template <class E>
+Rule options() {
+  return one_of(option_names<E>());
+}
 
 const std::vector<std::string> kProjections = {"q", "k", "v", "o", "gate", "up", "down"};
 
 }  // namespace
+
+// The names of the options' values, in the order of their enums (common/config.h).
+template <>
+const std::vector<std::string>& option_names<MergeForm>() {
+  static const std::vector<std::string> names = {"dense", "masked"};
+  return names;
+}
+template <>
+const std::vector<std::string>& option_names<SppForm>() {
+  static const std::vector<std::string> names = {"effective", "blocked"};
+  return names;
+}
+template <>
+const std::vector<std::string>& option_names<GateThreshold>() {
+  static const std::vector<std::string> names = {"official", "soft", "lr_scaled"};
+  return names;
+}
+template <>
+const std::vector<std::string>& option_names<GateAdam>() {
+  static const std::vector<std::string> names = {"hf", "torch"};
+  return names;
+}
+template <>
+const std::vector<std::string>& option_names<XiScheduleKind>() {
+  static const std::vector<std::string> names = {"none", "linear", "log_linear", "exp_linear"};
+  return names;
+}
+template <>
+const std::vector<std::string>& option_names<LrScheduleKind>() {
+  static const std::vector<std::string> names = {"cosine", "linear", "constant"};
+  return names;
+}
+template <>
+const std::vector<std::string>& option_names<Backend>() {
+  static const std::vector<std::string> names = {"auto", "mpi", "nccl"};
+  return names;
+}
+template <>
+const std::vector<std::string>& option_names<PruneMethod>() {
+  static const std::vector<std::string> names = {"wanda", "sparsegpt", "magnitude"};
+  return names;
+}
 
 const std::vector<std::string> kAdapterMethods = {
     "lora",      "sora",           "spp",    "ia3",    "houlsby",
@@ -117,7 +164,7 @@ void schema(V& v, Config& c) {
   v("parallel.pp_split", c.parallel.pp_split,
     "layers per pipeline stage, one entry per stage; empty = even split", at_least(1));
   v("parallel.backend", c.parallel.backend, "communicator: auto picks NCCL for CUDA tensors",
-    one_of({"auto", "mpi", "nccl"}));
+    options<Backend>());
   v("parallel.timeout_s", c.parallel.timeout_s,
     "seconds a rank may wait in one collective before the job ends with an error (a rank that "
     "died or hangs); 0 = wait forever", at_least(0));
@@ -133,7 +180,7 @@ void schema(V& v, Config& c) {
   v("adapter.merge", c.adapter.merge,
     "LoRA/SoRA merge: dense, or masked with the base's zero pattern (LoRA*); full: masked keeps "
     "the base's zeros in the targets through training",
-    one_of({"dense", "masked"}));
+    options<MergeForm>());
 
   v.section("adapter.sora", "SoRA gates (Ding et al. 2023)");
   v("adapter.sora.lambda2", c.adapter.sora.lambda2, "gate threshold xi of the proximal step",
@@ -142,13 +189,13 @@ void schema(V& v, Config& c) {
     "weight of the L1 term on the gates in the loss (official sparse_lambda)", at_least(0));
   v("adapter.sora.threshold", c.adapter.sora.threshold,
     "proximal step: official code's three lines, textbook soft threshold, or xi scaled by lr",
-    one_of({"official", "soft", "lr_scaled"}));
+    options<GateThreshold>());
   v("adapter.sora.adam", c.adapter.sora.adam,
     "gate AdamW: hf = the official SparseAdamW's (eps on the uncorrected second moment, bias "
     "corrections in the step size), torch = torch.optim.AdamW's",
-    one_of({"hf", "torch"}));
+    options<GateAdam>());
   v("adapter.sora.schedule", c.adapter.sora.schedule, "how xi rises to max_lambda over training",
-    one_of({"none", "linear", "log_linear", "exp_linear"}));
+    options<XiScheduleKind>());
   v("adapter.sora.max_lambda", c.adapter.sora.max_lambda, "last xi of the schedule", at_least(0));
   v("adapter.sora.lambda_num", c.adapter.sora.lambda_num, "number of xi values in the schedule",
     at_least(1));
@@ -158,7 +205,7 @@ void schema(V& v, Config& c) {
   v.section("adapter.spp", "SPP, sparsity-preserving adapter (Lu et al. 2024)");
   v("adapter.spp.form", c.adapter.spp.form,
     "effective: one product with W_eff; blocked: the paper's eq. 7 without W_eff",
-    one_of({"effective", "blocked"}));
+    options<SppForm>());
   v("adapter.spp.recompute_weight", c.adapter.spp.recompute_weight,
     "effective form: rebuild the m×n weight in the backward pass instead of keeping it for every "
     "projection and in-flight micro-batch (about 1.7 GB a layer for LLaMA-2-70B at tp 8, see "
@@ -213,7 +260,7 @@ void schema(V& v, Config& c) {
   v("optim.beta2", c.optim.beta2, "AdamW beta2", unit_open_right(0, 1));
   v("optim.eps", c.optim.eps, "AdamW epsilon", above(0));
   v("optim.schedule", c.optim.schedule, "learning-rate decay after warmup",
-    one_of({"cosine", "linear", "constant"}));
+    options<LrScheduleKind>());
   v("optim.warmup_ratio", c.optim.warmup_ratio, "fraction of steps with linear warmup",
     unit_open_right(0, 1));
   v("optim.min_lr_ratio", c.optim.min_lr_ratio, "final lr as a fraction of optim.lr",
@@ -236,8 +283,7 @@ void schema(V& v, Config& c) {
   v("checkpoint.keep", c.checkpoint.keep, "newest checkpoints kept", at_least(1));
 
   v.section("prune", "`spartan prune`: dense model -> pruned model");
-  v("prune.method", c.prune.method, "pruning criterion",
-    one_of({"wanda", "sparsegpt", "magnitude"}));
+  v("prune.method", c.prune.method, "pruning criterion", options<PruneMethod>());
   v("prune.sparsity", c.prune.sparsity, "fraction of zeros (unstructured pattern)", open(0, 1));
   v("prune.pattern", c.prune.pattern, "unstructured, or N:M along the input dimension (e.g. 2:4)",
     any());
@@ -259,7 +305,11 @@ void schema(V& v, Config& c) {
 
 // ---- value helpers ----------------------------------------------------------------------------
 
-template <class T> const char* type_name();
+template <class T>
+const char* type_name() {
+  static_assert(std::is_enum_v<T>, "a configuration field of a type the schema does not know");
+  return "string";  // an option's name
+}
 template <> const char* type_name<bool>() { return "bool"; }
 template <> const char* type_name<int64_t>() { return "integer"; }
 template <> const char* type_name<double>() { return "float"; }
@@ -305,6 +355,10 @@ std::string show(double d) {
   return s;
 }
 std::string show(const std::string& s) { return quote(s); }
+template <class E, std::enable_if_t<std::is_enum_v<E>, int> = 0>
+std::string show(E value) {
+  return quote(name_of(value));
+}
 template <class T>
 std::string show(const std::vector<T>& v) {
   std::string s = "[";
@@ -404,6 +458,12 @@ struct Reader {
     if (!n.is_string()) type_error(key, n, "a string", s);
     f = n.as_string()->get();
     check_choice(key, f, r, s);
+  }
+  template <class E, std::enable_if_t<std::is_enum_v<E>, int> = 0>
+  void read(const char* key, const toml::node& n, E& f, const Rule& r, const KeySource& s) {
+    std::string name;
+    read(key, n, name, r, s);  // a string among the rule's choices: the option's names
+    f = *option_named<E>(name);
   }
   void read(const char* key, const toml::node& n, std::vector<std::string>& f, const Rule& r,
             const KeySource& s) {

@@ -16,6 +16,49 @@
 
 namespace spartan {
 
+// Options with a fixed set of values are enums, parsed once when the configuration is read. In
+// files, on the command line and in messages they are their names (name_of, option_named).
+enum class MergeForm { dense, masked };                              // adapter.merge
+enum class SppForm { effective, blocked };                           // adapter.spp.form
+enum class GateThreshold { official, soft, lr_scaled };              // adapter.sora.threshold
+enum class GateAdam { hf, torch };                                   // adapter.sora.adam
+enum class XiScheduleKind { none, linear, log_linear, exp_linear };  // adapter.sora.schedule
+enum class LrScheduleKind { cosine, linear, constant };              // optim.schedule
+enum class Backend { automatic, mpi, nccl };                         // parallel.backend ("auto")
+enum class PruneMethod { wanda, sparsegpt, magnitude };              // prune.method
+
+// The names of an option's values, in the order of its enum.
+template <class E>
+const std::vector<std::string>& option_names();
+template <>
+const std::vector<std::string>& option_names<MergeForm>();
+template <>
+const std::vector<std::string>& option_names<SppForm>();
+template <>
+const std::vector<std::string>& option_names<GateThreshold>();
+template <>
+const std::vector<std::string>& option_names<GateAdam>();
+template <>
+const std::vector<std::string>& option_names<XiScheduleKind>();
+template <>
+const std::vector<std::string>& option_names<LrScheduleKind>();
+template <>
+const std::vector<std::string>& option_names<Backend>();
+template <>
+const std::vector<std::string>& option_names<PruneMethod>();
+template <class E>
+const std::string& name_of(E value) {
+  return option_names<E>().at(static_cast<size_t>(value));
+}
+// The value called `name`, or none.
+template <class E>
+std::optional<E> option_named(const std::string& name) {
+  const auto& names = option_names<E>();
+  for (size_t i = 0; i < names.size(); ++i)
+    if (names[i] == name) return static_cast<E>(i);
+  return std::nullopt;
+}
+
 struct RunConfig {
   std::string name = "run";          // artefacts go under <output_dir>/<name>
   std::string output_dir = "runs";
@@ -52,16 +95,16 @@ struct ParallelConfig {
   int64_t pp = 1;
   int64_t dp = 1;
   std::vector<int64_t> pp_split;     // layers per stage; empty = even split
-  std::string backend = "auto";      // auto | mpi | nccl
+  Backend backend = Backend::automatic;
   double timeout_s = 1800;           // longest wait in one collective; 0 = no limit
 };
 
 struct SoraConfig {
   double lambda2 = 3e-4;             // gate threshold xi
   double lambda1 = 10.0;             // L1 weight on the gates in the loss (official sparse_lambda)
-  std::string threshold = "official";  // official | soft | lr_scaled
-  std::string adam = "hf";           // hf | torch: the gate AdamW's form (trainer/optimizer.h)
-  std::string schedule = "none";     // none | linear | log_linear | exp_linear
+  GateThreshold threshold = GateThreshold::official;
+  GateAdam adam = GateAdam::hf;  // the gate AdamW's form (trainer/optimizer.h)
+  XiScheduleKind schedule = XiScheduleKind::none;
   double max_lambda = 10.0;
   int64_t lambda_num = 5;
   double gate_lr = 0.0;              // 0 = optim.lr
@@ -78,7 +121,7 @@ struct PrefixConfig {
 };
 
 struct SppConfig {
-  std::string form = "effective";    // effective | blocked
+  SppForm form = SppForm::effective;
   bool recompute_weight = true;      // effective form: rebuild W_eff in backward, not keep it
 };
 
@@ -107,7 +150,7 @@ struct AdapterConfig {
   int64_t r = 8;
   double alpha = 16.0;
   double dropout = 0.05;
-  std::string merge = "dense";       // dense | masked (LoRA*: re-apply the base's zero pattern)
+  MergeForm merge = MergeForm::dense;  // masked: LoRA*, the base's zero pattern applied again
   SoraConfig sora;
   SppConfig spp;
   PromptConfig prompt;
@@ -133,7 +176,7 @@ struct OptimConfig {
   double beta1 = 0.9;
   double beta2 = 0.999;
   double eps = 1e-8;
-  std::string schedule = "cosine";   // cosine | linear | constant
+  LrScheduleKind schedule = LrScheduleKind::cosine;
   double warmup_ratio = 0.03;
   double min_lr_ratio = 0.0;
   double grad_clip = 1.0;            // 0 = off
@@ -150,7 +193,7 @@ struct CheckpointConfig {
 };
 
 struct PruneConfig {
-  std::string method = "wanda";      // wanda | sparsegpt | magnitude
+  PruneMethod method = PruneMethod::wanda;
   double sparsity = 0.5;
   std::string pattern = "unstructured";  // unstructured | N:M
   std::vector<std::string> targets = {"q", "k", "v", "o", "gate", "up", "down"};

@@ -123,7 +123,7 @@ RankPlacement place_ranks(const Config& c, int64_t nodes, int64_t ranks_per_node
                            " ranks per node)",
                        where, "use nodes with a multiple of parallel.tp ranks");
   }
-  if (c.parallel.backend == "nccl" && gpus_per_node == 0)
+  if (c.parallel.backend == Backend::nccl && gpus_per_node == 0)
     throw UsageError("parallel.backend = \"nccl\" needs GPUs, the nodes have none", where,
                      "give --gpus-per-node, or use backend = \"mpi\"");
   if (gpus_per_node > 0 && p.ranks_per_node > gpus_per_node)

@@ -15,7 +15,7 @@ void merge(const std::string& run, int64_t step, const std::string& out, bool ch
   checkpoints::MergeOptions options;
   options.check_logits = check_logits;
   options.force = force;
-  options.merge = merge_form;
+  if (!merge_form.empty()) options.merge = option_named<MergeForm>(merge_form);
   const auto r = checkpoints::merge_run(run, step, out, options);
   std::printf("merged %s (%s, step %lld) into %s\n\n", r.checkpoint.c_str(), r.method.c_str(),
               static_cast<long long>(r.step), r.out.c_str());
@@ -82,7 +82,7 @@ void add_merge_command(CLI::App& app) {
   cmd->add_option("--merge", *merge_form,
                   "LoRA, SoRA: dense, or masked with the base's zeros (LoRA*), whatever the "
                   "run's adapter.merge (default: the run's)")
-      ->check(CLI::IsMember({"dense", "masked"}));
+      ->check(CLI::IsMember(option_names<MergeForm>()));
   cmd->callback([=] { merge(*run, *step, *out, !*no_check, *force, *merge_form); });
 }
 

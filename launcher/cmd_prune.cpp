@@ -92,7 +92,7 @@ void prune(const std::string& config_path, const std::vector<std::string>& overr
   const bool root = !world || world->rank() == 0;
   if (root) {
     std::printf("pruning %s -> %s: %s, %s, calibration %lld x %lld tokens of %s\n",
-                c.model.path.c_str(), out.c_str(), o.method.c_str(),
+                c.model.path.c_str(), out.c_str(), name_of(o.method).c_str(),
                 o.pattern.nm() ? o.pattern.str().c_str()
                                : ("unstructured " + std::to_string(o.sparsity)).c_str(),
                 static_cast<long long>(calib.size(0)), static_cast<long long>(L),

@@ -72,7 +72,7 @@ void check_loss_tokens(const Config& c, const data::DataSplit& data) {
 }
 
 std::unique_ptr<parallel::Grid> make_grid(const Config& c) {
-  if (c.parallel.backend == "nccl")
+  if (c.parallel.backend == Backend::nccl)
     throw UsageError("the NCCL backend needs CUDA tensors; this build of spartan trains on CPU",
                      c.where("parallel.backend") + " (key 'parallel.backend')",
                      "use backend = \"mpi\" or \"auto\"");

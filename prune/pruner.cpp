@@ -139,8 +139,8 @@ PruneReport prune_folder(const std::string& in_folder, const std::string& out_fo
   if (evaluate && rank == 0)
     report.loss_before = layerwise_loss(store, arch, eval_ids, eval_labels, o.batch);
 
-  const bool needs_stats = o.method != "magnitude";
-  const bool hessian = o.method == "sparsegpt";
+  const bool needs_stats = o.method != PruneMethod::magnitude;
+  const bool hessian = o.method == PruneMethod::sparsegpt;
   // (N, T, H): the embeddings on rank 0, what the previous rank's layers made elsewhere.
   // Magnitude pruning looks at the weights alone: no calibration pass.
   torch::Tensor h;
@@ -165,16 +165,17 @@ PruneReport prune_folder(const std::string& in_folder, const std::string& out_fo
     for (model::Proj p : o.targets) {
       torch::Tensor& W = layer->projection(p)->weight;
       const std::string name = model::projection_name(l, p) + ".weight";
-      if (o.method == "magnitude") {
-        W.masked_fill_(magnitude_mask(W, o.sparsity, o.pattern), 0.0);
-      } else if (o.method == "wanda") {
-        W.masked_fill_(wanda_mask(W, stats[input_group(p)]->sq_sum, o.sparsity, o.pattern), 0.0);
-      } else if (o.method == "sparsegpt") {
-        sparsegpt_prune(W, stats[input_group(p)]->H, o.sparsity, o.pattern, o.blocksize,
-                        o.percdamp);
-      } else {
-        throw UsageError("unknown pruning method '" + o.method + "'", "[prune] method",
-                         "use magnitude, wanda or sparsegpt");
+      switch (o.method) {
+        case PruneMethod::magnitude:
+          W.masked_fill_(magnitude_mask(W, o.sparsity, o.pattern), 0.0);
+          break;
+        case PruneMethod::wanda:
+          W.masked_fill_(wanda_mask(W, stats[input_group(p)]->sq_sum, o.sparsity, o.pattern), 0.0);
+          break;
+        case PruneMethod::sparsegpt:
+          sparsegpt_prune(W, stats[input_group(p)]->H, o.sparsity, o.pattern, o.blocksize,
+                          o.percdamp);
+          break;
       }
       MaskCheck check = check_pattern(W, o.pattern);
       report.tensors.push_back({name, check.sparsity, check.pattern_ok});
@@ -254,14 +255,14 @@ PruneReport prune_folder(const std::string& in_folder, const std::string& out_fo
 
 nlohmann::json PruneReport::to_json() const {
   nlohmann::json j;
-  j["method"] = options.method;
+  j["method"] = name_of(options.method);
   j["pattern"] = options.pattern.str();
   j["sparsity_requested"] = options.pattern.nm()
                                 ? 1.0 - double(options.pattern.n) / options.pattern.m
                                 : options.sparsity;
   j["sparsity_of_targets"] = target_sparsity;
   j["calibration"] = {{"sequences", calibration_sequences}, {"tokens", calibration_tokens}};
-  if (options.method == "sparsegpt")
+  if (options.method == PruneMethod::sparsegpt)
     j["sparsegpt"] = {{"blocksize", options.blocksize}, {"percdamp", options.percdamp}};
   for (const auto& t : tensors)
     j["tensors"][t.name] = {{"sparsity", t.sparsity}, {"pattern_ok", t.pattern_ok}};
@@ -286,9 +287,10 @@ std::string PruneReport::table() const {
     all_ok = all_ok && t.pattern_ok;
   }
   std::snprintf(line, sizeof line, "\n%s %s: %.4f of the targeted weights are zero%s\n",
-                options.method.c_str(), options.pattern.str().c_str(), target_sparsity,
-                options.pattern.nm() ? (all_ok ? ", every group obeys the pattern" : ", PATTERN VIOLATED")
-                                     : "");
+                name_of(options.method).c_str(), options.pattern.str().c_str(), target_sparsity,
+                options.pattern.nm()
+                    ? (all_ok ? ", every group obeys the pattern" : ", PATTERN VIOLATED")
+                    : "");
   out += line;
   if (evaluated) {
     std::snprintf(line, sizeof line,

@@ -7,12 +7,13 @@
 // feed the next layer. Memory: one layer's weights (fp32) plus the calibration activations.
 #pragma once
 
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-#include <torch/torch.h>
-
+#include "common/config.h"
 #include "model/hooks.h"
 #include "parallel/communicator.h"
 #include "prune/masks.h"
@@ -20,7 +21,7 @@
 namespace spartan::prune {
 
 struct PruneOptions {
-  std::string method = "wanda";  // magnitude | wanda | sparsegpt
+  PruneMethod method = PruneMethod::wanda;
   double sparsity = 0.5;         // unstructured ratio (N:M patterns imply theirs)
   Pattern pattern;
   std::vector<model::Proj> targets;

@@ -30,7 +30,7 @@ TEST(Config, DefaultsFromAnEmptyFile) {
   EXPECT_EQ(c.adapter.method, "lora");
   EXPECT_EQ(c.adapter.targets.size(), 7u);
   EXPECT_DOUBLE_EQ(c.optim.lr, 2e-4);
-  EXPECT_EQ(c.adapter.sora.threshold, "official");
+  EXPECT_EQ(c.adapter.sora.threshold, GateThreshold::official);
   EXPECT_EQ(c.model.dtype, "fp32");
   EXPECT_TRUE(c.sources.empty());
 }
@@ -184,7 +184,7 @@ TEST(ConfigOverrides, SetKeysOnTopOfTheFile) {
                           {"optim.lr=3e-4", "prune.method=sparsegpt", "adapter.targets=[\"q\", \"v\"]",
                            "model.init.num_layers=2", "data.pack=false", "run.name=two words"});
   EXPECT_DOUBLE_EQ(c.optim.lr, 3e-4);
-  EXPECT_EQ(c.prune.method, "sparsegpt");  // a bare word is a string
+  EXPECT_EQ(c.prune.method, PruneMethod::sparsegpt);  // a bare word is a string
   EXPECT_EQ(c.adapter.targets, (std::vector<std::string>{"q", "v"}));
   EXPECT_EQ(c.model.init.num_layers, 2);
   EXPECT_FALSE(c.data.pack);

@@ -72,7 +72,7 @@ TEST(Ia3, MergeEqualsAdaptedAndKeepsZerosAndRoundTrips) {
   auto adapted = m->forward(ids);
   const std::string dir = testing::TempDir() + "spartan_ia3_roundtrip";
   checkpoints::save_peft_ia3(dir, m, kBase);
-  adapters::merge_into_base(m, "dense");
+  adapters::merge_into_base(m, MergeForm::dense);
   // fp32 rounding of W·diag(l) against scaling the activations: relative to the largest logit
   // (measured 1.06e-5 absolute with torch 2.11, about 1e-6 of the largest logit).
   EXPECT_LE((m->forward(ids) - adapted).abs().max().item<double>(),

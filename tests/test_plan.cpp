@@ -21,7 +21,7 @@ std::shared_ptr<const model::MethodCosts> costs(const std::string& method,
                                                 const std::string& merge = "") {
   AdapterConfig c;
   c.method = method;
-  if (!merge.empty()) c.merge = merge;
+  if (!merge.empty()) c.merge = *option_named<MergeForm>(merge);
   return adapters::method(method).costs(c);
 }
 

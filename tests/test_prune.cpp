@@ -38,7 +38,7 @@ std::string read_all(const std::string& path) {
 
 PruneOptions options(const std::string& method, const std::string& pattern) {
   PruneOptions o;
-  o.method = method;
+  o.method = *option_named<PruneMethod>(method);
   o.pattern = parse_pattern(pattern);
   for (model::Proj p : model::kAllProjections) o.targets.push_back(p);
   o.blocksize = 16;

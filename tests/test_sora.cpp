@@ -26,7 +26,7 @@ TEST(SoraProximal, OfficialThreeLinesOnHandMadeNumbers) {
   // ξ = 0.3: |g| < 0.6 ends at 0; larger entries shrink by 0.3 toward zero.
   // (The textbook soft threshold would keep 0.5 as 0.2 and 0.59 as 0.29.)
   auto g = torch::tensor({1.0, 0.5, 0.29, 0.0, -0.31, -0.7, 0.59, 0.61}, torch::kFloat64);
-  trainer::threshold_gates(g, 0.3, 1.0, "official");
+  trainer::threshold_gates(g, 0.3, 1.0, GateThreshold::official);
   auto want = torch::tensor({0.7, 0.0, 0.0, 0.0, 0.0, -0.4, 0.0, 0.31}, torch::kFloat64);
   EXPECT_TRUE(torch::allclose(g, want, 0, 1e-12)) << g;
 }
@@ -34,12 +34,12 @@ TEST(SoraProximal, OfficialThreeLinesOnHandMadeNumbers) {
 TEST(SoraProximal, SoftAndLrScaled) {
   auto g = torch::tensor({1.0, 0.5, 0.29, -0.31, -0.7}, torch::kFloat64);
   auto soft = g.clone();
-  trainer::threshold_gates(soft, 0.3, 1.0, "soft");
+  trainer::threshold_gates(soft, 0.3, 1.0, GateThreshold::soft);
   EXPECT_TRUE(torch::allclose(soft, torch::tensor({0.7, 0.2, 0.0, -0.01, -0.4}, torch::kFloat64),
                               0, 1e-12))
       << soft;
   auto scaled = g.clone();
-  trainer::threshold_gates(scaled, 0.3, 0.5, "lr_scaled");  // ξ·lr = 0.15
+  trainer::threshold_gates(scaled, 0.3, 0.5, GateThreshold::lr_scaled);  // ξ·lr = 0.15
   EXPECT_TRUE(torch::allclose(scaled,
                               torch::tensor({0.85, 0.35, 0.14, -0.16, -0.55}, torch::kFloat64), 0,
                               1e-12))

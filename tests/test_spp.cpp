@@ -49,7 +49,7 @@ AdapterConfig spp_config(const std::string& form) {
   c.r = 4;
   c.alpha = 8;
   c.dropout = 0.0;
-  c.spp.form = form;
+  c.spp.form = *option_named<SppForm>(form);
   return c;
 }
 
@@ -74,8 +74,8 @@ TEST(Spp, StartsExactlyAtThePrunedModelAndCountsParameters) {
 
 TEST(Spp, EffectiveAndBlockedFormsAgree) {
   torch::manual_seed(1);
-  adapters::SppLinear eff(32, 24, 4, 8.0, 0.0, "effective");
-  adapters::SppLinear blk(32, 24, 4, 8.0, 0.0, "blocked");
+  adapters::SppLinear eff(32, 24, 4, 8.0, 0.0, SppForm::effective);
+  adapters::SppLinear blk(32, 24, 4, 8.0, 0.0, SppForm::blocked);
   torch::NoGradGuard no_grad;
   eff.beta_w.normal_();
   blk.alpha_w.copy_(eff.alpha_w);
@@ -92,7 +92,7 @@ TEST(Spp, EffectiveAndBlockedFormsAgree) {
 TEST(Spp, GradientsMatchFiniteDifferencesInFp64) {
   for (const char* form : {"effective", "blocked"}) {
     torch::manual_seed(2);
-    adapters::SppLinear spp(6, 4, 2, 4.0, 0.0, form);
+    adapters::SppLinear spp(6, 4, 2, 4.0, 0.0, *option_named<SppForm>(form));
     spp.to(torch::kFloat64);
     {
       torch::NoGradGuard no_grad;
@@ -115,7 +115,7 @@ TEST(Spp, MergedModelEqualsTheAdaptedModel) {
     m->eval();
     torch::NoGradGuard no_grad;
     auto adapted = m->forward(ids());
-    adapters::merge_into_base(m, "dense");
+    adapters::merge_into_base(m, MergeForm::dense);
     EXPECT_TRUE(adapters::trainable_parameters(m).empty());
     EXPECT_LE((m->forward(ids()) - adapted).abs().max().item<double>(), 1e-4) << form;
   }
@@ -138,7 +138,7 @@ TEST(Spp, ZeroPatternSurvivesTrainingAndMerge) {
     c.adapter = spp_config("effective");
     c.adapter.dropout = 0.05;
     c.optim.lr = 1e-2;
-    c.optim.schedule = "constant";
+    c.optim.schedule = LrScheduleKind::constant;
     c.optim.global_batch_size = 8;  // every step sees all rows: the loss must fall
     c.optim.max_steps = 5;
     c.run.log_every = 100;
@@ -149,7 +149,7 @@ TEST(Spp, ZeroPatternSurvivesTrainingAndMerge) {
     t.run();
     EXPECT_LT(losses.back(), losses.front()) << pattern;  // it trained
     auto after_training = zero_patterns(m);  // base frozen: still the same tensors
-    adapters::merge_into_base(m, "dense");
+    adapters::merge_into_base(m, MergeForm::dense);
     auto after_merge = zero_patterns(m);
     for (size_t i = 0; i < before.size(); ++i) {
       EXPECT_TRUE(torch::equal(before[i], after_training[i])) << pattern << " " << i;
@@ -175,7 +175,7 @@ TEST(Spp, AFactorOfZeroGainsZerosAndLosesNone) {
   const auto changes = adapters::zero_pattern_changes(m);
   EXPECT_EQ(changes.lost, 0);
   EXPECT_GT(changes.gained, 0);
-  adapters::merge_into_base(m, "dense");
+  adapters::merge_into_base(m, MergeForm::dense);
   const auto after = zero_patterns(m);
   for (size_t i = 0; i < before.size(); ++i)
     EXPECT_TRUE(torch::equal(before[i] & after[i], before[i])) << i;  // every base zero stays
@@ -195,10 +195,10 @@ TEST(LoraMerge, DenseEqualsAdaptedAndMaskedKeepsZeros) {
   adapters::attach(dense, c);
   for (size_t i = 0; i < adapters::trainable_parameters(m).size(); ++i)
     adapters::trainable_parameters(dense)[i].second.copy_(adapters::trainable_parameters(m)[i].second);
-  adapters::merge_into_base(dense, "dense");
+  adapters::merge_into_base(dense, MergeForm::dense);
   EXPECT_LE((dense->forward(ids()) - adapted).abs().max().item<double>(), 1e-4);
   EXPECT_FALSE(torch::equal(zero_patterns(dense)[0], zeros[0]));  // dense merge fills zeros
-  adapters::merge_into_base(m, "masked");                         // LoRA*
+  adapters::merge_into_base(m, MergeForm::masked);                // LoRA*
   auto masked = zero_patterns(m);
   for (size_t i = 0; i < zeros.size(); ++i) EXPECT_TRUE(torch::equal(masked[i], zeros[i]));
 }

@@ -79,7 +79,7 @@ TEST(SoraGateOptimizerGolden, MatchesTheOfficialSparseAdamW) {
                            "/sora-gates/golden.safetensors");
   const auto lrs = fixture(f, "lrs");
   const int64_t steps = lrs.size(0);
-  const auto schedule = trainer::Schedule::make(5e-3, steps, 0.2, "linear", 0.0);
+  const auto schedule = trainer::Schedule::make(5e-3, steps, 0.2, LrScheduleKind::linear, 0.0);
   for (int64_t s = 0; s < steps; ++s)
     EXPECT_NEAR(schedule.lr(s), lrs[s].item<double>(), 1e-12) << "step " << s;
   EXPECT_EQ(schedule.lr(0), 0.0);
@@ -148,20 +148,20 @@ TEST(AdamWGolden, MatchesTorchOptimAdamW) {
 }
 
 TEST(Schedule, WarmupThenCosineOrLinear) {
-  auto cos = trainer::Schedule::make(1.0, 100, 0.1, "cosine", 0.0);
+  auto cos = trainer::Schedule::make(1.0, 100, 0.1, LrScheduleKind::cosine, 0.0);
   EXPECT_EQ(cos.warmup_steps, 10);
   EXPECT_DOUBLE_EQ(cos.lr(0), 0.0);
   EXPECT_DOUBLE_EQ(cos.lr(5), 0.5);
   EXPECT_DOUBLE_EQ(cos.lr(10), 1.0);
   EXPECT_NEAR(cos.lr(55), 0.5, 1e-12);  // halfway through the decay
   EXPECT_NEAR(cos.lr(100), 0.0, 1e-12);
-  auto lin = trainer::Schedule::make(2.0, 10, 0.03, "linear", 0.0);
+  auto lin = trainer::Schedule::make(2.0, 10, 0.03, LrScheduleKind::linear, 0.0);
   EXPECT_EQ(lin.warmup_steps, 1);  // ceil(0.3)
   EXPECT_DOUBLE_EQ(lin.lr(1), 2.0);
   EXPECT_NEAR(lin.lr(4), 2.0 * (1 - 3.0 / 9.0), 1e-12);
-  auto floor = trainer::Schedule::make(1.0, 10, 0.0, "cosine", 0.1);
+  auto floor = trainer::Schedule::make(1.0, 10, 0.0, LrScheduleKind::cosine, 0.1);
   EXPECT_NEAR(floor.lr(10), 0.1, 1e-12);
-  EXPECT_DOUBLE_EQ(trainer::Schedule::make(3.0, 10, 0.0, "constant", 0.0).lr(7), 3.0);
+  EXPECT_DOUBLE_EQ(trainer::Schedule::make(3.0, 10, 0.0, LrScheduleKind::constant, 0.0).lr(7), 3.0);
 }
 
 TEST(Clipping, ScalesToTheMaxNorm) {
@@ -329,7 +329,7 @@ TEST(Trainer, LoraFitsASmallSet) {
   Config c;
   c.adapter.dropout = 0.0;
   c.optim.lr = 1e-2;
-  c.optim.schedule = "constant";
+  c.optim.schedule = LrScheduleKind::constant;
   c.optim.global_batch_size = 8;
   c.optim.max_steps = 30;
   c.run.log_every = 100;
@@ -365,7 +365,7 @@ TEST(Trainer, MaskedFullTrainingKeepsTheBaseZeros) {
     *zeros_before = model::projection_zeros(m, {model::Proj::q, model::Proj::down}).zeros;
     Config c;
     c.adapter.method = "full";
-    c.adapter.merge = merge;
+    c.adapter.merge = *option_named<MergeForm>(merge);
     c.adapter.targets = {"q", "down"};
     c.optim.lr = 1e-2;
     c.optim.weight_decay = 0.1;  // decay must not move a zero either
@@ -390,7 +390,7 @@ TEST(Trainer, MaskedFullTrainingKeepsTheBaseZeros) {
   EXPECT_EQ(adapters::method("full").display_name(Config().adapter), "full");
   AdapterConfig a;
   a.method = "full";
-  a.merge = "masked";
+  a.merge = MergeForm::masked;
   EXPECT_EQ(adapters::method("full").display_name(a), "full*");
 }
 
@@ -418,12 +418,12 @@ TEST(Eval, StreamScoresEveryTokenOnceWhateverTheStride) {
 TEST(SoraSchedule, ValuesAsTheOfficialCodeAndPhasesSplitTheRun) {
   using trainer::XiSchedule;
   const std::vector<double> linear{0.1, 0.2, 0.3, 0.4, 0.5};
-  const XiSchedule lin("linear", 0.1, 0.5, 5, 10);
+  const XiSchedule lin(XiScheduleKind::linear, 0.1, 0.5, 5, 10);
   ASSERT_EQ(lin.values().size(), 5u);
   for (size_t i = 0; i < 5; ++i) EXPECT_NEAR(lin.values()[i], linear[i], 1e-12);
-  const XiSchedule ex("exp_linear", 1e-3, 1e-1, 3, 9);
+  const XiSchedule ex(XiScheduleKind::exp_linear, 1e-3, 1e-1, 3, 9);
   EXPECT_NEAR(ex.values()[1], 1e-2, 1e-12);
-  const XiSchedule lg("log_linear", 0.0, 1.0, 3, 9);
+  const XiSchedule lg(XiScheduleKind::log_linear, 0.0, 1.0, 3, 9);
   EXPECT_NEAR(lg.values()[1], std::log((1.0 + std::exp(1.0)) / 2), 1e-12);
   EXPECT_NEAR(lg.values()[2], 1.0, 1e-12);
   // 10 steps, 5 values: 2 steps per phase.
@@ -433,10 +433,10 @@ TEST(SoraSchedule, ValuesAsTheOfficialCodeAndPhasesSplitTheRun) {
   EXPECT_TRUE(lin.phase_ends(1));
   EXPECT_FALSE(lin.phase_ends(2));
   EXPECT_TRUE(lin.phase_ends(9));
-  const XiSchedule none("none", 0.3, 10, 5, 10);
+  const XiSchedule none(XiScheduleKind::none, 0.3, 10, 5, 10);
   EXPECT_FALSE(none.active());
   EXPECT_EQ(none.xi(9), 0.3);
-  EXPECT_THROW(XiSchedule("exp_linear", 0.0, 1.0, 3, 9), UsageError);
+  EXPECT_THROW(XiSchedule(XiScheduleKind::exp_linear, 0.0, 1.0, 3, 9), UsageError);
 }
 
 // A SoRA run with a rising xi logs one point per phase, the non-zero gates never grow from one
@@ -451,7 +451,7 @@ TEST(SoraSchedule, RunLogsTheCurveAsGatesCloseOneByOne) {
   c.adapter.r = 4;
   c.adapter.dropout = 0.0;
   c.adapter.targets = {"q", "v"};
-  c.adapter.sora.schedule = "linear";
+  c.adapter.sora.schedule = XiScheduleKind::linear;
   c.adapter.sora.lambda2 = 0.01;
   c.adapter.sora.max_lambda = 0.3;
   c.adapter.sora.lambda_num = 4;

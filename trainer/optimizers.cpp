@@ -29,13 +29,13 @@ Optimizers::Optimizers(const Config& config, const adapters::ParameterGroups& gr
   if (total_gate_entries_ == 0) return;
   gates_ = std::make_unique<GateOptimizer>(
       gate_params_, sora.lambda2, sora.threshold, o.beta1, o.beta2,
-      sora.adam == "torch" ? AdamWOptions::Form::torch : AdamWOptions::Form::hf);
+      sora.adam == GateAdam::torch ? AdamWOptions::Form::torch : AdamWOptions::Form::hf);
   if (grid_.rank() == 0)
     std::printf(
         "SoRA gates: %lld entries, %s AdamW, threshold \"%s\" with xi = %g, L1 weight "
         "%g\n",
-        static_cast<long long>(total_gate_entries_), sora.adam.c_str(), sora.threshold.c_str(),
-        sora.lambda2, sora.lambda1);
+        static_cast<long long>(total_gate_entries_), name_of(sora.adam).c_str(),
+        name_of(sora.threshold).c_str(), sora.lambda2, sora.lambda1);
 }
 
 void Optimizers::add_l1_gradient() {

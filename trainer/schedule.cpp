@@ -6,7 +6,7 @@
 namespace spartan::trainer {
 
 Schedule Schedule::make(double peak_lr, int64_t total_steps, double warmup_ratio,
-                        const std::string& kind, double min_lr_ratio) {
+                        LrScheduleKind kind, double min_lr_ratio) {
   Schedule s;
   s.peak_lr = peak_lr;
   s.total_steps = total_steps;
@@ -19,11 +19,11 @@ Schedule Schedule::make(double peak_lr, int64_t total_steps, double warmup_ratio
 double Schedule::lr(int64_t step) const {
   if (step < warmup_steps)
     return peak_lr * static_cast<double>(step) / static_cast<double>(std::max<int64_t>(1, warmup_steps));
-  if (kind == "constant") return peak_lr;
+  if (kind == LrScheduleKind::constant) return peak_lr;
   const double progress = static_cast<double>(step - warmup_steps) /
                           static_cast<double>(std::max<int64_t>(1, total_steps - warmup_steps));
   double factor = 0.0;
-  if (kind == "cosine")
+  if (kind == LrScheduleKind::cosine)
     factor = std::max(0.0, 0.5 * (1.0 + std::cos(M_PI * progress)));
   else  // linear
     factor = std::max(0.0, 1.0 - progress);

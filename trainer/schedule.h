@@ -3,7 +3,8 @@
 #pragma once
 
 #include <cstdint>
-#include <string>
+
+#include "common/config.h"
 
 namespace spartan::trainer {
 
@@ -11,12 +12,12 @@ struct Schedule {
   double peak_lr = 0;
   int64_t total_steps = 0;
   int64_t warmup_steps = 0;
-  std::string kind = "cosine";  // cosine | linear | constant
+  LrScheduleKind kind = LrScheduleKind::cosine;
   double min_lr_ratio = 0.0;
 
   // ceil(warmup_ratio · total_steps) warmup steps, as the HF Trainer.
   static Schedule make(double peak_lr, int64_t total_steps, double warmup_ratio,
-                       const std::string& kind, double min_lr_ratio);
+                       LrScheduleKind kind, double min_lr_ratio);
   // The learning rate of optimizer step `step` (0-based).
   double lr(int64_t step) const;
 };

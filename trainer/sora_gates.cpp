@@ -7,26 +7,23 @@
 
 namespace spartan::trainer {
 
-void threshold_gates(torch::Tensor& g, double xi, double lr, const std::string& kind) {
+void threshold_gates(torch::Tensor& g, double xi, double lr, GateThreshold kind) {
   torch::NoGradGuard no_grad;
-  if (kind == "official") {  // the official code's three lines, in order
+  if (kind == GateThreshold::official) {  // the official code's three lines, in order
     g.copy_(torch::where(g.gt(xi), g - xi, g));
     g.copy_(torch::where(g.lt(-xi), g + xi, g));
     g.masked_fill_(g.abs().lt(xi), 0.0);
     return;
   }
-  double t = xi;
-  if (kind == "lr_scaled") t = xi * lr;
-  else if (kind != "soft")
-    throw UsageError("unknown threshold '" + kind + "'", "[adapter.sora] threshold",
-                     "use official, soft or lr_scaled");
+  const double t = kind == GateThreshold::lr_scaled ? xi * lr : xi;
   g.copy_(g.sign() * (g.abs() - t).clamp_min(0.0));
 }
 
-GateOptimizer::GateOptimizer(model::NamedTensors gates, double xi, std::string kind,
-                             double beta1, double beta2, AdamWOptions::Form form)
+GateOptimizer::GateOptimizer(model::NamedTensors gates, double xi, GateThreshold kind, double beta1,
+                             double beta2, AdamWOptions::Form form)
     : adam_(gates, std::vector<bool>(gates.size(), false), {beta1, beta2, 1e-6, 0.0, form}),
-      xi_(xi), kind_(std::move(kind)) {}
+      xi_(xi),
+      kind_(kind) {}
 
 void GateOptimizer::step(double lr) {
   adam_.step(lr);
@@ -71,24 +68,28 @@ std::vector<double> linspace(double a, double b, int64_t n) {
 }
 }  // namespace
 
-XiSchedule::XiSchedule(const std::string& schedule, double lambda2, double max_lambda,
+XiSchedule::XiSchedule(XiScheduleKind schedule, double lambda2, double max_lambda,
                        int64_t lambda_num, int64_t total_steps)
     : total_steps_(std::max<int64_t>(total_steps, 1)) {
-  const int64_t n = schedule == "none" ? 1 : std::max<int64_t>(lambda_num, 1);
-  if (schedule == "none" || schedule == "linear") {
-    values_ = linspace(lambda2, max_lambda, n);
-  } else if (schedule == "log_linear") {
-    for (double x : linspace(std::exp(lambda2), std::exp(max_lambda), n)) values_.push_back(std::log(x));
-  } else if (schedule == "exp_linear") {
-    if (lambda2 <= 0)
-      throw UsageError("the exp_linear schedule starts at log(lambda2), lambda2 is " +
-                           std::to_string(lambda2), "[adapter.sora] lambda2",
-                       "use lambda2 > 0 or another schedule");
-    for (double x : linspace(std::log(lambda2), std::log(max_lambda), n))
-      values_.push_back(std::exp(x));
-  } else {
-    throw UsageError("unknown xi schedule '" + schedule + "'", "[adapter.sora] schedule",
-                     "use none, linear, log_linear or exp_linear");
+  using K = XiScheduleKind;
+  const int64_t n = schedule == K::none ? 1 : std::max<int64_t>(lambda_num, 1);
+  switch (schedule) {
+    case K::none:
+    case K::linear:
+      values_ = linspace(lambda2, max_lambda, n);
+      break;
+    case K::log_linear:
+      for (double x : linspace(std::exp(lambda2), std::exp(max_lambda), n))
+        values_.push_back(std::log(x));
+      break;
+    case K::exp_linear:
+      if (lambda2 <= 0)
+        throw UsageError(
+            "the exp_linear schedule starts at log(lambda2), lambda2 is " + std::to_string(lambda2),
+            "[adapter.sora] lambda2", "use lambda2 > 0 or another schedule");
+      for (double x : linspace(std::log(lambda2), std::log(max_lambda), n))
+        values_.push_back(std::exp(x));
+      break;
   }
   if (n == 1) values_ = {lambda2};
   phase_steps_ = (total_steps_ + n - 1) / n;

@@ -11,21 +11,22 @@
 // The loss carries λ₁·Σ|g| / (number of gate entries) as well (l1_penalty()).
 #pragma once
 
+#include <torch/torch.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
 
-#include <torch/torch.h>
-
+#include "common/config.h"
 #include "trainer/optimizer.h"
 
 namespace spartan::trainer {
 
-void threshold_gates(torch::Tensor& g, double xi, double lr, const std::string& kind);
+void threshold_gates(torch::Tensor& g, double xi, double lr, GateThreshold kind);
 
 class GateOptimizer {
  public:
-  GateOptimizer(model::NamedTensors gates, double xi, std::string kind, double beta1,
+  GateOptimizer(model::NamedTensors gates, double xi, GateThreshold kind, double beta1,
                 double beta2, AdamWOptions::Form form = AdamWOptions::Form::hf);
   void step(double lr);  // AdamW (no decay, eps 1e-6), then the threshold
   void zero_grad() { adam_.zero_grad(); }
@@ -37,7 +38,7 @@ class GateOptimizer {
  private:
   AdamW adam_;
   double xi_;
-  std::string kind_;
+  GateThreshold kind_;
 };
 
 // λ₁ · Σ|g| / (number of gate entries), summed over all gates.
@@ -53,8 +54,8 @@ torch::Tensor l1_penalty(const model::NamedTensors& gates, double lambda1);
 // held-out loss against the non-zero gate entries (the memorisation/generalisation curve).
 class XiSchedule {
  public:
-  // schedule "none": one phase with ξ = λ₂.
-  XiSchedule(const std::string& schedule, double lambda2, double max_lambda, int64_t lambda_num,
+  // schedule none: one phase with ξ = λ₂.
+  XiSchedule(XiScheduleKind schedule, double lambda2, double max_lambda, int64_t lambda_num,
              int64_t total_steps);
   const std::vector<double>& values() const { return values_; }
   double xi(int64_t step) const;          // ξ used by optimizer step `step` (0-based)

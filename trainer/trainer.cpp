@@ -88,7 +88,7 @@ void check_xi_schedule(const Config& c, const Optimizers& optimizers, bool has_h
                      "[data] held_out_fraction", "set held_out_fraction > 0");
   if (!root) return;
   const auto& sora = c.adapter.sora;
-  std::printf("SoRA xi schedule \"%s\":", sora.schedule.c_str());
+  std::printf("SoRA xi schedule \"%s\":", name_of(sora.schedule).c_str());
   for (double xi : optimizers.xi_schedule().values()) std::printf(" %g", xi);
   std::printf(", one phase each\n");
 }
