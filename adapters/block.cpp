@@ -16,8 +16,8 @@ HoulsbyAdapter::HoulsbyAdapter(int64_t hidden, int64_t bottleneck) {
 
 torch::Tensor HoulsbyAdapter::forward(const torch::Tensor&, const torch::Tensor& a) {
   const auto x = a.to(up_bias.scalar_type());
-  const auto f = torch::linear(torch::relu(torch::linear(x, down_weight, down_bias)), up_weight,
-                               up_bias);
+  const auto f =
+      torch::linear(torch::relu(torch::linear(x, down_weight, down_bias)), up_weight, up_bias);
   return a + f.to(a.scalar_type());
 }
 
@@ -66,8 +66,8 @@ torch::Tensor CompacterAdapter::forward(const torch::Tensor&, const torch::Tenso
 
 TinyAttentionAdapter::TinyAttentionAdapter(int64_t hidden, int64_t heads_, int64_t head_dim_)
     : heads(heads_), head_dim(head_dim_) {
-  qkv_weight = register_parameter("qkv_weight",
-                                  torch::randn({3 * heads * head_dim, hidden}) * 0.02);
+  qkv_weight =
+      register_parameter("qkv_weight", torch::randn({3 * heads * head_dim, hidden}) * 0.02);
   o_weight = register_parameter("o_weight", torch::zeros({hidden, heads * head_dim}));
 }
 
@@ -76,8 +76,8 @@ torch::Tensor TinyAttentionAdapter::forward(const torch::Tensor& h, const torch:
   const auto qkv = torch::linear(h.to(qkv_weight.scalar_type()), qkv_weight)
                        .view({B, T, 3, heads, head_dim})
                        .permute({2, 0, 3, 1, 4});  // (3, B, heads, T, d)
-  auto scores = torch::matmul(qkv[0], qkv[1].transpose(2, 3)) /
-                std::sqrt(static_cast<double>(head_dim));
+  auto scores =
+      torch::matmul(qkv[0], qkv[1].transpose(2, 3)) / std::sqrt(static_cast<double>(head_dim));
   const auto future = torch::ones({T, T}, torch::dtype(torch::kBool).device(h.device())).triu(1);
   scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
   const auto out = torch::matmul(torch::softmax(scores, -1), qkv[2]);  // (B, heads, T, d)

@@ -44,9 +44,9 @@ class PhmRule : public torch::nn::Module {
 
 // A PHM layer y = x·W + b with W (in, out) = Σ_i A_i ⊗ (s_i t_i).
 struct PhmWeights {
-  torch::Tensor s;  // (n, in/n, k)
-  torch::Tensor t;  // (n, k, out/n)
-  torch::Tensor b;  // (out)
+  torch::Tensor s;                                     // (n, in/n, k)
+  torch::Tensor t;                                     // (n, k, out/n)
+  torch::Tensor b;                                     // (out)
   torch::Tensor weight(const torch::Tensor& A) const;  // (in, out)
 };
 

@@ -6,8 +6,8 @@ namespace spartan::adapters {
 
 Ia3Linear::Ia3Linear(int64_t in_features, int64_t out_features, bool feedforward_)
     : feedforward(feedforward_) {
-  ia3_l = register_parameter("ia3_l", feedforward ? torch::ones({1, in_features})
-                                                  : torch::ones({out_features, 1}));
+  ia3_l = register_parameter(
+      "ia3_l", feedforward ? torch::ones({1, in_features}) : torch::ones({out_features, 1}));
 }
 
 torch::Tensor Ia3Linear::forward(const torch::Tensor& x, const torch::Tensor& weight) {

@@ -17,7 +17,7 @@ LoraLinear::LoraLinear(int64_t in_features, int64_t out_features, int64_t r, dou
 }
 
 torch::Tensor LoraLinear::forward(const torch::Tensor& x, const torch::Tensor& weight) {
-  auto base = torch::linear(x, weight);                              // (B, T, out)
+  auto base = torch::linear(x, weight);  // (B, T, out)
   auto h = x.to(lora_A.scalar_type());
   if (dropout > 0) h = torch::dropout(h, dropout, is_training());
   auto delta = torch::linear(torch::linear(h, lora_A), lora_B) * scale;  // (B, T, out)

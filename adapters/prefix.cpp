@@ -8,13 +8,13 @@ PrefixEncoder::PrefixEncoder(int64_t num_virtual_tokens, int64_t kv_dim_, int64_
                              int64_t encoder_hidden, bool projection)
     : kv_dim(kv_dim_), num_layers(num_layers_) {
   const int64_t all = num_layers * 2 * kv_dim;
-  embedding = register_module(
-      "embedding", torch::nn::Embedding(num_virtual_tokens, projection ? kv_dim : all));
+  embedding = register_module("embedding",
+                              torch::nn::Embedding(num_virtual_tokens, projection ? kv_dim : all));
   if (projection)
     transform = register_module(
-        "transform", torch::nn::Sequential(torch::nn::Linear(kv_dim, encoder_hidden),
-                                           torch::nn::Tanh(),
-                                           torch::nn::Linear(encoder_hidden, all)));
+        "transform",
+        torch::nn::Sequential(torch::nn::Linear(kv_dim, encoder_hidden), torch::nn::Tanh(),
+                              torch::nn::Linear(encoder_hidden, all)));
 }
 
 torch::Tensor PrefixEncoder::past_key_values() {

@@ -8,8 +8,8 @@ PromptEmbedding::PromptEmbedding(int64_t num_virtual_tokens, int64_t hidden_size
 }
 
 torch::Tensor PromptEmbedding::forward(const torch::Tensor& embeds) {
-  auto prompt = prompt_embeddings.to(embeds.scalar_type()).unsqueeze(0).expand(
-      {embeds.size(0), -1, -1});
+  auto prompt =
+      prompt_embeddings.to(embeds.scalar_type()).unsqueeze(0).expand({embeds.size(0), -1, -1});
   return torch::cat({prompt, embeds}, 1);
 }
 

@@ -7,9 +7,9 @@
 // a zero gate switches its rank off, and to_lora() removes it.
 #pragma once
 
-#include <memory>
-
 #include <torch/torch.h>
+
+#include <memory>
 
 #include "adapters/lora.h"
 #include "model/hooks.h"

@@ -32,8 +32,10 @@ struct Built {
         double s, bool delta_product)
       : W(weight.to(alpha.scalar_type())), scale(s), delta(delta_product) {
     P = alpha.index_select(0, rows);  // R(W_α)
-    if (delta) P.mul_(W);
-    else P.mul_(scale);
+    if (delta)
+      P.mul_(W);
+    else
+      P.mul_(scale);
   }
   torch::Tensor weight(const torch::Tensor& beta) const {
     auto w = P * beta;
@@ -74,13 +76,17 @@ class RebuiltProduct : public torch::autograd::Function<RebuiltProduct> {
     if (ctx->needs_input_grad(0)) dx = dy.matmul(b.weight(beta));
     if (ctx->needs_input_grad(2) || ctx->needs_input_grad(3)) {
       auto G = weight_grad(dy, x);  // dL/dweight, then d(P·W_β)
-      if (delta) G.mul_(scale);
-      else G.mul_(b.W);
+      if (delta)
+        G.mul_(scale);
+      else
+        G.mul_(b.W);
       if (ctx->needs_input_grad(3)) dbeta = (G * b.P).sum(1, /*keepdim=*/true);
       if (ctx->needs_input_grad(2)) {  // each row of dL/dR adds into its block of W_α
         G.mul_(beta);
-        if (delta) G.mul_(b.W);
-        else G.mul_(scale);
+        if (delta)
+          G.mul_(b.W);
+        else
+          G.mul_(scale);
         dalpha = torch::zeros_like(alpha).index_add_(0, rows, G);
       }
     }

@@ -5,7 +5,8 @@
 //   bench_lora_step [--layers 6 --hidden 512 --intermediate 1376 --heads 8 --kv-heads 8
 //                    --vocab 32000 --seq 256 --batch 4 --rank 8 --steps 5]
 //                   [--method lora|sora|spp|ia3|houlsby|compacter|tiny_attention|prompt|prefix
-//                    --spp-form effective|blocked --spp-keep-weight --dropout 0]  (other sizes: their defaults)
+//                    --spp-form effective|blocked --spp-keep-weight --dropout 0]  (other sizes:
+//                    their defaults)
 //                   [--peer PYTHON]   (default: .venv/bin/python if it exists; LoRA only,
 //                                      as PEFT has neither SoRA nor SPP)
 //
@@ -126,7 +127,9 @@ int main(int argc, char** argv) {
 
   // Roofline: forward and input-gradient products of every frozen matrix.
   const int64_t hd = hidden / heads, kv = kv_heads * hd;
-  struct Shape { int64_t in, out, count; };
+  struct Shape {
+    int64_t in, out, count;
+  };
   std::vector<Shape> shapes = {{hidden, hidden, 2 * layers},        // q, o
                                {hidden, kv, 2 * layers},            // k, v
                                {hidden, intermediate, 2 * layers},  // gate, up
@@ -134,19 +137,20 @@ int main(int argc, char** argv) {
                                {hidden, vocab, 1}};                 // LM head
   double roof_s = 0, flops = 0;
   for (const auto& s : shapes) {
-    const double fwd = time_mm(tokens, s.in, s.out, 5);   // x · Wᵀ
-    const double bwd = time_mm(tokens, s.out, s.in, 5);   // dy · W
+    const double fwd = time_mm(tokens, s.in, s.out, 5);  // x · Wᵀ
+    const double bwd = time_mm(tokens, s.out, s.in, 5);  // dy · W
     roof_s += s.count * (fwd + bwd);
     flops += s.count * 2.0 * 2.0 * tokens * s.in * s.out;
   }
 
-  std::printf("shape        %lld layers, hidden %lld, intermediate %lld, heads %lld (kv %lld), "
-              "vocab %lld; batch %lld x %lld tokens; %s%s r=%lld dropout %g on q,k,v,o,gate,up,down; "
-              "torch threads %d (MKL products on the same threads)\n",
-              (long long)layers, (long long)hidden, (long long)intermediate, (long long)heads,
-              (long long)kv_heads, (long long)vocab, (long long)batch, (long long)seq,
-              method.c_str(), method == "spp" ? (" (" + spp_form + ")").c_str() : "",
-              (long long)rank, dropout, torch::get_num_threads());
+  std::printf(
+      "shape        %lld layers, hidden %lld, intermediate %lld, heads %lld (kv %lld), "
+      "vocab %lld; batch %lld x %lld tokens; %s%s r=%lld dropout %g on q,k,v,o,gate,up,down; "
+      "torch threads %d (MKL products on the same threads)\n",
+      (long long)layers, (long long)hidden, (long long)intermediate, (long long)heads,
+      (long long)kv_heads, (long long)vocab, (long long)batch, (long long)seq, method.c_str(),
+      method == "spp" ? (" (" + spp_form + ")").c_str() : "", (long long)rank, dropout,
+      torch::get_num_threads());
   std::printf("spartan      %8.1f tokens/s  (step %.3f s, median of %lld)\n", tokens / step_s,
               step_s, (long long)steps);
   std::printf("roofline     %8.1f tokens/s  (frozen-matrix products alone: %.1f GFLOP/s)\n",

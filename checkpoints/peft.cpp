@@ -63,8 +63,7 @@ void save_peft_lora(const std::string& folder, model::Llama& m, const AdapterCon
   write_peft_lora(folder, attached_modules(m), config, base_model_path);
 }
 
-void save_peft_ia3(const std::string& folder, model::Llama& m,
-                   const std::string& base_model_path) {
+void save_peft_ia3(const std::string& folder, model::Llama& m, const std::string& base_model_path) {
   write_peft_ia3(folder, attached_modules(m), base_model_path);
 }
 
@@ -139,9 +138,10 @@ AdapterConfig load_peft_lora(const std::string& folder, model::Llama& m) {
     if (!j.contains(key) || j[key].is_null()) return fallback;
     for (auto it = j[key].begin(); it != j[key].end(); ++it) {
       const std::string& k = it.key();
-      const bool match = module == k || (module.size() > k.size() &&
-                                         module.compare(module.size() - k.size(), k.size(), k) == 0 &&
-                                         module[module.size() - k.size() - 1] == '.');
+      const bool match =
+          module == k ||
+          (module.size() > k.size() && module.compare(module.size() - k.size(), k.size(), k) == 0 &&
+           module[module.size() - k.size() - 1] == '.');
       if (match) return it.value().get<double>();
     }
     return fallback;
@@ -180,8 +180,8 @@ AdapterConfig load_peft_lora(const std::string& folder, model::Llama& m) {
       const double alpha = pattern_value("alpha_pattern", module, cfg.alpha);
       auto lora = std::make_shared<adapters::LoraLinear>(proj->in_features(), proj->out_features(),
                                                          r, alpha, cfg.dropout);
-      for (auto [suffix, param] : {std::pair{".lora_A.weight", lora->lora_A},
-                                   std::pair{".lora_B.weight", lora->lora_B}}) {
+      for (auto [suffix, param] :
+           {std::pair{".lora_A.weight", lora->lora_A}, std::pair{".lora_B.weight", lora->lora_B}}) {
         const std::string name = base + suffix;
         if (!file.find(name))
           throw Error("tensor '" + name + "' is missing", file.path(),
@@ -239,12 +239,14 @@ AdapterConfig load_peft_ia3(const std::string& folder, model::Llama& m) {
   auto names = [&](const char* key) {
     std::set<std::string> out;
     if (!j.contains(key) || !j[key].is_array())
-      throw Error(std::string("'") + key + "' is not a list", path, "export a plain (IA)^3 adapter");
+      throw Error(std::string("'") + key + "' is not a list", path,
+                  "export a plain (IA)^3 adapter");
     for (const auto& t : j[key]) out.insert(t.get<std::string>());
     return out;
   };
   const auto targets = names("target_modules"), feedforward = names("feedforward_modules");
-  if (j.value("fan_in_fan_out", false) || (j.contains("modules_to_save") && !j["modules_to_save"].is_null()))
+  if (j.value("fan_in_fan_out", false) ||
+      (j.contains("modules_to_save") && !j["modules_to_save"].is_null()))
     throw Error("unsupported PEFT option (fan_in_fan_out or modules_to_save)", path,
                 "export a plain (IA)^3 adapter");
   AdapterConfig cfg;
@@ -360,9 +362,9 @@ void write_peft_prefix(const std::string& folder, adapters::PrefixEncoder& encod
   j["num_attention_heads"] = a.num_kv_heads;
   j["num_layers"] = a.num_layers;
   j["num_transformer_submodules"] = 1;
-  j["encoder_hidden_size"] = prefix->transform ? prefix->transform->ptr<torch::nn::LinearImpl>(0)
-                                                     ->options.out_features()
-                                               : prefix->kv_dim;
+  j["encoder_hidden_size"] =
+      prefix->transform ? prefix->transform->ptr<torch::nn::LinearImpl>(0)->options.out_features()
+                        : prefix->kv_dim;
   j["prefix_projection"] = static_cast<bool>(prefix->transform);
   j["inference_mode"] = true;
   write_adapter_config(folder, j);
@@ -375,16 +377,17 @@ AdapterConfig load_peft_prefix(const std::string& folder, model::Llama& m) {
   const int64_t kv_dim = a.num_kv_heads * a.head_dim();
   if (j.value("num_transformer_submodules", 1) != 1 || j.value("num_layers", 0) != a.num_layers ||
       j.value("token_dim", 0) != kv_dim || j.value("num_attention_heads", 0) != a.num_kv_heads)
-    throw Error("prefix does not fit this model (num_layers, token_dim = n_kv_heads x head_dim "
-                "and num_attention_heads = n_kv_heads expected)", path,
-                "use the adapter with the base model it was trained on");
+    throw Error(
+        "prefix does not fit this model (num_layers, token_dim = n_kv_heads x head_dim "
+        "and num_attention_heads = n_kv_heads expected)",
+        path, "use the adapter with the base model it was trained on");
   model::SafetensorsFile file(folder + "/adapter_model.safetensors");
   auto t = model::read_tensor(file, "prompt_embeddings", torch::kFloat32);
   if (t.dim() != 2 || t.size(1) != a.num_layers * 2 * kv_dim)
     throw Error("prompt_embeddings has the wrong shape for this base model", file.path(),
                 "use the adapter with the base model it was trained on");
-  auto prefix = std::make_shared<adapters::PrefixEncoder>(t.size(0), kv_dim, a.num_layers, 0,
-                                                          false);
+  auto prefix =
+      std::make_shared<adapters::PrefixEncoder>(t.size(0), kv_dim, a.num_layers, 0, false);
   {
     torch::NoGradGuard no_grad;
     prefix->embedding->weight.copy_(t);

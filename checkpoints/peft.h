@@ -59,8 +59,8 @@ void write_peft_prefix(const std::string& folder, adapters::PrefixEncoder& encod
 // Houlsby, Compacter and tiny-attention, which PEFT does not have, in the same folder layout:
 // adapter_config.json (peft_type "SPARTAN_BLOCK", the method and its sizes) and every trained
 // tensor under its Spartan name in adapter_model.safetensors. Spartan reads it back (eval).
-void save_block_adapter(const std::string& folder, model::Llama& model,
-                        const AdapterConfig& config, const std::string& base_model_path);
+void save_block_adapter(const std::string& folder, model::Llama& model, const AdapterConfig& config,
+                        const std::string& base_model_path);
 AdapterConfig load_block_adapter(const std::string& folder, model::Llama& model);
 // The same from the trained tensors under their names in the model.
 void write_block_adapter(const std::string& folder, const model::NamedTensors& trained,

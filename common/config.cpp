@@ -51,12 +51,38 @@ struct Rule {
   }
 };
 Rule any() { return {}; }
-Rule at_least(double lo) { Rule r; r.lo = lo; return r; }
-Rule above(double lo) { Rule r; r.lo = lo; r.lo_open = true; return r; }
-Rule between(double lo, double hi) { Rule r; r.lo = lo; r.hi = hi; return r; }
-Rule unit_open_right(double lo, double hi) { Rule r = between(lo, hi); r.hi_open = true; return r; }
-Rule open(double lo, double hi) { Rule r = between(lo, hi); r.lo_open = r.hi_open = true; return r; }
-Rule one_of(std::vector<std::string> c) { Rule r; r.choices = std::move(c); return r; }
+Rule at_least(double lo) {
+  Rule r;
+  r.lo = lo;
+  return r;
+}
+Rule above(double lo) {
+  Rule r;
+  r.lo = lo;
+  r.lo_open = true;
+  return r;
+}
+Rule between(double lo, double hi) {
+  Rule r;
+  r.lo = lo;
+  r.hi = hi;
+  return r;
+}
+Rule unit_open_right(double lo, double hi) {
+  Rule r = between(lo, hi);
+  r.hi_open = true;
+  return r;
+}
+Rule open(double lo, double hi) {
+  Rule r = between(lo, hi);
+  r.lo_open = r.hi_open = true;
+  return r;
+}
+Rule one_of(std::vector<std::string> c) {
+  Rule r;
+  r.choices = std::move(c);
+  return r;
+}
 template <class E>
 Rule options() {
   return one_of(option_names<E>());
@@ -167,7 +193,8 @@ void schema(V& v, Config& c) {
     options<Backend>());
   v("parallel.timeout_s", c.parallel.timeout_s,
     "seconds a rank may wait in one collective before the job ends with an error (a rank that "
-    "died or hangs); 0 = wait forever", at_least(0));
+    "died or hangs); 0 = wait forever",
+    at_least(0));
 
   v.section("adapter", "the trainable method on top of the frozen base");
   v("adapter.method", c.adapter.method, "PEFT method (full = all base weights trainable)",
@@ -226,8 +253,7 @@ void schema(V& v, Config& c) {
     "width of that MLP; 0 = n_kv_heads x head_dim", at_least(0));
 
   v.section("adapter.bottleneck", "Houlsby adapter and Compacter (after attention and FFN)");
-  v("adapter.bottleneck.size", c.adapter.bottleneck.size, "width m of the bottleneck",
-    at_least(1));
+  v("adapter.bottleneck.size", c.adapter.bottleneck.size, "width m of the bottleneck", at_least(1));
 
   v.section("adapter.compacter", "Compacter (Mahabadi et al. 2021): PHM layers");
   v("adapter.compacter.n", c.adapter.compacter.n,
@@ -236,10 +262,9 @@ void schema(V& v, Config& c) {
     at_least(1));
 
   v.section("adapter.tiny_attention", "tiny-attention adapter (Zhao et al. 2022)");
-  v("adapter.tiny_attention.heads", c.adapter.tiny_attention.heads, "attention heads",
+  v("adapter.tiny_attention.heads", c.adapter.tiny_attention.heads, "attention heads", at_least(1));
+  v("adapter.tiny_attention.head_dim", c.adapter.tiny_attention.head_dim, "dimension of each head",
     at_least(1));
-  v("adapter.tiny_attention.head_dim", c.adapter.tiny_attention.head_dim,
-    "dimension of each head", at_least(1));
 
   v.section("data", "training data");
   v("data.path", c.data.path, "Alpaca JSON/JSONL, {\"text\": ...} JSONL or plain text", any());
@@ -278,8 +303,7 @@ void schema(V& v, Config& c) {
     "stop after this many NaN/Inf losses in a row (each is skipped)", at_least(1));
 
   v.section("checkpoint", "sharded HDF5 checkpoints");
-  v("checkpoint.every", c.checkpoint.every, "save every k steps; 0 = only at the end",
-    at_least(0));
+  v("checkpoint.every", c.checkpoint.every, "save every k steps; 0 = only at the end", at_least(0));
   v("checkpoint.keep", c.checkpoint.keep, "newest checkpoints kept", at_least(1));
 
   v.section("prune", "`spartan prune`: dense model -> pruned model");
@@ -310,22 +334,48 @@ const char* type_name() {
   static_assert(std::is_enum_v<T>, "a configuration field of a type the schema does not know");
   return "string";  // an option's name
 }
-template <> const char* type_name<bool>() { return "bool"; }
-template <> const char* type_name<int64_t>() { return "integer"; }
-template <> const char* type_name<double>() { return "float"; }
-template <> const char* type_name<std::string>() { return "string"; }
-template <> const char* type_name<std::vector<std::string>>() { return "array of strings"; }
-template <> const char* type_name<std::vector<int64_t>>() { return "array of integers"; }
+template <>
+const char* type_name<bool>() {
+  return "bool";
+}
+template <>
+const char* type_name<int64_t>() {
+  return "integer";
+}
+template <>
+const char* type_name<double>() {
+  return "float";
+}
+template <>
+const char* type_name<std::string>() {
+  return "string";
+}
+template <>
+const char* type_name<std::vector<std::string>>() {
+  return "array of strings";
+}
+template <>
+const char* type_name<std::vector<int64_t>>() {
+  return "array of integers";
+}
 
 // A TOML basic string.
 std::string quote(const std::string& s) {
   std::string out = "\"";
   for (unsigned char ch : s) {
     switch (ch) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (ch < 0x20 || ch == 0x7f) {
           char buf[8];
@@ -397,7 +447,9 @@ struct KeyLister {
   std::vector<std::string> sections, keys;
   void section(const char* name, const char*) { sections.push_back(name); }
   template <class T>
-  void operator()(const char* key, T&, const char*, const Rule&) { keys.push_back(key); }
+  void operator()(const char* key, T&, const char*, const Rule&) {
+    keys.push_back(key);
+  }
 };
 
 // Reads values from a parsed TOML table into the config, checking type and rule.
@@ -434,8 +486,8 @@ struct Reader {
   void check_range(const char* key, double value, const std::string& text, const Rule& rule,
                    const KeySource& src) {
     if (!rule.admits(value))
-      throw UsageError(std::string("key '") + key + "' = " + text + " is out of range",
-                       src.str(), "use a value " + rule.describe());
+      throw UsageError(std::string("key '") + key + "' = " + text + " is out of range", src.str(),
+                       "use a value " + rule.describe());
   }
 
   void read(const char* key, const toml::node& n, bool& f, const Rule&, const KeySource& s) {
@@ -448,9 +500,12 @@ struct Reader {
     check_range(key, static_cast<double>(f), show(f), r, s);
   }
   void read(const char* key, const toml::node& n, double& f, const Rule& r, const KeySource& s) {
-    if (n.is_integer()) f = static_cast<double>(n.as_integer()->get());
-    else if (n.is_floating_point()) f = n.as_floating_point()->get();
-    else type_error(key, n, "a number", s);
+    if (n.is_integer())
+      f = static_cast<double>(n.as_integer()->get());
+    else if (n.is_floating_point())
+      f = n.as_floating_point()->get();
+    else
+      type_error(key, n, "a number", s);
     check_range(key, f, show(f), r, s);
   }
   void read(const char* key, const toml::node& n, std::string& f, const Rule& r,
@@ -548,9 +603,10 @@ void reject_unknown(const toml::table& table, const std::string& prefix, const s
                     const std::map<std::string, KeySource>& overridden) {
   const auto& lister = known_keys();
   for (auto&& [k, node] : table) {
-    std::string dotted = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
-    bool is_section = std::find(lister.sections.begin(), lister.sections.end(), dotted) !=
-                      lister.sections.end();
+    std::string dotted =
+        prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
+    bool is_section =
+        std::find(lister.sections.begin(), lister.sections.end(), dotted) != lister.sections.end();
     bool is_key = std::find(lister.keys.begin(), lister.keys.end(), dotted) != lister.keys.end();
     if (node.is_table() && is_section) {
       reject_unknown(*node.as_table(), dotted, file, overridden);
@@ -559,10 +615,10 @@ void reject_unknown(const toml::table& table, const std::string& prefix, const s
                        source_of(k.source(), file).str(), "write it as [" + dotted + "]");
     } else if (!is_key) {
       auto o = overridden.find(dotted);
-      throw UsageError("unknown " + std::string(node.is_table() ? "section" : "key") + " '" +
-                           dotted + "'",
-                       o != overridden.end() ? o->second.str() : source_of(k.source(), file).str(),
-                       suggestion(dotted));
+      throw UsageError(
+          "unknown " + std::string(node.is_table() ? "section" : "key") + " '" + dotted + "'",
+          o != overridden.end() ? o->second.str() : source_of(k.source(), file).str(),
+          suggestion(dotted));
     }
   }
 }
@@ -592,8 +648,10 @@ void validate(const Config& c) {
   if (p.pp > 1 && micro_batches < p.pp)
     inconsistent(c, "optim.global_batch_size",
                  "optim.global_batch_size = " + std::to_string(o.global_batch_size) + " gives " +
-                     std::to_string(micro_batches) + " micro-batches per step and pipeline, "
-                     "fewer than parallel.pp = " + std::to_string(p.pp),
+                     std::to_string(micro_batches) +
+                     " micro-batches per step and pipeline, "
+                     "fewer than parallel.pp = " +
+                     std::to_string(p.pp),
                  "use global_batch_size >= pp x micro_batch_size x dp so the 1F1B pipeline "
                  "can fill");
   for (const char* key : {"adapter.targets", "prune.targets"}) {
@@ -607,8 +665,7 @@ void validate(const Config& c) {
   if (m.hidden_size % m.num_heads != 0 || (m.hidden_size / m.num_heads) % 2 != 0)
     inconsistent(c, "model.init.num_heads",
                  "model.init.hidden_size = " + std::to_string(m.hidden_size) +
-                     " does not split into " + std::to_string(m.num_heads) +
-                     " heads of even size",
+                     " does not split into " + std::to_string(m.num_heads) + " heads of even size",
                  "choose num_heads so that hidden_size / num_heads is an even integer");
   if (m.num_heads % m.num_kv_heads != 0)
     inconsistent(c, "model.init.num_kv_heads",
@@ -622,14 +679,15 @@ void validate(const Config& c) {
     bool ok = (in >> n >> colon >> mm) && colon == ':' && !(in >> extra) && n > 0 && mm > 0;
     if (!ok || n >= mm)
       inconsistent(c, "prune.pattern",
-                   "prune.pattern = " + quote(c.prune.pattern) + " is neither unstructured nor N:M "
-                   "with 0 < N < M",
+                   "prune.pattern = " + quote(c.prune.pattern) +
+                       " is neither unstructured nor N:M "
+                       "with 0 < N < M",
                    "write \"unstructured\" or e.g. \"2:4\"");
   }
   if (c.eval.stride > c.data.seq_len)
     inconsistent(c, "eval.stride",
-                 "eval.stride = " + std::to_string(c.eval.stride) + " exceeds data.seq_len = " +
-                     std::to_string(c.data.seq_len),
+                 "eval.stride = " + std::to_string(c.eval.stride) +
+                     " exceeds data.seq_len = " + std::to_string(c.data.seq_len),
                  "use a stride no longer than the window (data.seq_len)");
 }
 
@@ -718,8 +776,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
     throw UsageError("the config path is a folder, not a TOML file", path,
                      "pass the configuration file itself");
   std::ifstream in(path, std::ios::binary);
-  if (!in)
-    throw UsageError("cannot read config file", path, "check the path and its permissions");
+  if (!in) throw UsageError("cannot read config file", path, "check the path and its permissions");
   std::stringstream buf;
   buf << in.rdbuf();
   return parse_config(buf.str(), path, overrides);

@@ -5,7 +5,8 @@
 // reader, the writer and `spartan config --explain` all go through it, so they cannot disagree.
 //
 // Errors name the file, line and key:
-//   spartan: error: unknown key 'optim.lrr', c.toml:12:1, see `spartan config --explain` for the keys
+//   spartan: error: unknown key 'optim.lrr', c.toml:12:1, see `spartan config --explain` for the
+//   keys
 #pragma once
 
 #include <cstdint>
@@ -60,12 +61,12 @@ std::optional<E> option_named(const std::string& name) {
 }
 
 struct RunConfig {
-  std::string name = "run";          // artefacts go under <output_dir>/<name>
+  std::string name = "run";  // artefacts go under <output_dir>/<name>
   std::string output_dir = "runs";
   int64_t seed = 1234;
-  int64_t log_every = 10;            // progress line every k optimizer steps
-  bool tensorboard = true;           // TensorBoard event files under <run>/tb
-  double memory_limit_gb = 0;        // one rank's memory; 0 = the machine's share
+  int64_t log_every = 10;      // progress line every k optimizer steps
+  bool tensorboard = true;     // TensorBoard event files under <run>/tb
+  double memory_limit_gb = 0;  // one rank's memory; 0 = the machine's share
 };
 
 // Architecture of a freshly initialised model (`spartan model init`); an existing model folder
@@ -85,8 +86,8 @@ struct ModelInitConfig {
 };
 
 struct ModelConfig {
-  std::string path;                  // Hugging Face model folder (config.json + *.safetensors)
-  std::string dtype = "fp32";        // fp32 | bf16: dtype of the frozen base in memory
+  std::string path;            // Hugging Face model folder (config.json + *.safetensors)
+  std::string dtype = "fp32";  // fp32 | bf16: dtype of the frozen base in memory
   ModelInitConfig init;
 };
 
@@ -94,20 +95,20 @@ struct ParallelConfig {
   int64_t tp = 1;
   int64_t pp = 1;
   int64_t dp = 1;
-  std::vector<int64_t> pp_split;     // layers per stage; empty = even split
+  std::vector<int64_t> pp_split;  // layers per stage; empty = even split
   Backend backend = Backend::automatic;
-  double timeout_s = 1800;           // longest wait in one collective; 0 = no limit
+  double timeout_s = 1800;  // longest wait in one collective; 0 = no limit
 };
 
 struct SoraConfig {
-  double lambda2 = 3e-4;             // gate threshold xi
-  double lambda1 = 10.0;             // L1 weight on the gates in the loss (official sparse_lambda)
+  double lambda2 = 3e-4;  // gate threshold xi
+  double lambda1 = 10.0;  // L1 weight on the gates in the loss (official sparse_lambda)
   GateThreshold threshold = GateThreshold::official;
   GateAdam adam = GateAdam::hf;  // the gate AdamW's form (trainer/optimizer.h)
   XiScheduleKind schedule = XiScheduleKind::none;
   double max_lambda = 10.0;
   int64_t lambda_num = 5;
-  double gate_lr = 0.0;              // 0 = optim.lr
+  double gate_lr = 0.0;  // 0 = optim.lr
 };
 
 struct PromptConfig {
@@ -116,23 +117,23 @@ struct PromptConfig {
 
 struct PrefixConfig {
   int64_t num_virtual_tokens = 20;
-  bool projection = true;            // train through the reparameterisation MLP
-  int64_t encoder_hidden_size = 0;   // the MLP's width; 0 = n_kv_heads x head_dim
+  bool projection = true;           // train through the reparameterisation MLP
+  int64_t encoder_hidden_size = 0;  // the MLP's width; 0 = n_kv_heads x head_dim
 };
 
 struct SppConfig {
   SppForm form = SppForm::effective;
-  bool recompute_weight = true;      // effective form: rebuild W_eff in backward, not keep it
+  bool recompute_weight = true;  // effective form: rebuild W_eff in backward, not keep it
 };
 
 // Houlsby adapters and Compacter: a bottleneck after the attention and the FFN block.
 struct BottleneckConfig {
-  int64_t size = 16;                 // m: the bottleneck's width
+  int64_t size = 16;  // m: the bottleneck's width
 };
 
 struct CompacterConfig {
-  int64_t n = 4;                     // Kronecker factors; divides hidden size and bottleneck
-  int64_t rank = 1;                  // rank of each B_i = s_i t_i
+  int64_t n = 4;     // Kronecker factors; divides hidden size and bottleneck
+  int64_t rank = 1;  // rank of each B_i = s_i t_i
 };
 
 struct TinyAttentionConfig {
@@ -162,8 +163,8 @@ struct AdapterConfig {
 
 struct DataConfig {
   std::string path;
-  std::string format = "auto";       // auto | alpaca | text | jsonl_text
-  std::string tokenizer;             // tokenizer.model; empty = the model folder's
+  std::string format = "auto";  // auto | alpaca | text | jsonl_text
+  std::string tokenizer;        // tokenizer.model; empty = the model folder's
   int64_t seq_len = 256;
   bool pack = true;
   bool shuffle = true;
@@ -179,16 +180,16 @@ struct OptimConfig {
   LrScheduleKind schedule = LrScheduleKind::cosine;
   double warmup_ratio = 0.03;
   double min_lr_ratio = 0.0;
-  double grad_clip = 1.0;            // 0 = off
+  double grad_clip = 1.0;  // 0 = off
   int64_t micro_batch_size = 1;
   int64_t global_batch_size = 8;
   int64_t epochs = 1;
-  int64_t max_steps = 0;             // 0 = run for `epochs`
+  int64_t max_steps = 0;  // 0 = run for `epochs`
   int64_t max_bad_steps = 5;
 };
 
 struct CheckpointConfig {
-  int64_t every = 0;                 // 0 = only at the end
+  int64_t every = 0;  // 0 = only at the end
   int64_t keep = 2;
 };
 
@@ -205,9 +206,9 @@ struct PruneConfig {
 
 struct EvalConfig {
   std::string path;
-  int64_t stride = 0;                // 0 = data.seq_len (non-overlapping windows)
-  int64_t every = 0;                 // evaluate every k steps; 0 = at the end only
-  int64_t max_batches = 0;           // 0 = all
+  int64_t stride = 0;       // 0 = data.seq_len (non-overlapping windows)
+  int64_t every = 0;        // evaluate every k steps; 0 = at the end only
+  int64_t max_batches = 0;  // 0 = all
 };
 
 // Where a key was set: file, line and column; absent when the key took its default.

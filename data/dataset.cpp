@@ -4,9 +4,8 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "common/error.h"
 #include "data/sampler.h"
@@ -18,8 +17,7 @@ using json = nlohmann::json;
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in)
-    throw Error("cannot read data file", path, "check [data] path and its permissions");
+  if (!in) throw Error("cannot read data file", path, "check [data] path and its permissions");
   std::stringstream buf;
   buf << in.rdbuf();
   return buf.str();
@@ -43,8 +41,8 @@ std::string string_field(const json& rec, const char* key, bool required, const 
 }
 
 Record to_record(const json& rec, const std::string& path, int64_t index) {
-  if (!rec.is_object()) bad_record(path, index, std::string("a ") + rec.type_name() +
-                                                    " where an object was expected");
+  if (!rec.is_object())
+    bad_record(path, index, std::string("a ") + rec.type_name() + " where an object was expected");
   return {string_field(rec, "instruction", true, path, index),
           string_field(rec, "input", false, path, index),
           string_field(rec, "output", true, path, index)};
@@ -76,9 +74,12 @@ bool starts_json_array(const std::string& text) {
 
 const char* format_name(Format f) {
   switch (f) {
-    case Format::alpaca: return "alpaca";
-    case Format::text: return "text";
-    case Format::jsonl_text: return "jsonl_text";
+    case Format::alpaca:
+      return "alpaca";
+    case Format::text:
+      return "text";
+    case Format::jsonl_text:
+      return "jsonl_text";
   }
   return "?";
 }
@@ -107,9 +108,10 @@ Format resolve_format(const std::string& path, const std::string& configured) {
   json rec = json::parse(first, nullptr, /*allow_exceptions=*/false);
   if (rec.is_discarded()) {
     if (json_file)
-      throw UsageError("the first record is not one line of valid JSON (a syntax error, invalid "
-                           "UTF-8, or pretty-printed objects without [ ])",
-                       path, "fix the file, or give one JSON object per line");
+      throw UsageError(
+          "the first record is not one line of valid JSON (a syntax error, invalid "
+          "UTF-8, or pretty-printed objects without [ ])",
+          path, "fix the file, or give one JSON object per line");
     return Format::text;
   }
   if (rec.is_object() && rec.contains("instruction")) return Format::alpaca;
@@ -129,17 +131,16 @@ std::vector<Record> read_alpaca(const std::string& path) {
   const std::string text = read_file(path);
   std::vector<Record> records;
   if (!starts_json_array(text)) {
-    for_each_jsonl(text, path, [&](const json& rec, int64_t i) {
-      records.push_back(to_record(rec, path, i));
-    });
+    for_each_jsonl(text, path,
+                   [&](const json& rec, int64_t i) { records.push_back(to_record(rec, path, i)); });
     return records;
   }
   int64_t complete = 0;  // records fully parsed before a syntax error
   json all;
   try {
     all = json::parse(text, [&](int depth, json::parse_event_t event, json&) {
-      if (depth == 1 && (event == json::parse_event_t::object_end ||
-                         event == json::parse_event_t::value))
+      if (depth == 1 &&
+          (event == json::parse_event_t::object_end || event == json::parse_event_t::value))
         ++complete;
       return true;
     });
@@ -220,7 +221,7 @@ Sequences make_sequences(const std::vector<Example>& examples, int64_t seq_len, 
 }
 
 std::pair<std::vector<int64_t>, std::vector<int64_t>> split_held_out(int64_t n, double fraction,
-                                                                      uint64_t seed) {
+                                                                     uint64_t seed) {
   std::vector<int64_t> order = permutation(n, seed ^ 0x5eed0fda7aULL);
   int64_t held = static_cast<int64_t>(std::llround(n * fraction));
   if (fraction > 0 && n > 1) held = std::clamp<int64_t>(held, 1, n - 1);
@@ -231,9 +232,8 @@ std::pair<std::vector<int64_t>, std::vector<int64_t>> split_held_out(int64_t n, 
   return {train, held_out};
 }
 
-DataSplit load_data(const std::string& path, const std::string& format,
-                    const model::Tokenizer& tok, int64_t seq_len, bool pack,
-                    double held_out_fraction, uint64_t seed) {
+DataSplit load_data(const std::string& path, const std::string& format, const model::Tokenizer& tok,
+                    int64_t seq_len, bool pack, double held_out_fraction, uint64_t seed) {
   DataSplit out;
   out.format = resolve_format(path, format);
   std::vector<Example> examples;

@@ -66,15 +66,14 @@ Sequences make_sequences(const std::vector<Example>& examples, int64_t seq_len, 
 // Splits [0, n) into (train, held_out) indices: a seeded permutation, the first
 // round(n * fraction) go to held_out (at least one when fraction > 0 and n > 1).
 std::pair<std::vector<int64_t>, std::vector<int64_t>> split_held_out(int64_t n, double fraction,
-                                                                      uint64_t seed);
+                                                                     uint64_t seed);
 
 // Everything a run needs from [data]: train and held-out sequences.
 struct DataSplit {
   Format format;
   Sequences train, held_out;
 };
-DataSplit load_data(const std::string& path, const std::string& format,
-                    const model::Tokenizer& tok, int64_t seq_len, bool pack,
-                    double held_out_fraction, uint64_t seed);
+DataSplit load_data(const std::string& path, const std::string& format, const model::Tokenizer& tok,
+                    int64_t seq_len, bool pack, double held_out_fraction, uint64_t seed);
 
 }  // namespace spartan::data

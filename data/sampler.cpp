@@ -24,8 +24,12 @@ std::vector<int64_t> permutation(int64_t n, uint64_t seed) {
 
 Sampler::Sampler(int64_t rows, int64_t global_batch, int64_t dp_rank, int64_t dp_size,
                  uint64_t seed, bool shuffle)
-    : rows_(rows), global_batch_(global_batch), dp_rank_(dp_rank), dp_size_(dp_size),
-      seed_(seed), shuffle_(shuffle) {
+    : rows_(rows),
+      global_batch_(global_batch),
+      dp_rank_(dp_rank),
+      dp_size_(dp_size),
+      seed_(seed),
+      shuffle_(shuffle) {
   if (global_batch_ % dp_size_ != 0)
     throw UsageError("global batch " + std::to_string(global_batch_) + " does not split over " +
                          std::to_string(dp_size_) + " data-parallel ranks",

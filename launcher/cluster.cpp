@@ -45,8 +45,7 @@ std::vector<std::string> split(const std::string& text, char sep) {
 int64_t world_of(const Config& c) { return c.parallel.tp * c.parallel.pp * c.parallel.dp; }
 
 std::string layout_text(const Config& c) {
-  return "tp " + str(c.parallel.tp) + " x pp " + str(c.parallel.pp) + " x dp " +
-         str(c.parallel.dp);
+  return "tp " + str(c.parallel.tp) + " x pp " + str(c.parallel.pp) + " x dp " + str(c.parallel.dp);
 }
 
 }  // namespace
@@ -114,8 +113,7 @@ RankPlacement place_ranks(const Config& c, int64_t nodes, int64_t ranks_per_node
     p.nodes = p.world / ranks_per_node;
     if (p.nodes > nodes)
       throw UsageError(str(p.world) + " ranks (" + layout_text(c) + ") need " + str(p.nodes) +
-                           " nodes of " + str(ranks_per_node) + " ranks, there are " +
-                           str(nodes),
+                           " nodes of " + str(ranks_per_node) + " ranks, there are " + str(nodes),
                        where, "add nodes or use a smaller layout");
     if (ranks_per_node % c.parallel.tp != 0)
       throw UsageError("a tensor-parallel group of " + str(c.parallel.tp) +
@@ -139,8 +137,8 @@ std::vector<MissingInput> missing_inputs(const Config& c) {
     if (path.empty())
       missing.push_back({key + " is not set", c.file});
     else if (!file_exists(path + needed))
-      missing.push_back({"no " + path + needed + " on this machine",
-                         c.where(key) + " (key '" + key + "')"});
+      missing.push_back(
+          {"no " + path + needed + " on this machine", c.where(key) + " (key '" + key + "')"});
   };
   check("model.path", c.model.path, "/config.json");
   check("data.path", c.data.path, "");
@@ -221,8 +219,8 @@ LaunchPlan plan_launch(const Config& c, const LaunchRequest& r) {
 int64_t slurm_time_seconds(const std::string& text, const std::string& where) {
   // Fields: [days-]a[:b[:c]]; without days, a:b is M:S and a:b:c H:M:S, with days, H[:M[:S]].
   const auto dash = text.find('-');
-  std::vector<std::string> parts = split(dash == std::string::npos ? text : text.substr(dash + 1),
-                                         ':');
+  std::vector<std::string> parts =
+      split(dash == std::string::npos ? text : text.substr(dash + 1), ':');
   std::vector<int64_t> f;
   for (const auto& part : parts) f.push_back(whole_number(part));
   const int64_t days = dash == std::string::npos ? 0 : whole_number(text.substr(0, dash));
@@ -246,11 +244,12 @@ std::string sbatch_script(const Config& c, const SlurmRequest& r) {
                      where, "use a number of nodes that divides the ranks");
   const RankPlacement p = place_ranks(c, r.nodes, world / r.nodes, r.gpus_per_node, where);
   if (r.launcher != "srun" && r.launcher != "mpirun")
-    throw UsageError("unknown launcher '" + r.launcher + "'", "--launcher",
-                     "use srun or mpirun");
+    throw UsageError("unknown launcher '" + r.launcher + "'", "--launcher", "use srun or mpirun");
   if (!r.time.empty() && r.signal_seconds >= slurm_time_seconds(r.time, "--time"))
-    throw UsageError("the stop signal " + str(r.signal_seconds) + " s before the end does not "
-                         "fit in the time limit (--time " + r.time + ")",
+    throw UsageError("the stop signal " + str(r.signal_seconds) +
+                         " s before the end does not "
+                         "fit in the time limit (--time " +
+                         r.time + ")",
                      "--signal-before", "use a shorter --signal-before or a longer --time");
   const std::string threads = str(r.threads_per_rank);
   const std::string train = shell_join(r.train.argv());
@@ -291,15 +290,14 @@ std::string sbatch_script(const Config& c, const SlurmRequest& r) {
   s << "echo \"spartan: job $SLURM_JOB_ID, start $((${SLURM_RESTART_COUNT:-0} + 1)), on "
        "$SLURM_JOB_NODELIST\"\n";
   if (r.launcher == "srun") {
-    s << "srun --mpi=pmix --kill-on-bad-exit=1 --cpus-per-task=" << threads << " " << train
-      << "\n"
+    s << "srun --mpi=pmix --kill-on-bad-exit=1 --cpus-per-task=" << threads << " " << train << "\n"
       << "rc=$?\n";
   } else {
     std::string env = " -x OMP_NUM_THREADS";
     if (p.gpus_per_node > 0) env += " -x SPARTAN_GPU_PER_RANK";
     if (!r.iface.empty()) env += " -x NCCL_SOCKET_IFNAME";
-    s << "mpirun -np " << p.world << " --map-by ppr:" << p.ranks_per_node << ":node:PE="
-      << threads << " --bind-to core" << env << " " << train << " &\n"
+    s << "mpirun -np " << p.world << " --map-by ppr:" << p.ranks_per_node << ":node:PE=" << threads
+      << " --bind-to core" << env << " " << train << " &\n"
       << "launcher=$!\n"
       << "trap 'kill -USR1 $launcher' USR1\n"
       << "# wait returns early when the trap runs; wait again for mpirun's own exit code.\n"
@@ -315,8 +313,8 @@ std::string sbatch_script(const Config& c, const SlurmRequest& r) {
 
 std::string shell_quote(const std::string& word) {
   const bool safe = !word.empty() && std::all_of(word.begin(), word.end(), [](char ch) {
-    return std::isalnum(static_cast<unsigned char>(ch)) || std::string("_-./:=,@%+").find(ch) !=
-                                                               std::string::npos;
+    return std::isalnum(static_cast<unsigned char>(ch)) ||
+           std::string("_-./:=,@%+").find(ch) != std::string::npos;
   });
   if (safe) return word;
   std::string q = "'";

@@ -63,8 +63,8 @@ struct LaunchRequest {
   std::string hostfile;          // passed on to mpirun as is
   int64_t gpus_per_node = -1;    // -1: this machine's count
   int64_t threads_per_rank = 1;
-  bool oversubscribe = false;    // more ranks than cores (tests, laptops): no core binding
-  std::string iface;             // network interface between nodes (MPI's TCP and NCCL); "" = any
+  bool oversubscribe = false;  // more ranks than cores (tests, laptops): no core binding
+  std::string iface;           // network interface between nodes (MPI's TCP and NCCL); "" = any
   std::vector<std::string> environment;  // "NAME=value" of the caller; NCCL_*, OMPI_MCA_* and
                                          // UCX_* are passed on to every rank
 };

@@ -45,9 +45,10 @@ void info(const std::string& path) {
     std::printf("%-72s %-16s %zu\n", key.c_str(), shape.c_str(), t["shards"].size());
   }
   const int64_t bytes = ck.verify();
-  std::printf("\n%lld tensors, %lld trained parameters; every dataset read back, checksums "
-              "verified (%.2f MB)\n",
-              static_cast<long long>(count), static_cast<long long>(params), bytes / 1e6);
+  std::printf(
+      "\n%lld tensors, %lld trained parameters; every dataset read back, checksums "
+      "verified (%.2f MB)\n",
+      static_cast<long long>(count), static_cast<long long>(params), bytes / 1e6);
 }
 
 }  // namespace

@@ -19,9 +19,9 @@ void add_config_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("config", "explain the configuration keys or check a file");
   auto* explain = cmd->add_flag("--explain", opts->explain,
                                 "print every key with its type, default and meaning");
-  auto* check = cmd->add_option("--check", opts->check,
-                                "validate FILE and print the resolved configuration")
-                    ->type_name("FILE");
+  auto* check =
+      cmd->add_option("--check", opts->check, "validate FILE and print the resolved configuration")
+          ->type_name("FILE");
   explain->excludes(check);
   add_set_option(cmd, opts->overrides);
   cmd->callback([opts, cmd] {

@@ -3,11 +3,11 @@
 //     windows of --window tokens every --stride tokens (each token once; see trainer/eval.h);
 //   Alpaca instruction data: each record its own row (truncated to --window), only the
 //     response and </s> scored.
+#include <torch/torch.h>
+
 #include <cstdio>
 #include <memory>
 #include <string>
-
-#include <torch/torch.h>
 
 #include "checkpoints/peft.h"
 #include "common/error.h"
@@ -72,8 +72,9 @@ void eval(const EvalOptions& o) {
 
 void add_eval_command(CLI::App& app) {
   auto o = std::make_shared<EvalOptions>();
-  CLI::App* cmd = app.add_subcommand("eval", "perplexity of a model folder (optionally with a "
-                                             "PEFT LoRA adapter) on text or instruction data");
+  CLI::App* cmd = app.add_subcommand("eval",
+                                     "perplexity of a model folder (optionally with a "
+                                     "PEFT LoRA adapter) on text or instruction data");
   cmd->add_option("--model", o->model, "Hugging Face model folder")->required();
   cmd->add_option("--adapter", o->adapter, "PEFT LoRA adapter folder");
   cmd->add_option("--data", o->data, "text, {\"text\"} JSONL or Alpaca JSON/JSONL")->required();

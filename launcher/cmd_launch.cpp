@@ -1,5 +1,5 @@
-// spartan launch: start `spartan train` on the configured layout with mpirun (or print the command).
-// spartan slurm: write the sbatch script that does the same under Slurm, with requeue.
+// spartan launch: start `spartan train` on the configured layout with mpirun (or print the
+// command). spartan slurm: write the sbatch script that does the same under Slurm, with requeue.
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/prctl.h>
@@ -36,8 +36,8 @@ namespace fs = std::filesystem;
 // The configuration given as the positional argument or with --config.
 std::string config_argument(const std::string& positional, const std::string& option) {
   if (!positional.empty() && !option.empty() && positional != option)
-    throw UsageError("two configurations (" + positional + " and " + option + ")",
-                     "command line", "give one");
+    throw UsageError("two configurations (" + positional + " and " + option + ")", "command line",
+                     "give one");
   const std::string& path = positional.empty() ? option : positional;
   if (path.empty())
     throw UsageError("no configuration", "command line", "name a configuration file");
@@ -283,8 +283,9 @@ void add_config_options(CLI::App* cmd, std::string& positional, std::string& opt
 void add_launch_command(CLI::App& app) {
   auto o = std::make_shared<LaunchOptions>();
   CLI::App* cmd = app.add_subcommand(
-      "launch", "run `spartan train` on the configured layout with mpirun: DP x PP x TP ranks, "
-                "TP groups inside a node, one GPU per rank");
+      "launch",
+      "run `spartan train` on the configured layout with mpirun: DP x PP x TP ranks, "
+      "TP groups inside a node, one GPU per rank");
   add_config_options(cmd, o->config_positional, o->config);
   auto* hosts = cmd->add_option("--hosts", o->hosts, "nodes and ranks per node, e.g. h1:8,h2:8")
                     ->type_name("LIST");
@@ -309,11 +310,13 @@ void add_launch_command(CLI::App& app) {
 void add_slurm_command(CLI::App& app) {
   auto o = std::make_shared<SlurmOptions>();
   CLI::App* cmd = app.add_subcommand(
-      "slurm", "write an sbatch script for the configured layout: srun (PMIx) or mpirun, USR1 "
-               "before the time limit, checkpoint and requeue");
+      "slurm",
+      "write an sbatch script for the configured layout: srun (PMIx) or mpirun, USR1 "
+      "before the time limit, checkpoint and requeue");
   add_config_options(cmd, o->config_positional, o->config);
   SlurmRequest& r = o->request;
-  cmd->add_option("--nodes", r.nodes, "nodes to ask for")->check(CLI::PositiveNumber)
+  cmd->add_option("--nodes", r.nodes, "nodes to ask for")
+      ->check(CLI::PositiveNumber)
       ->capture_default_str();
   cmd->add_option("--gpus-per-node", r.gpus_per_node, "GPUs per node (0 = CPU ranks)")
       ->check(CLI::NonNegativeNumber)

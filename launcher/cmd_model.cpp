@@ -1,15 +1,15 @@
+#include <torch/torch.h>
+
 #include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <memory>
 #include <string>
 
-#include <torch/torch.h>
-
 #include "common/config.h"
 #include "common/error.h"
-#include "launcher/commands.h"
 #include "common/files.h"
+#include "launcher/commands.h"
 #include "launcher/model_shape.h"
 #include "model/inspect.h"
 #include "model/llama.h"
@@ -55,7 +55,8 @@ void add_model_command(CLI::App& app) {
   CLI::App* info = cmd->add_subcommand(
       "info", "architecture, parameter count, dtype and measured sparsity (zeros, N:M) per tensor");
   info->add_option("path", *folder, "Hugging Face model folder")->required();
-  info->callback([folder] { std::cout << model::format_model_stats(model::inspect_model(*folder)); });
+  info->callback(
+      [folder] { std::cout << model::format_model_stats(model::inspect_model(*folder)); });
 
   struct InitOptions {
     std::string config, out;
@@ -67,9 +68,8 @@ void add_model_command(CLI::App& app) {
   init->add_option("--config", init_opts->config, "configuration file")->required();
   init->add_option("--out", init_opts->out, "output folder (default <output_dir>/<name>/base)");
   add_set_option(init, init_opts->overrides);
-  init->callback([init_opts] {
-    init_model(init_opts->config, init_opts->overrides, init_opts->out);
-  });
+  init->callback(
+      [init_opts] { init_model(init_opts->config, init_opts->overrides, init_opts->out); });
 }
 
 }  // namespace spartan::launcher

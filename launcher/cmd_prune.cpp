@@ -33,8 +33,7 @@ void prune(const std::string& config_path, const std::vector<std::string>& overr
   keep_large_blocks_in_heap();
   Config c = load_config(config_path, overrides);
   auto need = [&](const std::string& key, bool ok, const std::string& what) {
-    if (!ok)
-      throw UsageError(what, c.where(key) + " (key '" + key + "')", "set " + key);
+    if (!ok) throw UsageError(what, c.where(key) + " (key '" + key + "')", "set " + key);
   };
   need("model.path", !c.model.path.empty(), "no model folder to prune");
   need("data.path", !c.data.path.empty(), "no calibration data");
@@ -59,9 +58,9 @@ void prune(const std::string& config_path, const std::vector<std::string>& overr
     in.base_dtype_bytes = 4;
     in.adapter_r = 0;
     in.full = false;
-    check_memory_fits(arch, in, c.run.memory_limit_gb,
-                      c.model.path + "/config.json with " + c.where("data.seq_len") +
-                          " (key 'data.seq_len')");
+    check_memory_fits(
+        arch, in, c.run.memory_limit_gb,
+        c.model.path + "/config.json with " + c.where("data.seq_len") + " (key 'data.seq_len')");
   }
   model::Tokenizer tok(c.data.tokenizer.empty() ? c.model.path + "/tokenizer.model"
                                                 : c.data.tokenizer);
@@ -81,8 +80,7 @@ void prune(const std::string& config_path, const std::vector<std::string>& overr
 
   std::vector<int64_t> held(data.held_out.rows());
   for (size_t i = 0; i < held.size(); ++i) held[i] = static_cast<int64_t>(i);
-  if (c.eval.max_batches > 0 &&
-      static_cast<int64_t>(held.size()) > c.eval.max_batches * o.batch)
+  if (c.eval.max_batches > 0 && static_cast<int64_t>(held.size()) > c.eval.max_batches * o.batch)
     held.resize(c.eval.max_batches * o.batch);
   auto [eval_ids, eval_labels] = trainer::gather(data.held_out, held);
 
@@ -99,8 +97,8 @@ void prune(const std::string& config_path, const std::vector<std::string>& overr
                 c.data.path.c_str());
   }
   std::fflush(stdout);
-  prune::PruneReport report = prune::prune_folder(c.model.path, out, o, calib, eval_ids,
-                                                  eval_labels, world.get());
+  prune::PruneReport report =
+      prune::prune_folder(c.model.path, out, o, calib, eval_ids, eval_labels, world.get());
   if (!root) return;
   std::ofstream(out + "/prune_report.json") << report.to_json().dump(2) << "\n";
   std::printf("\n%s", report.table().c_str());
@@ -115,8 +113,7 @@ void add_prune_command(CLI::App& app) {
   auto overrides = std::make_shared<std::vector<std::string>>();
   CLI::App* cmd = app.add_subcommand(
       "prune", "prune a dense model folder (Wanda, SparseGPT, magnitude; unstructured or N:M)");
-  cmd->add_option("--config", *config, "configuration file ([prune], [model], [data])")
-      ->required();
+  cmd->add_option("--config", *config, "configuration file ([prune], [model], [data])")->required();
   cmd->add_option("--out", *out, "output folder (default: prune.out)");
   add_set_option(cmd, *overrides);
   cmd->callback([config, overrides, out] { prune(*config, *overrides, *out); });

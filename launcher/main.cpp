@@ -1,11 +1,10 @@
 // spartan: fine-tune pruned LLaMA-family models with sparsity-preserving adapters.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
-
-#include <CLI/CLI.hpp>
-
-#include <unistd.h>
 
 #include "common/error.h"
 #include "launcher/cluster.h"
@@ -54,9 +53,8 @@ int main(int argc, char** argv) {
   spartan::trainer::configure_runtime();
   CLI::App app{"spartan: fine-tune pruned LLaMA-family models with sparsity-preserving adapters",
                "spartan"};
-  app.set_version_flag("--version", [] {
-    return "spartan 0.1.0\n" + spartan::trainer::runtime_report();
-  });
+  app.set_version_flag("--version",
+                       [] { return "spartan 0.1.0\n" + spartan::trainer::runtime_report(); });
   app.require_subcommand(1);
   spartan::launcher::add_config_command(app);
   spartan::launcher::add_model_command(app);
@@ -77,8 +75,10 @@ int main(int argc, char** argv) {
       try {
         app.get_subcommand(argv[1]);
       } catch (const CLI::OptionNotFound&) {
-        std::fprintf(stderr, "spartan: error: unknown command '%s', command line, see `spartan "
-                     "--help` for the commands\n", argv[1]);
+        std::fprintf(stderr,
+                     "spartan: error: unknown command '%s', command line, see `spartan "
+                     "--help` for the commands\n",
+                     argv[1]);
         return 2;
       }
     }

@@ -28,7 +28,8 @@ model::LlamaArch model_arch(const Config& c, std::string* origin) {
 
 ModelShape init_shape(const Config& config) {
   const ModelInitConfig& i = config.model.init;
-  return {i.vocab_size, i.num_layers, i.num_heads, i.num_kv_heads, "[model.init] of " + config.file};
+  return {i.vocab_size, i.num_layers, i.num_heads, i.num_kv_heads,
+          "[model.init] of " + config.file};
 }
 
 model::MemoryInputs memory_inputs(const Config& c, int64_t seq_len) {
@@ -49,8 +50,8 @@ model::MemoryInputs memory_inputs(const Config& c, int64_t seq_len) {
   return in;
 }
 
-void check_memory_fits(const model::LlamaArch& arch, const model::MemoryInputs& in,
-                       double limit_gb, const std::string& where) {
+void check_memory_fits(const model::LlamaArch& arch, const model::MemoryInputs& in, double limit_gb,
+                       const std::string& where) {
   const double limit = limit_gb > 0 ? limit_gb * 1e9 : model::machine_memory_per_rank();
   model::check_memory(model::estimate_memory(arch, in), limit, where);
 }

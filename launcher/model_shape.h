@@ -21,7 +21,7 @@ model::MemoryInputs memory_inputs(const Config& config, int64_t seq_len);
 
 // Refuses, before anything is allocated, a job whose estimate exceeds `limit_gb` (0: the
 // machine's share per rank); `where` names what set the sizes.
-void check_memory_fits(const model::LlamaArch& arch, const model::MemoryInputs& in,
-                       double limit_gb, const std::string& where);
+void check_memory_fits(const model::LlamaArch& arch, const model::MemoryInputs& in, double limit_gb,
+                       const std::string& where);
 
 }  // namespace spartan::launcher

@@ -3,9 +3,8 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
-#include <type_traits>
-
 #include <nlohmann/json.hpp>
+#include <type_traits>
 
 #include "common/config.h"
 #include "common/error.h"
@@ -21,8 +20,7 @@ using json = nlohmann::json;
 }
 
 template <class T>
-T get(const json& j, const char* key, const T& fallback, const std::string& path,
-      bool required) {
+T get(const json& j, const char* key, const T& fallback, const std::string& path, bool required) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) {
     if (required) bad_config(path, std::string("missing key '") + key + "'");
@@ -36,8 +34,7 @@ T get(const json& j, const char* key, const T& fallback, const std::string& path
   try {
     return it->get<T>();
   } catch (const json::exception&) {
-    bad_config(path, std::string("key '") + key + "' has the wrong type (" + it->type_name() +
-                         ")");
+    bad_config(path, std::string("key '") + key + "' has the wrong type (" + it->type_name() + ")");
   }
 }
 
@@ -70,8 +67,8 @@ LlamaArch read_hf_config(const std::string& folder) {
   if (type != "llama")
     bad_config(path, "model_type '" + type + "' is not supported",
                "use a LLaMA-family model (model_type \"llama\")");
-  if (get<bool>(j, "attention_bias", false, path, false) || get<bool>(j, "mlp_bias", false, path,
-                                                                      false))
+  if (get<bool>(j, "attention_bias", false, path, false) ||
+      get<bool>(j, "mlp_bias", false, path, false))
     bad_config(path, "attention or MLP biases are not supported",
                "use a LLaMA model without biases");
   const std::string act = get<std::string>(j, "hidden_act", "silu", path, false);
@@ -124,8 +121,9 @@ LlamaArch read_hf_config(const std::string& folder) {
     bad_config(path, "hidden_size " + std::to_string(a.hidden_size) + " does not split into " +
                          std::to_string(a.num_heads) + " heads of even size");
   if (const auto hd = get<int64_t>(j, "head_dim", a.head_dim(), path, false); hd != a.head_dim())
-    bad_config(path, "head_dim " + std::to_string(hd) + " differs from hidden_size / " +
-                         "num_attention_heads = " + std::to_string(a.head_dim()),
+    bad_config(path,
+               "head_dim " + std::to_string(hd) + " differs from hidden_size / " +
+                   "num_attention_heads = " + std::to_string(a.head_dim()),
                "use a LLaMA model whose heads split the hidden size");
   if (a.num_heads % a.num_kv_heads != 0)
     bad_config(path, "num_attention_heads is not a multiple of num_key_value_heads");
@@ -139,14 +137,14 @@ void check_arch_size(const LlamaArch& a, const std::string& where) {
   constexpr double kMaxParameters = 1e13;
   const double h = double(a.hidden_size), kv = double(a.num_kv_heads) * double(a.head_dim());
   const double layer = 2 * h * h + 2 * h * kv + 3 * h * double(a.intermediate_size) + 2 * h;
-  const double n = double(a.vocab_size) * h * (a.tie_word_embeddings ? 1 : 2) +
-                   double(a.num_layers) * layer + h;
+  const double n =
+      double(a.vocab_size) * h * (a.tie_word_embeddings ? 1 : 2) + double(a.num_layers) * layer + h;
   if (n > kMaxParameters) {
     char count[32];
     std::snprintf(count, sizeof count, "%.3g", n);
     throw Error(std::string("the model's sizes give ") + count +
-                         " parameters, beyond any model Spartan can hold (10^13)",
-                     where, "check vocab_size, hidden_size, intermediate_size and the layer count");
+                    " parameters, beyond any model Spartan can hold (10^13)",
+                where, "check vocab_size, hidden_size, intermediate_size and the layer count");
   }
 }
 
@@ -154,8 +152,7 @@ void check_tokenizer_fits(const LlamaArch& arch, int64_t tokenizer_pieces,
                           const std::string& tokenizer_path) {
   if (tokenizer_pieces > arch.vocab_size)
     throw UsageError("the tokenizer has " + std::to_string(tokenizer_pieces) +
-                         " pieces, the model's vocabulary only " +
-                         std::to_string(arch.vocab_size),
+                         " pieces, the model's vocabulary only " + std::to_string(arch.vocab_size),
                      tokenizer_path, "use the tokenizer the model was trained with");
 }
 

@@ -10,16 +10,16 @@
 //   every layer's keys and values     KvAdapter           prefix tuning
 #pragma once
 
-#include <string>
-
 #include <torch/torch.h>
+
+#include <string>
 
 #include "common/error.h"
 
 namespace spartan::model {
 
 enum class Proj { q, k, v, o, gate, up, down };
-constexpr Proj kAllProjections[] = {Proj::q, Proj::k, Proj::v, Proj::o,
+constexpr Proj kAllProjections[] = {Proj::q,    Proj::k,  Proj::v,   Proj::o,
                                     Proj::gate, Proj::up, Proj::down};
 const char* proj_name(Proj p);  // "q", "k", ..., as in configs
 bool parse_proj(const std::string& name, Proj* out);
@@ -53,9 +53,9 @@ struct TpPlacement {
 // adapted output. Parallel insertion returns x·Wᵀ + Δ(x); rescaling returns (x·Wᵀ) ⊙ l.
 class LinearAdapter : public torch::nn::Module {
  public:
-  virtual torch::Tensor forward(const torch::Tensor& x,        // (B, T, in)
-                                const torch::Tensor& weight)   // (out, in), frozen
-      = 0;                                                     // -> (B, T, out)
+  virtual torch::Tensor forward(const torch::Tensor& x,       // (B, T, in)
+                                const torch::Tensor& weight)  // (out, in), frozen
+      = 0;                                                    // -> (B, T, out)
 
   // Keeps this rank's part of the parameters for a projection split as `slice` says. Adapters
   // are built at full size first, so every layout starts from the same values. Under a row

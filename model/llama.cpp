@@ -14,7 +14,6 @@ namespace spartan::model {
 namespace {
 constexpr const char* kProjNames[] = {"q", "k", "v", "o", "gate", "up", "down"};
 
-
 // (B, T, ...) -> (..., second half negated and swapped): HF's rotate_half.
 torch::Tensor rotate_half(const torch::Tensor& x) {
   const int64_t half = x.size(-1) / 2;
@@ -32,8 +31,8 @@ const char* proj_name(Proj p) { return kProjNames[static_cast<int>(p)]; }
 
 std::string projection_name(int64_t layer, Proj p) {
   const bool attn = p == Proj::q || p == Proj::k || p == Proj::v || p == Proj::o;
-  return "model.layers." + std::to_string(layer) + (attn ? ".self_attn." : ".mlp.") +
-         proj_name(p) + "_proj";
+  return "model.layers." + std::to_string(layer) + (attn ? ".self_attn." : ".mlp.") + proj_name(p) +
+         "_proj";
 }
 
 bool parse_proj(const std::string& name, Proj* out) {
@@ -65,9 +64,8 @@ ProjectionImpl::ProjectionImpl(int64_t in_features, int64_t out_features, torch:
     : slice_(slice), tp_(tp) {
   if (slice.split == TpSplit::output) out_features = slice.size();
   if (slice.split == TpSplit::input) in_features = slice.size();
-  weight = register_parameter("weight", torch::empty({out_features, in_features},
-                                                     torch::dtype(dtype)),
-                              false);
+  weight = register_parameter(
+      "weight", torch::empty({out_features, in_features}, torch::dtype(dtype)), false);
 }
 
 int64_t ProjectionImpl::in_features() const {
@@ -102,13 +100,14 @@ Rotary rotary_tables(const LlamaArch& arch, int64_t seq_len, torch::Dtype dtype,
   const int64_t d = arch.head_dim();
   auto f32 = torch::dtype(torch::kFloat32).device(device);
   // inv_freq = 1 / theta^(2i/d), computed in fp32 as HF does.
-  auto exponents = torch::arange(0, d, 2, torch::dtype(torch::kInt64).device(device))
-                       .to(torch::kFloat32) / static_cast<double>(d);
-  auto inv_freq = 1.0 / torch::pow(arch.rope_theta, exponents);                      // (d/2)
+  auto exponents =
+      torch::arange(0, d, 2, torch::dtype(torch::kInt64).device(device)).to(torch::kFloat32) /
+      static_cast<double>(d);
+  auto inv_freq = 1.0 / torch::pow(arch.rope_theta, exponents);  // (d/2)
   auto pos = torch::arange(offset, offset + seq_len, f32.dtype(torch::kInt64)).to(torch::kFloat32);
   if (arch.rope_scaling_factor != 1.0) pos = pos / arch.rope_scaling_factor;
-  auto freqs = torch::outer(pos, inv_freq);                                            // (T, d/2)
-  auto emb = torch::cat({freqs, freqs}, -1);                                           // (T, d)
+  auto freqs = torch::outer(pos, inv_freq);   // (T, d/2)
+  auto emb = torch::cat({freqs, freqs}, -1);  // (T, d)
   return {emb.cos().to(dtype), emb.sin().to(dtype)};
 }
 
@@ -129,7 +128,7 @@ AttentionImpl::AttentionImpl(const LlamaArch& a, torch::Dtype dtype, parallel::C
   TpSlice q = even_slice(TpSplit::output, num_heads, head_dim, r, size);
   TpSlice o = even_slice(TpSplit::input, num_heads, head_dim, r, size);
   TpSlice kv = even_slice(TpSplit::output, num_kv_heads, head_dim, r, size);
-  if (size > 1 && num_kv_heads % size != 0) {  // more ranks than KV heads: each holds the one
+  if (size > 1 && num_kv_heads % size != 0) {     // more ranks than KV heads: each holds the one
     const int64_t holders = size / num_kv_heads;  // its query heads use
     const int64_t head = r / holders;
     kv = {TpSplit::output, head * head_dim, (head + 1) * head_dim, num_kv_heads * head_dim,
@@ -157,8 +156,11 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& input, const Rotary& r
   if (prefix.defined() && !cached) {  // prefix tuning: (2, n, n_kv·hd) in front of the keys, values
     const int64_t n = prefix.size(1);
     auto heads = [&](const torch::Tensor& t) {
-      return t.to(k.scalar_type()).view({n, num_kv_heads, head_dim}).transpose(0, 1)
-          .unsqueeze(0).expand({B, num_kv_heads, n, head_dim});
+      return t.to(k.scalar_type())
+          .view({n, num_kv_heads, head_dim})
+          .transpose(0, 1)
+          .unsqueeze(0)
+          .expand({B, num_kv_heads, n, head_dim});
     };
     k = torch::cat({heads(prefix[0]), k}, 2);
     v = torch::cat({heads(prefix[1]), v}, 2);
@@ -172,19 +174,21 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& input, const Rotary& r
     cache->v = v;
   }
   const int64_t S = k.size(2), P = S - T;  // keys per query row; those in front of this piece
-  if (num_kv_heads != num_heads) {  // grouped-query attention: repeat each KV head
+  if (num_kv_heads != num_heads) {         // grouped-query attention: repeat each KV head
     const int64_t rep = num_heads / num_kv_heads;
-    k = k.unsqueeze(2).expand({B, num_kv_heads, rep, S, head_dim}).reshape({B, num_heads, S,
-                                                                            head_dim});
-    v = v.unsqueeze(2).expand({B, num_kv_heads, rep, S, head_dim}).reshape({B, num_heads, S,
-                                                                            head_dim});
+    k = k.unsqueeze(2)
+            .expand({B, num_kv_heads, rep, S, head_dim})
+            .reshape({B, num_heads, S, head_dim});
+    v = v.unsqueeze(2)
+            .expand({B, num_kv_heads, rep, S, head_dim})
+            .reshape({B, num_heads, S, head_dim});
   }
   auto scores = torch::matmul(q, k.transpose(2, 3)) / std::sqrt(static_cast<double>(head_dim));
   // Query t sees every prefix position and the sequence up to t.
   auto future = torch::ones({T, S}, torch::dtype(torch::kBool).device(x.device())).triu(1 + P);
   scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());  // (B, nh, T, T)
   auto probs = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
-  auto out = torch::matmul(probs, v);                                           // (B, nh, T, hd)
+  auto out = torch::matmul(probs, v);  // (B, nh, T, hd)
   return o_proj(out.transpose(1, 2).reshape({B, T, num_heads * head_dim}));
 }
 
@@ -211,10 +215,10 @@ DecoderLayerImpl::DecoderLayerImpl(const LlamaArch& a, torch::Dtype dtype,
                                    parallel::Communicator* tp) {
   self_attn = register_module("self_attn", Attention(a, dtype, tp));
   mlp = register_module("mlp", MLP(a, dtype, tp));
-  input_layernorm = register_module("input_layernorm", RMSNorm(a.hidden_size, a.rms_norm_eps,
-                                                               dtype));
-  post_attention_layernorm = register_module(
-      "post_attention_layernorm", RMSNorm(a.hidden_size, a.rms_norm_eps, dtype));
+  input_layernorm =
+      register_module("input_layernorm", RMSNorm(a.hidden_size, a.rms_norm_eps, dtype));
+  post_attention_layernorm =
+      register_module("post_attention_layernorm", RMSNorm(a.hidden_size, a.rms_norm_eps, dtype));
 }
 
 torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const Rotary& rope,
@@ -236,13 +240,20 @@ bool DecoderLayerImpl::mixes_positions() const {
 
 Projection& DecoderLayerImpl::projection(Proj p) {
   switch (p) {
-    case Proj::q: return self_attn->q_proj;
-    case Proj::k: return self_attn->k_proj;
-    case Proj::v: return self_attn->v_proj;
-    case Proj::o: return self_attn->o_proj;
-    case Proj::gate: return mlp->gate_proj;
-    case Proj::up: return mlp->up_proj;
-    case Proj::down: return mlp->down_proj;
+    case Proj::q:
+      return self_attn->q_proj;
+    case Proj::k:
+      return self_attn->k_proj;
+    case Proj::v:
+      return self_attn->v_proj;
+    case Proj::o:
+      return self_attn->o_proj;
+    case Proj::gate:
+      return mlp->gate_proj;
+    case Proj::up:
+      return mlp->up_proj;
+    case Proj::down:
+      return mlp->down_proj;
   }
   throw Error("unknown projection", "model", "report this as a bug");
 }
@@ -268,15 +279,16 @@ void DecoderLayerImpl::attach_after_mlp(std::shared_ptr<BlockAdapter> adapter) {
 LlamaImpl::LlamaImpl(const LlamaArch& arch, torch::Dtype dtype, const Shard& shard)
     : arch_(arch), dtype_(dtype), shard_(shard) {
   if (dtype != torch::kFloat32 && dtype != torch::kBFloat16)
-    throw Error(std::string("model dtype ") + c10::toString(dtype) + " is not supported",
-                "model", "use fp32 or bf16");
+    throw Error(std::string("model dtype ") + c10::toString(dtype) + " is not supported", "model",
+                "use fp32 or bf16");
   solo_ = parallel::make_solo("tp");
   tp_ = shard.tp ? shard.tp : solo_.get();
   const int64_t tp = tp_->size(), V = arch.vocab_size, H = arch.hidden_size;
   if (arch.vocab_size % tp != 0 || arch.num_heads % tp != 0 || arch.intermediate_size % tp != 0 ||
       (arch.num_kv_heads % tp != 0 && tp % arch.num_kv_heads != 0))
-    throw UsageError("tensor-parallel size " + std::to_string(tp) + " does not divide the "
-                     "vocabulary, the heads, the KV heads or the intermediate size",
+    throw UsageError("tensor-parallel size " + std::to_string(tp) +
+                         " does not divide the "
+                         "vocabulary, the heads, the KV heads or the intermediate size",
                      "[parallel] tp", "choose a TP size that divides them");
   first_layer_ = shard.first_layer;
   const int64_t end = shard.end_layer < 0 ? arch.num_layers : shard.end_layer;
@@ -287,8 +299,8 @@ LlamaImpl::LlamaImpl(const LlamaArch& arch, torch::Dtype dtype, const Shard& sha
   const bool tied = arch.tie_word_embeddings;
   if (shard.embedding || (shard.head && tied)) {
     auto embed = inner->register_module("embed_tokens", std::make_shared<torch::nn::Module>());
-    embed_ = embed->register_parameter(
-        "weight", torch::empty({V / tp, H}, torch::dtype(dtype)), false);
+    embed_ =
+        embed->register_parameter("weight", torch::empty({V / tp, H}, torch::dtype(dtype)), false);
   }
   auto list = inner->register_module("layers", std::make_shared<torch::nn::Module>());
   for (int64_t i = first_layer_; i < end; ++i) {
@@ -299,8 +311,8 @@ LlamaImpl::LlamaImpl(const LlamaArch& arch, torch::Dtype dtype, const Shard& sha
     norm_ = inner->register_module("norm", RMSNorm(arch.hidden_size, arch.rms_norm_eps, dtype));
     if (!tied) {
       auto head = register_module("lm_head", std::make_shared<torch::nn::Module>());
-      lm_head_ = head->register_parameter(
-          "weight", torch::empty({V / tp, H}, torch::dtype(dtype)), false);
+      lm_head_ =
+          head->register_parameter("weight", torch::empty({V / tp, H}, torch::dtype(dtype)), false);
     }
   }
   for (const auto& p : named_parameters()) {
@@ -392,7 +404,7 @@ torch::Tensor LlamaImpl::head_losses(const torch::Tensor& hidden, const torch::T
   TORCH_CHECK(shard_.head, "head_losses() on a rank without the LM head");
   const int64_t B = labels.size(0), T = labels.size(1);
   auto h = parallel::copy_to_group(drop_virtual(norm_(hidden), T), *tp_);
-  auto logits = torch::linear(h, lm_head_weight());                         // (B, T, V/tp)
+  auto logits = torch::linear(h, lm_head_weight());  // (B, T, V/tp)
   auto shifted = logits.narrow(1, 0, T - 1).reshape({-1, logits.size(-1)}).to(torch::kFloat32);
   auto target = labels.narrow(1, 1, T - 1).reshape({-1});
   return parallel::vocab_parallel_cross_entropy(shifted, target, vocab_begin_, *tp_)
@@ -477,12 +489,17 @@ void LlamaImpl::load(const WeightStore& store) {
     const TensorInfo& info = store.info(name);
     const Slice& sl = slices_.at(name);
     if (info.shape != sl.global_shape)
-      throw Error("tensor '" + name + "' has shape " + shape_str(info.shape) + ", config.json "
-                  "implies " + shape_str(sl.global_shape),
+      throw Error("tensor '" + name + "' has shape " + shape_str(info.shape) +
+                      ", config.json "
+                      "implies " +
+                      shape_str(sl.global_shape),
                   store.file_of(name).path(), "check that config.json matches the weights");
-    if (sl.dim < 0) t.copy_(store.load(name, dtype_));
-    else if (sl.dim == 0) t.copy_(store.load_rows(name, sl.begin, sl.end, dtype_));
-    else t.copy_(store.load_cols(name, sl.begin, sl.end, dtype_));
+    if (sl.dim < 0)
+      t.copy_(store.load(name, dtype_));
+    else if (sl.dim == 0)
+      t.copy_(store.load_rows(name, sl.begin, sl.end, dtype_));
+    else
+      t.copy_(store.load_cols(name, sl.begin, sl.end, dtype_));
     // A column slice touches every page of the tensor: the mapped pages are dropped, so that a
     // rank's resident memory is its shard, not the tensors its slices were cut from.
     store.file_of(name).release(info);
@@ -531,13 +548,18 @@ std::pair<int64_t, int64_t> projection_shape(const LlamaArch& a, Proj p) {
   const int64_t H = a.hidden_size, q = a.num_heads * a.head_dim(),
                 kv = a.num_kv_heads * a.head_dim(), I = a.intermediate_size;
   switch (p) {
-    case Proj::q: return {q, H};
+    case Proj::q:
+      return {q, H};
     case Proj::k:
-    case Proj::v: return {kv, H};
-    case Proj::o: return {H, q};
+    case Proj::v:
+      return {kv, H};
+    case Proj::o:
+      return {H, q};
     case Proj::gate:
-    case Proj::up: return {I, H};
-    case Proj::down: return {H, I};
+    case Proj::up:
+      return {I, H};
+    case Proj::down:
+      return {H, I};
   }
   return {0, 0};
 }

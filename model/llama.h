@@ -13,19 +13,19 @@
 // autograd functions of parallel/tensor_parallel.h.
 #pragma once
 
+#include <torch/torch.h>
+
 #include <map>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
-#include <torch/torch.h>
-
 #include "model/hf_config.h"
-#include "parallel/communicator.h"
-#include "parallel/grid.h"
 #include "model/hooks.h"
 #include "model/weights.h"
+#include "parallel/communicator.h"
+#include "parallel/grid.h"
 
 namespace spartan::model {
 
@@ -36,10 +36,10 @@ inline constexpr char kKvAdapterName[] = "prefix_encoder";
 
 // The part of the model one rank holds. The default is the whole model on one process.
 struct Shard {
-  parallel::Communicator* tp = nullptr;  // tensor-parallel group; nullptr = no TP
+  parallel::Communicator* tp = nullptr;     // tensor-parallel group; nullptr = no TP
   int64_t first_layer = 0, end_layer = -1;  // layers [first, end) of this stage; -1 = to the last
-  bool embedding = true;  // the input embedding (first pipeline stage)
-  bool head = true;       // the final norm and the LM head (last pipeline stage)
+  bool embedding = true;                    // the input embedding (first pipeline stage)
+  bool head = true;                         // the final norm and the LM head (last pipeline stage)
 };
 
 class RMSNormImpl : public torch::nn::Module {
@@ -56,8 +56,8 @@ TORCH_MODULE(RMSNorm);
 // adapter's partial output included.
 class ProjectionImpl : public torch::nn::Module {
  public:
-  ProjectionImpl(int64_t in_features, int64_t out_features, torch::Dtype dtype,
-                 TpSlice slice = {}, parallel::Communicator* tp = nullptr);
+  ProjectionImpl(int64_t in_features, int64_t out_features, torch::Dtype dtype, TpSlice slice = {},
+                 parallel::Communicator* tp = nullptr);
   torch::Tensor forward(const torch::Tensor& x);  // (B, T, in) -> (B, T, out)
   void attach(std::shared_ptr<LinearAdapter> adapter);
   void detach();
@@ -65,7 +65,7 @@ class ProjectionImpl : public torch::nn::Module {
   const TpSlice& slice() const { return slice_; }
   int64_t in_features() const;   // global
   int64_t out_features() const;  // global
-  torch::Tensor weight;  // (out, in), this rank's slice
+  torch::Tensor weight;          // (out, in), this rank's slice
 
  private:
   std::shared_ptr<LinearAdapter> adapter_;
@@ -155,7 +155,7 @@ class LlamaImpl : public torch::nn::Module {
   torch::Tensor embed(const torch::Tensor& input_ids);  // first stage: (B, T) -> (B, P + T, H)
   torch::Tensor run_layers(const torch::Tensor& h,      // this rank's layers
                            KvCache* cache = nullptr);
-  torch::Tensor head_losses(const torch::Tensor& h,     // last stage: (B, P + T, H) -> (B, T-1)
+  torch::Tensor head_losses(const torch::Tensor& h,  // last stage: (B, P + T, H) -> (B, T-1)
                             const torch::Tensor& labels);
   // Last stage: (B, P + T, H) -> (B, T, V) fp32 logits of the T real positions (gathered
   // under TP).
@@ -213,7 +213,7 @@ class LlamaImpl : public torch::nn::Module {
     std::vector<int64_t> global_shape;
   };
   std::map<std::string, Slice> slices_;  // every base parameter
-  torch::Tensor embed_;  // (V, H), "model.embed_tokens.weight"
+  torch::Tensor embed_;                  // (V, H), "model.embed_tokens.weight"
   std::vector<DecoderLayer> layers_;
   RMSNorm norm_{nullptr};
   torch::Tensor lm_head_;  // undefined when tied

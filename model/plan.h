@@ -99,14 +99,14 @@ class MethodCosts {
 struct PlanInputs {
   LlamaArch arch;
   int64_t tp = 1, pp = 1, dp = 1;
-  std::vector<int64_t> stage_layers;  // layers per stage; empty = even, remainder first
+  std::vector<int64_t> stage_layers;          // layers per stage; empty = even, remainder first
   std::shared_ptr<const MethodCosts> method;  // required: adapters::Method::costs
   std::vector<std::string> targets = {"q", "k", "v", "o", "gate", "up", "down"};
   int64_t r = 8;
   double dropout = 0;
-  int64_t base_bytes = 4;              // 2 bf16 (compute in the same dtype), 4 fp32
-  bool sparse_base = false;            // 2:4-compressed storage of the pruned projections
-  bool recompute = false;              // keep only each layer's input; recompute in backward
+  int64_t base_bytes = 4;    // 2 bf16 (compute in the same dtype), 4 fp32
+  bool sparse_base = false;  // 2:4-compressed storage of the pruned projections
+  bool recompute = false;    // keep only each layer's input; recompute in backward
   int64_t seq_len = 1024, micro_batch = 1, global_batch = 1;
 };
 

@@ -9,7 +9,6 @@
 #include <cerrno>
 #include <cstring>
 #include <limits>
-
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
@@ -23,9 +22,10 @@ struct DTypeEntry {
   size_t size;
 };
 constexpr DTypeEntry kDTypes[] = {
-    {DType::F64, "F64", 8}, {DType::F32, "F32", 4}, {DType::F16, "F16", 2},
+    {DType::F64, "F64", 8},   {DType::F32, "F32", 4}, {DType::F16, "F16", 2},
     {DType::BF16, "BF16", 2}, {DType::I64, "I64", 8}, {DType::I32, "I32", 4},
-    {DType::I16, "I16", 2}, {DType::I8, "I8", 1}, {DType::U8, "U8", 1}, {DType::BOOL, "BOOL", 1},
+    {DType::I16, "I16", 2},   {DType::I8, "I8", 1},   {DType::U8, "U8", 1},
+    {DType::BOOL, "BOOL", 1},
 };
 
 const DTypeEntry& entry(DType d) {
@@ -106,8 +106,9 @@ SafetensorsFile::SafetensorsFile(std::string name, const void* bytes, size_t siz
 
 void SafetensorsFile::parse(const unsigned char* bytes, uint64_t size) {
   if (size < 8)
-    bad_file(path_, "file of " + std::to_string(size) + " bytes is shorter than the 8-byte header "
-                    "length");
+    bad_file(path_, "file of " + std::to_string(size) +
+                        " bytes is shorter than the 8-byte header "
+                        "length");
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | bytes[i];  // little-endian
   if (n > kMaxHeaderBytes)
@@ -149,8 +150,10 @@ void SafetensorsFile::parse_header(const char* text, uint64_t n) {
     if (name == "__metadata__") {
       if (!v.is_object()) bad_file(path_, "__metadata__ is not an object");
       for (auto m = v.begin(); m != v.end(); ++m) {
-        if (!m.value().is_string()) bad_file(path_, "__metadata__ value '" + m.key() + "' is not "
-                                                    "a string");
+        if (!m.value().is_string())
+          bad_file(path_, "__metadata__ value '" + m.key() +
+                              "' is not "
+                              "a string");
         metadata_[m.key()] = m.value().get<std::string>();
       }
       continue;
@@ -166,8 +169,8 @@ void SafetensorsFile::parse_header(const char* text, uint64_t n) {
     if (shape == v.end() || !shape->is_array()) bad_file(path_, "missing shape array", name);
     uint64_t numel = 1;
     for (const auto& d : *shape) {
-      if (!d.is_number_unsigned()) bad_file(path_, "shape entries must be non-negative integers",
-                                            name);
+      if (!d.is_number_unsigned())
+        bad_file(path_, "shape entries must be non-negative integers", name);
       uint64_t dim = d.get<uint64_t>();
       if (dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
           !mul_ok(numel, dim, &numel))
@@ -182,13 +185,17 @@ void SafetensorsFile::parse_header(const char* text, uint64_t n) {
     t.end = (*off)[1].get<uint64_t>();
     if (t.begin > t.end) bad_file(path_, "data_offsets begin after they end", name);
     if (t.end > data_size_)
-      bad_file(path_, "data_offsets [" + std::to_string(t.begin) + ", " + std::to_string(t.end) +
-                          ") run past the " + std::to_string(data_size_) + "-byte data section",
+      bad_file(path_,
+               "data_offsets [" + std::to_string(t.begin) + ", " + std::to_string(t.end) +
+                   ") run past the " + std::to_string(data_size_) + "-byte data section",
                name);
     uint64_t expect = 0;
     if (!mul_ok(numel, dtype_size(t.dtype), &expect) || expect != t.end - t.begin)
-      bad_file(path_, "shape and dtype need " + std::to_string(expect) + " bytes but data_offsets "
-                      "span " + std::to_string(t.end - t.begin),
+      bad_file(path_,
+               "shape and dtype need " + std::to_string(expect) +
+                   " bytes but data_offsets "
+                   "span " +
+                   std::to_string(t.end - t.begin),
                name);
     index_[name] = tensors_.size();
     tensors_.push_back(std::move(t));
@@ -231,9 +238,8 @@ void write_safetensors(const std::string& path, const std::vector<TensorView>& t
   for (const auto& t : tensors) {
     uint64_t n = dtype_size(t.dtype);
     for (int64_t d : t.shape) n *= static_cast<uint64_t>(d);
-    header[t.name] = {{"dtype", dtype_name(t.dtype)},
-                      {"shape", t.shape},
-                      {"data_offsets", {offset, offset + n}}};
+    header[t.name] = {
+        {"dtype", dtype_name(t.dtype)}, {"shape", t.shape}, {"data_offsets", {offset, offset + n}}};
     sizes.push_back(n);
     offset += n;
   }

@@ -21,8 +21,8 @@ namespace spartan::model {
 
 enum class DType { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL };
 
-const char* dtype_name(DType d);        // "F32", ...
-size_t dtype_size(DType d);             // bytes per element
+const char* dtype_name(DType d);  // "F32", ...
+size_t dtype_size(DType d);       // bytes per element
 bool parse_dtype(const std::string& name, DType* out);
 
 struct TensorInfo {

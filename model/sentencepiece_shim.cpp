@@ -7,13 +7,13 @@
 // sentencepiece then writes to an uninitialised std::cerr.) In its own namespace sentencepiece
 // keeps its protobuf and its libstdc++ to itself; only C types cross, and memory the shim
 // allocates is freed by the shim.
+#include <sentencepiece_processor.h>
+#include <sentencepiece_trainer.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
-
-#include <sentencepiece_processor.h>
-#include <sentencepiece_trainer.h>
 
 namespace {
 char* copy(const std::string& s) {

@@ -109,14 +109,12 @@ Tokenizer::~Tokenizer() {
   if (handle_) shim().close(handle_);
 }
 
-std::vector<int64_t> Tokenizer::encode(const std::string& text, bool add_bos,
-                                       bool add_eos) const {
+std::vector<int64_t> Tokenizer::encode(const std::string& text, bool add_bos, bool add_eos) const {
   std::vector<int> pieces(text.size() + 16);  // byte fallback: at most one piece per byte
   char* error = nullptr;
   long long n = shim().encode(handle_, text.data(), text.size(), pieces.data(),
                               static_cast<long long>(pieces.size()), &error);
-  if (n < 0)
-    throw Error("cannot encode text (" + take(error) + ")", path_, "check the input text");
+  if (n < 0) throw Error("cannot encode text (" + take(error) + ")", path_, "check the input text");
   if (n > static_cast<long long>(pieces.size())) {
     pieces.resize(n);
     n = shim().encode(handle_, text.data(), text.size(), pieces.data(), n, &error);

@@ -2,7 +2,6 @@
 
 #include <cstdio>
 #include <fstream>
-
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
@@ -28,16 +27,26 @@ void check_range(const std::string& name, const TensorInfo& t, size_t dim, int64
 
 torch::Dtype to_torch(DType d) {
   switch (d) {
-    case DType::F64: return torch::kFloat64;
-    case DType::F32: return torch::kFloat32;
-    case DType::F16: return torch::kFloat16;
-    case DType::BF16: return torch::kBFloat16;
-    case DType::I64: return torch::kInt64;
-    case DType::I32: return torch::kInt32;
-    case DType::I16: return torch::kInt16;
-    case DType::I8: return torch::kInt8;
-    case DType::U8: return torch::kUInt8;
-    case DType::BOOL: return torch::kBool;
+    case DType::F64:
+      return torch::kFloat64;
+    case DType::F32:
+      return torch::kFloat32;
+    case DType::F16:
+      return torch::kFloat16;
+    case DType::BF16:
+      return torch::kBFloat16;
+    case DType::I64:
+      return torch::kInt64;
+    case DType::I32:
+      return torch::kInt32;
+    case DType::I16:
+      return torch::kInt16;
+    case DType::I8:
+      return torch::kInt8;
+    case DType::U8:
+      return torch::kUInt8;
+    case DType::BOOL:
+      return torch::kBool;
   }
   throw Error("unknown dtype", "weights", "report this as a bug");
 }
@@ -161,9 +170,9 @@ torch::Tensor WeightStore::load_cols(const std::string& name, int64_t begin, int
   const SafetensorsFile& f = file_of(name);
   const TensorInfo& t = f.at(name);
   if (t.shape.size() != 2)
-    throw Error("column slice of tensor '" + name + "' with " + std::to_string(t.shape.size()) +
-                    " dims",
-                f.path(), "column slices need a 2-D tensor");
+    throw Error(
+        "column slice of tensor '" + name + "' with " + std::to_string(t.shape.size()) + " dims",
+        f.path(), "column slices need a 2-D tensor");
   check_range(name, t, 1, begin, end, f.path());
   check_float_source(t, dtype, f.path());
   const int64_t cols = t.shape[1];

@@ -2,12 +2,12 @@
 // rank of a 70B model maps every shard file but touches only the pages of its own slice.
 #pragma once
 
+#include <torch/torch.h>
+
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <torch/torch.h>
 
 #include "model/safetensors.h"
 

@@ -1,10 +1,10 @@
 // Gradient reduction in flat buckets: many small tensors travel as a few large messages.
 #pragma once
 
+#include <torch/torch.h>
+
 #include <cstdint>
 #include <vector>
-
-#include <torch/torch.h>
 
 #include "parallel/communicator.h"
 

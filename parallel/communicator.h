@@ -11,11 +11,11 @@
 // step time spent communicating.
 #pragma once
 
+#include <torch/torch.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
-
-#include <torch/torch.h>
 
 namespace spartan::parallel {
 

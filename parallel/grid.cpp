@@ -18,13 +18,13 @@ std::unique_ptr<Grid> Grid::create(const Layout& layout, const std::string& wher
   const bool mpi = launched_by_mpi() || layout.world() > 1;
   const int world = mpi ? init_mpi() : 1;
   if (world != layout.world())
-    throw UsageError("the layout dp x pp x tp = " + std::to_string(layout.dp) + " x " +
-                         std::to_string(layout.pp) + " x " + std::to_string(layout.tp) + " = " +
-                         std::to_string(layout.world()) + " needs " +
-                         std::to_string(layout.world()) + " ranks, the job has " +
-                         std::to_string(world),
-                     where, "start it with mpirun -np " + std::to_string(layout.world()) +
-                                " or change [parallel]");
+    throw UsageError(
+        "the layout dp x pp x tp = " + std::to_string(layout.dp) + " x " +
+            std::to_string(layout.pp) + " x " + std::to_string(layout.tp) + " = " +
+            std::to_string(layout.world()) + " needs " + std::to_string(layout.world()) +
+            " ranks, the job has " + std::to_string(world),
+        where,
+        "start it with mpirun -np " + std::to_string(layout.world()) + " or change [parallel]");
   if (world == 1) {
     auto g = solo();
     g->layout_ = layout;

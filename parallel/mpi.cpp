@@ -38,19 +38,27 @@ void check(int rc, const char* what) {
 
 int to_int(int64_t n, const char* what) {
   if (n > INT_MAX)
-    throw Error(std::string(what) + " of " + std::to_string(n) + " elements exceeds MPI's int "
-                "counts", "MPI", "use smaller micro-batches or more tensor parallelism");
+    throw Error(std::string(what) + " of " + std::to_string(n) +
+                    " elements exceeds MPI's int "
+                    "counts",
+                "MPI", "use smaller micro-batches or more tensor parallelism");
   return static_cast<int>(n);
 }
 
 MPI_Datatype mpi_type(torch::ScalarType t) {
   switch (t) {
-    case torch::kFloat32: return MPI_FLOAT;
-    case torch::kFloat64: return MPI_DOUBLE;
-    case torch::kInt64: return MPI_INT64_T;
-    case torch::kInt32: return MPI_INT32_T;
-    case torch::kUInt8: return MPI_UINT8_T;
-    case torch::kBool: return MPI_C_BOOL;
+    case torch::kFloat32:
+      return MPI_FLOAT;
+    case torch::kFloat64:
+      return MPI_DOUBLE;
+    case torch::kInt64:
+      return MPI_INT64_T;
+    case torch::kInt32:
+      return MPI_INT32_T;
+    case torch::kUInt8:
+      return MPI_UINT8_T;
+    case torch::kBool:
+      return MPI_C_BOOL;
     default:
       throw Error(std::string("MPI reduction of ") + c10::toString(t) + " tensors", "MPI",
                   "reduce in fp32 (the trainer does)");
@@ -296,8 +304,8 @@ class MpiCommunicator final : public Communicator {
     auto c = out.contiguous();
     TORCH_CHECK(in.is_contiguous(), "send_recv: contiguous tensor");
     check(MPI_Sendrecv(c.data_ptr(), to_int(payload_bytes(c), "send"), MPI_BYTE, dst, 0,
-                       in.data_ptr(), to_int(payload_bytes(in), "recv"), MPI_BYTE, src, 0,
-                       comm_, MPI_STATUS_IGNORE),
+                       in.data_ptr(), to_int(payload_bytes(in), "recv"), MPI_BYTE, src, 0, comm_,
+                       MPI_STATUS_IGNORE),
           "MPI_Sendrecv");
     count(payload_bytes(c) + payload_bytes(in), since(t0));
   }

@@ -27,14 +27,22 @@ void check_cuda(cudaError_t rc, const char* what) {
 
 ncclDataType_t nccl_type(torch::ScalarType t) {
   switch (t) {
-    case torch::kFloat32: return ncclFloat32;
-    case torch::kFloat64: return ncclFloat64;
-    case torch::kBFloat16: return ncclBfloat16;
-    case torch::kFloat16: return ncclFloat16;
-    case torch::kInt64: return ncclInt64;
-    case torch::kInt32: return ncclInt32;
-    case torch::kUInt8: return ncclUint8;
-    case torch::kBool: return ncclUint8;
+    case torch::kFloat32:
+      return ncclFloat32;
+    case torch::kFloat64:
+      return ncclFloat64;
+    case torch::kBFloat16:
+      return ncclBfloat16;
+    case torch::kFloat16:
+      return ncclFloat16;
+    case torch::kInt64:
+      return ncclInt64;
+    case torch::kInt32:
+      return ncclInt32;
+    case torch::kUInt8:
+      return ncclUint8;
+    case torch::kBool:
+      return ncclUint8;
     default:
       throw Error(std::string("NCCL cannot move ") + c10::toString(t) + " tensors", "NCCL",
                   "report this as a bug");
@@ -43,9 +51,12 @@ ncclDataType_t nccl_type(torch::ScalarType t) {
 
 ncclRedOp_t nccl_op(ReduceOp op) {
   switch (op) {
-    case ReduceOp::sum: return ncclSum;
-    case ReduceOp::avg: return ncclAvg;
-    case ReduceOp::max: return ncclMax;
+    case ReduceOp::sum:
+      return ncclSum;
+    case ReduceOp::avg:
+      return ncclAvg;
+    case ReduceOp::max:
+      return ncclMax;
   }
   return ncclSum;
 }
@@ -84,8 +95,8 @@ class NcclCommunicator final : public Communicator {
     std::vector<int64_t> shape{size_};
     shape.insert(shape.end(), in.sizes().begin(), in.sizes().end());
     auto out = torch::empty(shape, in.options());
-    check_nccl(ncclAllGather(in.data_ptr(), out.data_ptr(), in.numel(),
-                             nccl_type(in.scalar_type()), comm_, stream_),
+    check_nccl(ncclAllGather(in.data_ptr(), out.data_ptr(), in.numel(), nccl_type(in.scalar_type()),
+                             comm_, stream_),
                "ncclAllGather");
     done(payload_bytes(in), t0);
     return torch::cat(out.unbind(0), dim);
@@ -131,9 +142,9 @@ class NcclCommunicator final : public Communicator {
     check_nccl(ncclGroupStart(), "ncclGroupStart");
     check_nccl(ncclSend(c.data_ptr(), c.numel(), nccl_type(c.scalar_type()), dst, comm_, stream_),
                "ncclSend");
-    check_nccl(ncclRecv(in.data_ptr(), in.numel(), nccl_type(in.scalar_type()), src, comm_,
-                        stream_),
-               "ncclRecv");
+    check_nccl(
+        ncclRecv(in.data_ptr(), in.numel(), nccl_type(in.scalar_type()), src, comm_, stream_),
+        "ncclRecv");
     check_nccl(ncclGroupEnd(), "ncclGroupEnd");
     done(payload_bytes(c) + payload_bytes(in), t0);
   }

@@ -53,8 +53,10 @@ class Runner {
   torch::Tensor backward(const torch::Tensor& grad) {
     auto [in, out] = std::move(inflight_.front());
     inflight_.pop_front();
-    if (last_) out.backward();
-    else out.backward(grad);
+    if (last_)
+      out.backward();
+    else
+      out.backward(grad);
     if (first_) return {};
     return in.grad().contiguous();
   }
@@ -84,8 +86,10 @@ void train_1f1b(const PipelineStage& stage, Communicator& pp) {
     auto grad = r.send_forward_recv_backward(out, b);
     auto grad_in = r.backward(grad);
     ++b;
-    if (i + 1 == steady) r.send_backward(grad_in);
-    else in = r.send_backward_recv_forward(grad_in, f);
+    if (i + 1 == steady)
+      r.send_backward(grad_in);
+    else
+      in = r.send_backward_recv_forward(grad_in, f);
   }
   for (int64_t i = 0; i < warmup; ++i, ++b) r.send_backward(r.backward(r.recv_backward(b)));
 }

@@ -7,11 +7,11 @@
 // the following backward's receive uses one send_recv so neighbouring stages cannot deadlock.
 #pragma once
 
+#include <torch/torch.h>
+
 #include <cstdint>
 #include <functional>
 #include <vector>
-
-#include <torch/torch.h>
 
 #include "parallel/communicator.h"
 

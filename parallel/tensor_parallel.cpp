@@ -77,8 +77,8 @@ torch::Tensor vocab_parallel_cross_entropy(const torch::Tensor& logits,
                                            Communicator& group) {
   namespace F = torch::nn::functional;
   if (group.size() == 1)
-    return F::cross_entropy(logits, targets,
-                            F::CrossEntropyFuncOptions().reduction(torch::kNone).ignore_index(-100));
+    return F::cross_entropy(
+        logits, targets, F::CrossEntropyFuncOptions().reduction(torch::kNone).ignore_index(-100));
   const int64_t V = logits.size(-1);
   // A constant shift per row leaves the loss and its gradient unchanged: no gradient through it.
   auto row_max = std::get<0>(logits.detach().max(-1)).contiguous();
@@ -88,8 +88,8 @@ torch::Tensor vocab_parallel_cross_entropy(const torch::Tensor& logits,
   auto ignored = targets.eq(-100);
   auto mine = targets.ge(vocab_start).logical_and(targets.lt(vocab_start + V));
   auto local = (targets - vocab_start).masked_fill(mine.logical_not(), 0);
-  auto picked = shifted.gather(-1, local.unsqueeze(-1)).squeeze(-1).masked_fill(
-      mine.logical_not(), 0.0);
+  auto picked =
+      shifted.gather(-1, local.unsqueeze(-1)).squeeze(-1).masked_fill(mine.logical_not(), 0.0);
   auto target_logit = reduce_from_group(picked, group);
   return (sum_exp.log() - target_logit).masked_fill(ignored, 0.0);
 }

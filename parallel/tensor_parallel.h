@@ -8,9 +8,9 @@
 //   gather_from_group  forward all-gather (last dim),    backward this rank's slice
 #pragma once
 
-#include <cstdint>
-
 #include <torch/torch.h>
+
+#include <cstdint>
 
 #include "parallel/communicator.h"
 

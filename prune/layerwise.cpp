@@ -7,7 +7,8 @@ model::DecoderLayer load_layer(const model::WeightStore& store, const model::Lla
   model::DecoderLayer layer(arch, torch::kFloat32);
   torch::NoGradGuard no_grad;
   const std::string prefix = "model.layers." + std::to_string(index) + ".";
-  for (auto& p : layer->named_parameters()) p.value().copy_(store.load(prefix + p.key(), torch::kFloat32));
+  for (auto& p : layer->named_parameters())
+    p.value().copy_(store.load(prefix + p.key(), torch::kFloat32));
   layer->eval();
   return layer;
 }
@@ -44,7 +45,8 @@ double layerwise_loss(const model::WeightStore& store, const model::LlamaArch& a
   model::RMSNorm norm(arch.hidden_size, arch.rms_norm_eps, torch::kFloat32);
   norm->weight.copy_(store.load("model.norm.weight", torch::kFloat32));
   h = norm(h);
-  const std::string head = arch.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+  const std::string head =
+      arch.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
   auto head_w = store.load(head, torch::kFloat32);
   double sum = 0;
   int64_t count = 0;

@@ -3,10 +3,10 @@
 // of the calibration (or evaluation) sequences are held.
 #pragma once
 
+#include <torch/torch.h>
+
 #include <cstdint>
 #include <functional>
-
-#include <torch/torch.h>
 
 #include "model/hf_config.h"
 #include "model/llama.h"

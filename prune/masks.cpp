@@ -25,8 +25,8 @@ Pattern parse_pattern(const std::string& text) {
 torch::Tensor nm_mask(const torch::Tensor& scores, Pattern p) {
   const int64_t rows = scores.size(0), cols = scores.size(1);
   if (cols % p.m != 0)
-    throw UsageError("input dimension " + std::to_string(cols) + " is not a multiple of M = " +
-                         std::to_string(p.m),
+    throw UsageError("input dimension " + std::to_string(cols) +
+                         " is not a multiple of M = " + std::to_string(p.m),
                      "[prune] pattern " + p.str(), "choose M dividing every projection's input");
   auto groups = scores.reshape({rows, cols / p.m, p.m});
   auto lowest = std::get<1>(groups.topk(p.m - p.n, -1, /*largest=*/false));
@@ -64,8 +64,8 @@ torch::Tensor sparsegpt_prune(torch::Tensor& W, torch::Tensor H, double sparsity
   torch::NoGradGuard no_grad;
   const int64_t cols = W.size(1);
   if (p.nm() && blocksize % p.m != 0)
-    throw UsageError("blocksize " + std::to_string(blocksize) + " is not a multiple of M = " +
-                         std::to_string(p.m),
+    throw UsageError("blocksize " + std::to_string(blocksize) +
+                         " is not a multiple of M = " + std::to_string(p.m),
                      "[prune] blocksize", "use a multiple of M");
   H = H.clone();
   // Inputs that were always zero carry no information: prune their weights, keep H invertible.
@@ -75,7 +75,8 @@ torch::Tensor sparsegpt_prune(torch::Tensor& W, torch::Tensor H, double sparsity
   H.diagonal().add_(percdamp * H.diagonal().mean());
   // Upper Cholesky factor of H⁻¹: its rows give the OBS updates column by column.
   auto Hinv = at::linalg_cholesky(torch::cholesky_inverse(at::linalg_cholesky(H)))
-                  .transpose(0, 1).contiguous();
+                  .transpose(0, 1)
+                  .contiguous();
   auto mask = torch::zeros_like(W, torch::kBool);
   const int64_t prune_per_group = p.m - p.n;
   for (int64_t i1 = 0; i1 < cols; i1 += blocksize) {

@@ -10,9 +10,9 @@
 //              inputs (Frantar & Alistarh 2023); the mask is chosen per block of columns
 #pragma once
 
-#include <string>
-
 #include <torch/torch.h>
+
+#include <string>
 
 namespace spartan::prune {
 

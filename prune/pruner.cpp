@@ -50,10 +50,17 @@ class Recorder : public model::LinearAdapter {
 
 const char* input_group(model::Proj p) {
   switch (p) {
-    case model::Proj::q: case model::Proj::k: case model::Proj::v: return "attention input";
-    case model::Proj::o: return "attention output";
-    case model::Proj::gate: case model::Proj::up: return "mlp input";
-    case model::Proj::down: return "mlp activation";
+    case model::Proj::q:
+    case model::Proj::k:
+    case model::Proj::v:
+      return "attention input";
+    case model::Proj::o:
+      return "attention output";
+    case model::Proj::gate:
+    case model::Proj::up:
+      return "mlp input";
+    case model::Proj::down:
+      return "mlp activation";
   }
   return "";
 }
@@ -69,8 +76,7 @@ namespace {
 
 // Activations from one rank to the next: (N, T, H) with its dtype, sent as a header + data.
 void send_activations(parallel::Communicator& c, const torch::Tensor& h, int dst) {
-  c.send(torch::tensor({h.size(0), h.size(1), h.size(2),
-                        static_cast<int64_t>(h.scalar_type())}),
+  c.send(torch::tensor({h.size(0), h.size(1), h.size(2), static_cast<int64_t>(h.scalar_type())}),
          dst);
   c.send(h.contiguous(), dst);
 }
@@ -194,7 +200,8 @@ PruneReport prune_folder(const std::string& in_folder, const std::string& out_fo
   if (needs_stats && rank + 1 < size) send_activations(*ranks, h, rank + 1);
   if (ranks) {
     // Every rank's results onto rank 0, which writes the folder from every rank's layer files.
-    nlohmann::json mine = {{"zeros", zeros}, {"total", total}, {"tensors", nlohmann::json::array()}};
+    nlohmann::json mine = {
+        {"zeros", zeros}, {"total", total}, {"tensors", nlohmann::json::array()}};
     for (const auto& t : report.tensors)
       mine["tensors"].push_back({t.name, t.sparsity, t.pattern_ok});
     const auto all = gather_strings(*ranks, mine.dump());
@@ -234,10 +241,11 @@ PruneReport prune_folder(const std::string& in_folder, const std::string& out_fo
     }
     model::write_safetensors(out_folder + "/" + basename(file->path()), views, file->metadata());
   }
-  for (const char* side : {"config.json", "model.safetensors.index.json", "generation_config.json",
-                           "tokenizer.model", "tokenizer.json", "tokenizer_config.json",
-                           "special_tokens_map.json"})
-    if (file_exists(in_folder + "/" + side)) copy_file(in_folder + "/" + side, out_folder + "/" + side);
+  for (const char* side :
+       {"config.json", "model.safetensors.index.json", "generation_config.json", "tokenizer.model",
+        "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"})
+    if (file_exists(in_folder + "/" + side))
+      copy_file(in_folder + "/" + side, out_folder + "/" + side);
   layers.clear();
   for (const auto& f : layer_files) std::remove(f.c_str());
   ::rmdir(tmp.c_str());
@@ -248,8 +256,7 @@ PruneReport prune_folder(const std::string& in_folder, const std::string& out_fo
     report.loss_after = layerwise_loss(out, arch, eval_ids, eval_labels, o.batch);
     report.evaluated = true;
   }
-  report.seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return report;
 }
 
@@ -257,9 +264,8 @@ nlohmann::json PruneReport::to_json() const {
   nlohmann::json j;
   j["method"] = name_of(options.method);
   j["pattern"] = options.pattern.str();
-  j["sparsity_requested"] = options.pattern.nm()
-                                ? 1.0 - double(options.pattern.n) / options.pattern.m
-                                : options.sparsity;
+  j["sparsity_requested"] =
+      options.pattern.nm() ? 1.0 - double(options.pattern.n) / options.pattern.m : options.sparsity;
   j["sparsity_of_targets"] = target_sparsity;
   j["calibration"] = {{"sequences", calibration_sequences}, {"tokens", calibration_tokens}};
   if (options.method == PruneMethod::sparsegpt)
@@ -267,8 +273,10 @@ nlohmann::json PruneReport::to_json() const {
   for (const auto& t : tensors)
     j["tensors"][t.name] = {{"sparsity", t.sparsity}, {"pattern_ok", t.pattern_ok}};
   if (evaluated)
-    j["held_out"] = {{"loss_before", loss_before}, {"perplexity_before", std::exp(loss_before)},
-                     {"loss_after", loss_after}, {"perplexity_after", std::exp(loss_after)}};
+    j["held_out"] = {{"loss_before", loss_before},
+                     {"perplexity_before", std::exp(loss_before)},
+                     {"loss_after", loss_after},
+                     {"perplexity_after", std::exp(loss_after)}};
   j["seconds"] = seconds;
   return j;
 }
@@ -281,8 +289,9 @@ std::string PruneReport::table() const {
   bool all_ok = true;
   for (const auto& t : tensors) {
     std::snprintf(line, sizeof line, "%-44s %9.4f  %s\n", t.name.c_str(), t.sparsity,
-                  !options.pattern.nm() ? "-" : t.pattern_ok ? options.pattern.str().c_str()
-                                                             : "VIOLATED");
+                  !options.pattern.nm() ? "-"
+                  : t.pattern_ok        ? options.pattern.str().c_str()
+                                        : "VIOLATED");
     out += line;
     all_ok = all_ok && t.pattern_ok;
   }

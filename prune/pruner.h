@@ -22,7 +22,7 @@ namespace spartan::prune {
 
 struct PruneOptions {
   PruneMethod method = PruneMethod::wanda;
-  double sparsity = 0.5;         // unstructured ratio (N:M patterns imply theirs)
+  double sparsity = 0.5;  // unstructured ratio (N:M patterns imply theirs)
   Pattern pattern;
   std::vector<model::Proj> targets;
   int64_t blocksize = 128;
@@ -58,8 +58,7 @@ struct PruneReport {
 // (returned on rank 0). The result is the same as on one process, byte for byte.
 PruneReport prune_folder(const std::string& in_folder, const std::string& out_folder,
                          const PruneOptions& options, const torch::Tensor& calib_ids,
-                         const torch::Tensor& eval_ids = {},
-                         const torch::Tensor& eval_labels = {},
+                         const torch::Tensor& eval_ids = {}, const torch::Tensor& eval_labels = {},
                          parallel::Communicator* ranks = nullptr);
 
 }  // namespace spartan::prune

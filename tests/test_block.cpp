@@ -2,7 +2,6 @@
 // counts the parameters of its formula, has fp64 gradients equal to finite differences, and
 // round-trips through its exported folder.
 #include <gtest/gtest.h>
-
 #include <torch/torch.h>
 
 #include "adapters/adapter.h"
@@ -16,7 +15,8 @@
 using namespace spartan;
 
 namespace {
-const std::string kBase = spartan::testing_support::fixtures_dir() + "/tiny-llama-gqa";  // H 64, 2 layers
+const std::string kBase =
+    spartan::testing_support::fixtures_dir() + "/tiny-llama-gqa";  // H 64, 2 layers
 
 AdapterConfig block_config(const std::string& method) {
   AdapterConfig c;
@@ -42,9 +42,9 @@ torch::Tensor ids() { return torch::randint(0, 101, {2, 12}, torch::kInt64); }
 TEST(BlockAdapters, StartAtTheBaseAndCountTheirFormulas) {
   const int64_t H = 64, L = 2, m = 8, n = 4, k = 2, heads = 4, d = 2;
   const std::map<std::string, int64_t> formula = {
-      {"houlsby", L * 2 * (2 * H * m + m + H)},                 // down, up and biases, 2 sites
+      {"houlsby", L * 2 * (2 * H * m + m + H)},                      // down, up and biases, 2 sites
       {"compacter", L * 2 * (2 * k * (H + m) + m + H) + n * n * n},  // A_i once for all layers
-      {"tiny_attention", L * 4 * H * heads * d}};              // q, k, v, o
+      {"tiny_attention", L * 4 * H * heads * d}};                    // q, k, v, o
   torch::manual_seed(3);
   const auto x = ids();
   auto base = model::load_llama(kBase, torch::kFloat32);
@@ -108,8 +108,12 @@ TEST(BlockAdapters, ExportRoundTrips) {
     randomise(adapters::trainable_parameters(m), 0.1);
     torch::NoGradGuard no_grad;
     const auto adapted = m->forward(x);
-    EXPECT_GT((adapted - model::load_llama(kBase, torch::kFloat32)->forward(x)).abs().max()
-                  .item<double>(), 1e-4) << method << " does nothing";
+    EXPECT_GT((adapted - model::load_llama(kBase, torch::kFloat32)->forward(x))
+                  .abs()
+                  .max()
+                  .item<double>(),
+              1e-4)
+        << method << " does nothing";
     const std::string dir = ::testing::TempDir() + "spartan_block_" + method;
     checkpoints::save_block_adapter(dir, m, block_config(method), kBase);
     auto back = model::load_llama(kBase, torch::kFloat32);

@@ -1,8 +1,8 @@
 // Pieces of `spartan launch` and `spartan slurm` that the CLI tests do not reach: Slurm's time
 // formats, host lists, and the choice of a rank's GPU from its local rank.
-#include <cstdlib>
-
 #include <gtest/gtest.h>
+
+#include <cstdlib>
 
 #include "common/error.h"
 #include "launcher/cluster.h"
@@ -11,12 +11,12 @@ namespace spartan::launcher {
 namespace {
 
 TEST(Cluster, SlurmTimeFormats) {
-  EXPECT_EQ(slurm_time_seconds("30", "t"), 30 * 60);              // M
-  EXPECT_EQ(slurm_time_seconds("30:15", "t"), 30 * 60 + 15);      // M:S
-  EXPECT_EQ(slurm_time_seconds("4:00:00", "t"), 4 * 3600);        // H:M:S
-  EXPECT_EQ(slurm_time_seconds("2-00:00:00", "t"), 2 * 86400);    // D-H:M:S
-  EXPECT_EQ(slurm_time_seconds("1-6", "t"), 86400 + 6 * 3600);    // D-H
-  EXPECT_EQ(slurm_time_seconds("0-1:30", "t"), 3600 + 30 * 60);   // D-H:M
+  EXPECT_EQ(slurm_time_seconds("30", "t"), 30 * 60);             // M
+  EXPECT_EQ(slurm_time_seconds("30:15", "t"), 30 * 60 + 15);     // M:S
+  EXPECT_EQ(slurm_time_seconds("4:00:00", "t"), 4 * 3600);       // H:M:S
+  EXPECT_EQ(slurm_time_seconds("2-00:00:00", "t"), 2 * 86400);   // D-H:M:S
+  EXPECT_EQ(slurm_time_seconds("1-6", "t"), 86400 + 6 * 3600);   // D-H
+  EXPECT_EQ(slurm_time_seconds("0-1:30", "t"), 3600 + 30 * 60);  // D-H:M
   for (const char* bad : {"", "x", "1:2:3:4", "1-", "-1", "1:-2", "1.5"})
     EXPECT_THROW(slurm_time_seconds(bad, "t"), UsageError) << bad;
 }

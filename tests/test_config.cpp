@@ -30,7 +30,7 @@ TEST(Config, DefaultsFromAnEmptyFile) {
   EXPECT_EQ(c.adapter.method, "lora");
   EXPECT_EQ(c.adapter.targets.size(), 7u);
   EXPECT_DOUBLE_EQ(c.optim.lr, 2e-4);
-  EXPECT_EQ(c.adapter.sora.threshold, GateThreshold::official);
+  EXPECT_EQ(c.adapter.sora.threshold, spartan::GateThreshold::official);
   EXPECT_EQ(c.model.dtype, "fp32");
   EXPECT_TRUE(c.sources.empty());
 }
@@ -52,9 +52,10 @@ TEST(Config, ValuesAndSourcePositions) {
 }
 
 TEST(Config, ResolvedTomlReadsBackToTheSameValues) {
-  Config a = parse_config("[run]\nname = \"x \\\"quoted\\\"\"\n[optim]\nlr = 3.5e-5\n"
-                          "[data]\nheld_out_fraction = 0.1\n",
-                          "c.toml");
+  Config a = parse_config(
+      "[run]\nname = \"x \\\"quoted\\\"\"\n[optim]\nlr = 3.5e-5\n"
+      "[data]\nheld_out_fraction = 0.1\n",
+      "c.toml");
   std::string text = spartan::to_toml(a);
   Config b = parse_config(text, "resolved.toml");
   EXPECT_EQ(spartan::to_toml(b), text);
@@ -120,9 +121,10 @@ TEST(ConfigErrors, NotAnAllowedChoice) {
   EXPECT_EQ(error_of("[adapter]\nmethod = \"qlora\"\n"),
             "key 'adapter.method' = \"qlora\" is not allowed, c.toml:2:10, use one of: lora | sora "
             "| spp | ia3 | houlsby | compacter | tiny_attention | prompt | prefix | full");
-  EXPECT_EQ(error_of("[prune]\ntargets = [\"q\", \"lm_head\"]\n"),
-            "key 'prune.targets' = \"lm_head\" is not allowed, c.toml:2:17, use one of: q | k | v | "
-            "o | gate | up | down");
+  EXPECT_EQ(
+      error_of("[prune]\ntargets = [\"q\", \"lm_head\"]\n"),
+      "key 'prune.targets' = \"lm_head\" is not allowed, c.toml:2:17, use one of: q | k | v | "
+      "o | gate | up | down");
 }
 
 TEST(ConfigErrors, SyntaxError) {
@@ -174,17 +176,18 @@ TEST(ConfigErrors, HeadsNotDivisibleByTensorParallelSize) {
   EXPECT_THROW(spartan::validate_against_model(bad_vocab, {32001, 32, 32, 8, "m"}), UsageError);
   Config bad_kv = parse_config("[parallel]\ntp = 16\n", "c.toml");
   EXPECT_THROW(spartan::validate_against_model(bad_kv, {32000, 32, 32, 6, "m"}), UsageError);
-  Config bad_pp = parse_config("[parallel]\npp = 4\npp_split = [1, 1, 1, 1]\n[optim]\nglobal_batch_size = 4\n",
-                               "c.toml");
+  Config bad_pp = parse_config(
+      "[parallel]\npp = 4\npp_split = [1, 1, 1, 1]\n[optim]\nglobal_batch_size = 4\n", "c.toml");
   EXPECT_THROW(spartan::validate_against_model(bad_pp, {32000, 8, 32, 8, "m"}), UsageError);
 }
 
 TEST(ConfigOverrides, SetKeysOnTopOfTheFile) {
-  Config c = parse_config("[optim]\nlr = 0.1\n", "c.toml",
-                          {"optim.lr=3e-4", "prune.method=sparsegpt", "adapter.targets=[\"q\", \"v\"]",
-                           "model.init.num_layers=2", "data.pack=false", "run.name=two words"});
+  Config c =
+      parse_config("[optim]\nlr = 0.1\n", "c.toml",
+                   {"optim.lr=3e-4", "prune.method=sparsegpt", "adapter.targets=[\"q\", \"v\"]",
+                    "model.init.num_layers=2", "data.pack=false", "run.name=two words"});
   EXPECT_DOUBLE_EQ(c.optim.lr, 3e-4);
-  EXPECT_EQ(c.prune.method, PruneMethod::sparsegpt);  // a bare word is a string
+  EXPECT_EQ(c.prune.method, spartan::PruneMethod::sparsegpt);  // a bare word is a string
   EXPECT_EQ(c.adapter.targets, (std::vector<std::string>{"q", "v"}));
   EXPECT_EQ(c.model.init.num_layers, 2);
   EXPECT_FALSE(c.data.pack);
@@ -197,8 +200,9 @@ TEST(ConfigOverrides, BadOverridesNameTheSet) {
     parse_config("", "c.toml", {"prune.sparsity=1.5"});
     FAIL();
   } catch (const UsageError& e) {
-    EXPECT_STREQ(e.what(), "key 'prune.sparsity' = 1.5 is out of range, --set prune.sparsity=1.5, use "
-                           "a value (0, 1)");
+    EXPECT_STREQ(e.what(),
+                 "key 'prune.sparsity' = 1.5 is out of range, --set prune.sparsity=1.5, use "
+                 "a value (0, 1)");
   }
   EXPECT_THROW(parse_config("", "c.toml", {"optim.lrr=1"}), UsageError);  // unknown key
   EXPECT_THROW(parse_config("", "c.toml", {"no_equals_sign"}), UsageError);

@@ -39,9 +39,10 @@ std::string error_of(const std::function<void()>& f) {
 TEST(Data, AlpacaJsonAndJsonlReadTheSameRecords) {
   auto a = read_alpaca(write("a.json", R"([{"instruction": "Say hi", "input": "", "output": "Hi"},
     {"instruction": "Übersetze", "input": "cat 🐱", "output": "Katze"}])"));
-  auto b = read_alpaca(write("b.jsonl", "{\"instruction\": \"Say hi\", \"output\": \"Hi\"}\n\n"
-                                        "{\"instruction\": \"Übersetze\", \"input\": \"cat 🐱\", "
-                                        "\"output\": \"Katze\"}\n"));
+  auto b = read_alpaca(write("b.jsonl",
+                             "{\"instruction\": \"Say hi\", \"output\": \"Hi\"}\n\n"
+                             "{\"instruction\": \"Übersetze\", \"input\": \"cat 🐱\", "
+                             "\"output\": \"Katze\"}\n"));
   ASSERT_EQ(a.size(), 2u);
   ASSERT_EQ(b.size(), 2u);
   for (size_t i = 0; i < 2; ++i) {
@@ -76,9 +77,9 @@ TEST(Data, MalformedRecordsNameFileAndIndex) {
 TEST(Data, FormatDetection) {
   EXPECT_EQ(resolve_format(write("f1.json", "\n [ {\"instruction\": 1} ]"), "auto"),
             Format::alpaca);
-  EXPECT_EQ(resolve_format(write("f2.jsonl", "{\"instruction\": \"x\", \"output\": \"y\"}\n"),
-                           "auto"),
-            Format::alpaca);
+  EXPECT_EQ(
+      resolve_format(write("f2.jsonl", "{\"instruction\": \"x\", \"output\": \"y\"}\n"), "auto"),
+      Format::alpaca);
   EXPECT_EQ(resolve_format(write("f3.jsonl", "{\"text\": \"x\"}\n"), "auto"), Format::jsonl_text);
   EXPECT_EQ(resolve_format(write("f4.txt", "plain words\n"), "auto"), Format::text);
   EXPECT_EQ(resolve_format(write("f5.txt", "{\"text\": \"x\"}\n"), "text"), Format::text);
@@ -141,8 +142,8 @@ TEST(Data, PackingAndPaddingWithTruncationCounted) {
   Sequences packed = make_sequences(ex, 6, /*pack=*/true, /*pad_id=*/2);
   EXPECT_EQ(packed.truncated, 1);  // the 8-token example is cut to 6
   EXPECT_EQ(packed.rows(), 3);     // 4 + 6 + 3 = 13 tokens -> 3 rows of 6, last padded
-  EXPECT_EQ(packed.ids, (std::vector<int64_t>{1, 10, 11, 2, 1, 20, 21, 22, 23, 24, 1, 30, 2, 2,
-                                              2, 2, 2, 2}));
+  EXPECT_EQ(packed.ids,
+            (std::vector<int64_t>{1, 10, 11, 2, 1, 20, 21, 22, 23, 24, 1, 30, 2, 2, 2, 2, 2, 2}));
   EXPECT_EQ(packed.labels[13], kIgnore);
   EXPECT_EQ(packed.labels[0], kIgnore);
   Sequences padded = make_sequences(ex, 6, /*pack=*/false, /*pad_id=*/2);
@@ -155,7 +156,8 @@ TEST(Data, PackingAndPaddingWithTruncationCounted) {
 }
 
 TEST(Data, EmptyInputFieldUsesTheNoInputPrompt) {
-  std::string p = write("empty_input.json", R"([{"instruction": "Hi", "input": "", "output": "Yo"}])");
+  std::string p =
+      write("empty_input.json", R"([{"instruction": "Hi", "input": "", "output": "Yo"}])");
   auto recs = read_alpaca(p);
   EXPECT_EQ(alpaca_prompt(recs[0]).find("### Input"), std::string::npos);
 }

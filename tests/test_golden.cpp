@@ -1,7 +1,6 @@
 // Golden: our LLaMA against Hugging Face transformers on the folders and outputs that
 // tests/golden/make_model_fixtures.py saved (scripts/make-golden regenerates them).
 #include <gtest/gtest.h>
-
 #include <torch/torch.h>
 
 #include "model/llama.h"
@@ -63,8 +62,7 @@ TEST_P(ModelGolden, Bf16LogitsMatchTransformers) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Transformers, ModelGolden,
-                         testing::Values("tiny-llama-gqa", "tiny-llama-tied"),
-                         [](const auto& p) {
+                         testing::Values("tiny-llama-gqa", "tiny-llama-tied"), [](const auto& p) {
                            std::string s = p.param;
                            for (char& c : s)
                              if (c == '-') c = '_';

@@ -1,10 +1,9 @@
 // (IA)^3: starts at the base, forward and gradients equal HF PEFT's IA3Config (golden), merge
 // equals the adapted model and keeps zeros, PEFT round trip.
 #include <gtest/gtest.h>
+#include <torch/torch.h>
 
 #include <cmath>
-
-#include <torch/torch.h>
 
 #include "adapters/adapter.h"
 #include "adapters/ia3.h"

@@ -1,8 +1,6 @@
 // `spartan model info`: parameter counts and measured sparsity.
 #include <gtest/gtest.h>
-
 #include <sys/stat.h>
-
 #include <torch/torch.h>
 
 #include "model/inspect.h"
@@ -26,7 +24,8 @@ TEST(Inspect, GoldenFolderNumbers) {
 }
 
 TEST(Inspect, NMPatternAndSparsityOfAPrunedFolder) {
-  auto model = load_llama(spartan::testing_support::fixtures_dir() + "/tiny-llama-gqa", torch::kFloat32);
+  auto model =
+      load_llama(spartan::testing_support::fixtures_dir() + "/tiny-llama-gqa", torch::kFloat32);
   {
     torch::NoGradGuard no_grad;
     // 2:4 on every q_proj: keep the two largest of each group of four inputs.

@@ -1,12 +1,10 @@
 // The LLaMA model without a reference framework: hook points, save/load, tying, dtypes.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <torch/torch.h>
 
 #include <cmath>
 #include <limits>
-
-#include <sys/stat.h>
-
-#include <torch/torch.h>
 
 #include "common/error.h"
 #include "model/llama.h"
@@ -181,7 +179,8 @@ TEST(Llama, LoadRejectsAShapeMismatchNamingTheTensor) {
     wrong->load(WeightStore(dir));
     FAIL();
   } catch (const spartan::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("model.layers.0.mlp.gate_proj.weight' has shape [40, 32], config.json implies [48, 32]"),
+    EXPECT_NE(std::string(e.what()).find("model.layers.0.mlp.gate_proj.weight' has shape [40, 32], "
+                                         "config.json implies [48, 32]"),
               std::string::npos)
         << e.what();
   }

@@ -1,6 +1,5 @@
 // LoRA: starts at the base model; forward and gradients equal HF PEFT (golden); PEFT round trip.
 #include <gtest/gtest.h>
-
 #include <torch/torch.h>
 
 #include "adapters/adapter.h"

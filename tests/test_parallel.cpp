@@ -146,8 +146,8 @@ struct Run {
 
 Run train(const Config& c, parallel::Grid& grid, const data::Sequences& rows,
           const std::function<void(model::Llama&)>& after = nullptr, int64_t kv_heads = 4) {
-  model::Shard shard = grid.world_size() == 1 ? model::Shard{}
-                                              : model::make_shard(grid, test_arch().num_layers);
+  model::Shard shard =
+      grid.world_size() == 1 ? model::Shard{} : model::make_shard(grid, test_arch().num_layers);
   model::Llama m = model::load_llama(base_folder(kv_heads), torch::kFloat32, shard);
   torch::manual_seed(c.run.seed);
   adapters::attach(m, c.adapter);
@@ -182,9 +182,12 @@ void compare_with_reference(const std::string& method,
     ref = train(c, *solo, rows, nullptr, kv_heads);
   }
   bool shard_ok = true;
-  Run par = train(c, *g_grid, rows, [&](model::Llama& m) {
-    if (shard_check) shard_ok = shard_check(m);
-  }, kv_heads);
+  Run par = train(
+      c, *g_grid, rows,
+      [&](model::Llama& m) {
+        if (shard_check) shard_ok = shard_check(m);
+      },
+      kv_heads);
   EXPECT_TRUE(everywhere(shard_ok)) << "a shard check failed on some rank";
   if (g_grid->rank() != 0) return;
 
@@ -205,11 +208,11 @@ void compare_with_reference(const std::string& method,
     if (err > worst) worst = err, worst_name = name;
   }
   EXPECT_LE(worst, 2e-5) << method << ": worst relative difference in " << worst_name;
-  std::printf("[ %s ] layout tp=%lld pp=%lld dp=%lld: %zu tensors, worst relative difference "
-              "%.2e (%s), losses %.6f %.6f %.6f\n",
-              method.c_str(), (long long)g_layout.tp, (long long)g_layout.pp,
-              (long long)g_layout.dp, mine.size(), worst, worst_name.c_str(), par.losses[0],
-              par.losses[1], par.losses[2]);
+  std::printf(
+      "[ %s ] layout tp=%lld pp=%lld dp=%lld: %zu tensors, worst relative difference "
+      "%.2e (%s), losses %.6f %.6f %.6f\n",
+      method.c_str(), (long long)g_layout.tp, (long long)g_layout.pp, (long long)g_layout.dp,
+      mine.size(), worst, worst_name.c_str(), par.losses[0], par.losses[1], par.losses[2]);
 }
 
 }  // namespace
@@ -334,8 +337,8 @@ TEST(Parallel, BytesPerStepMatchTheAnalyticCount) {
     // Forward: embedding, o and down of every layer (all-reduce); the vocab-parallel loss
     // reduces three (b, T-1) vectors. Backward: the inputs of attention, MLP and head, except
     // the first attention's: nothing before it is trained, so autograd skips that gradient.
-    const int64_t per_micro = act * (1 + 2 * a.num_layers) + 3 * b * (T - 1) * f +
-                              act * (2 * a.num_layers - 1 + 1);
+    const int64_t per_micro =
+        act * (1 + 2 * a.num_layers) + 3 * b * (T - 1) * f + act * (2 * a.num_layers - 1 + 1);
     // Partial adapter gradients: A of q, k, v, gate, up (r x H), B of o, down (H x r).
     const int64_t partial = 7 * c.adapter.r * H * f * a.num_layers;
     const int64_t per_step = M * per_micro + partial + 8 /* grad norm */;

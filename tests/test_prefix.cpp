@@ -3,7 +3,6 @@
 // PEFT's saved folder loads back to the same logits; parameter count; fp64 gradients of the
 // encoder equal finite differences.
 #include <gtest/gtest.h>
-
 #include <torch/torch.h>
 
 #include "adapters/adapter.h"
@@ -76,8 +75,8 @@ TEST(PrefixGolden, ExportEqualsPeftAndLoadsBack) {
   attach_fixture(m);
   const std::string dir = ::testing::TempDir() + "spartan_prefix_export";
   checkpoints::save_peft_prefix(dir, m, kBase);
-  auto mine = testing_support::golden_tensor(dir + "/adapter_model.safetensors",
-                                             "prompt_embeddings");
+  auto mine =
+      testing_support::golden_tensor(dir + "/adapter_model.safetensors", "prompt_embeddings");
   auto peft = testing_support::golden_tensor(kPrefix + "/adapter/adapter_model.safetensors",
                                              "prompt_embeddings");
   ASSERT_TRUE(mine.sizes().equals(peft.sizes()));
@@ -87,7 +86,8 @@ TEST(PrefixGolden, ExportEqualsPeftAndLoadsBack) {
     EXPECT_EQ(checkpoints::load_peft_adapter(folder, back).method, "prefix");
     torch::NoGradGuard no_grad;
     EXPECT_LE((back->forward(golden("input_ids")) - golden("logits")).abs().max().item<double>(),
-              1e-5) << folder;
+              1e-5)
+        << folder;
   }
 }
 

@@ -1,7 +1,6 @@
 // Prompt tuning: forward and the prompt's gradient equal HF PEFT's PromptTuningConfig (golden),
 // parameter count, PEFT round trip.
 #include <gtest/gtest.h>
-
 #include <torch/torch.h>
 
 #include "adapters/adapter.h"

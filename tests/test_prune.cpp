@@ -1,13 +1,11 @@
 // Pruning: the criteria on hand-made numbers, exact patterns, the reconstruction-error order of
 // the three methods, and whole folders (determinism, layout, layer-by-layer evaluation).
 #include <gtest/gtest.h>
-
 #include <sys/stat.h>
+#include <torch/torch.h>
 
 #include <fstream>
 #include <sstream>
-
-#include <torch/torch.h>
 
 #include "common/error.h"
 #include "model/inspect.h"
@@ -54,8 +52,8 @@ TEST(Wanda, ScoresAndMaskOnAHandComputedExample) {
                           {1.f, 1.f, 1.f, 1.f, 1.f, 1.f, 1.f, 1.f},
                           {-1.f, 0.5f, -0.25f, 2.f, -3.f, 0.f, 1.f, 4.f}});
   // Two calibration tokens; ‖X_j‖₂² = Σ x_j²: columns scale by 2, 1, 3, 1, 0.5, 1, 1, 2.
-  auto X = torch::tensor({{2.f, 1.f, 3.f, 0.f, 0.3f, 1.f, 0.f, 2.f},
-                          {0.f, 0.f, 0.f, 1.f, 0.4f, 0.f, 1.f, 0.f}});
+  auto X = torch::tensor(
+      {{2.f, 1.f, 3.f, 0.f, 0.3f, 1.f, 0.f, 2.f}, {0.f, 0.f, 0.f, 1.f, 0.4f, 0.f, 1.f, 0.f}});
   auto sq = X.pow(2).sum(0);
   auto scores = wanda_scores(W, sq);
   auto expected = torch::tensor({{2.f, 2.f, 9.f, 4.f, 2.5f, 6.f, 7.f, 16.f},
@@ -65,10 +63,11 @@ TEST(Wanda, ScoresAndMaskOnAHandComputedExample) {
   EXPECT_TRUE(torch::allclose(scores, expected, 1e-6, 1e-6)) << scores;
   // 50% per row: the four lowest scores of each row.
   auto mask = wanda_mask(W, sq, 0.5, Pattern{});
-  auto want = torch::tensor({{1, 1, 0, 1, 1, 0, 0, 0},   // 2, 2, 2.5, 4 pruned
-                             {0, 0, 0, 1, 1, 1, 1, 1},   // ties at 2: three of {2,2,2} + 3
-                             {0, 1, 0, 1, 1, 1, 0, 0},   // 0.5, 1, 1, 1 pruned (ties)
-                             {0, 1, 1, 0, 0, 1, 1, 0}}).to(torch::kBool);
+  auto want = torch::tensor({{1, 1, 0, 1, 1, 0, 0, 0},  // 2, 2, 2.5, 4 pruned
+                             {0, 0, 0, 1, 1, 1, 1, 1},  // ties at 2: three of {2,2,2} + 3
+                             {0, 1, 0, 1, 1, 1, 0, 0},  // 0.5, 1, 1, 1 pruned (ties)
+                             {0, 1, 1, 0, 0, 1, 1, 0}})
+                  .to(torch::kBool);
   for (int r : {0, 3}) EXPECT_TRUE(torch::equal(mask[r], want[r])) << r << ": " << mask[r];
   EXPECT_EQ(mask.sum(1).eq(4).all().item<bool>(), true);  // exactly half of every row
   // 2:4 on the same scores: in each group of four, the two lowest.
@@ -125,9 +124,10 @@ TEST(Patterns, BadRequestsAreClearErrors) {
 TEST(Methods, ReconstructionErrorOrder) {
   torch::manual_seed(3);
   const int64_t in = 128, out = 64, tokens = 2048;
-  auto basis = torch::randn({in / 4, in});                     // 32 latent factors
-  auto scale = torch::exp(torch::randn({in}) * 1.0);          // uneven feature norms
-  auto X = (torch::randn({tokens, in / 4}).matmul(basis) + 0.1 * torch::randn({tokens, in})) * scale;
+  auto basis = torch::randn({in / 4, in});            // 32 latent factors
+  auto scale = torch::exp(torch::randn({in}) * 1.0);  // uneven feature norms
+  auto X =
+      (torch::randn({tokens, in / 4}).matmul(basis) + 0.1 * torch::randn({tokens, in})) * scale;
   auto W = torch::randn({out, in});
   auto H = X.t().matmul(X);
   auto sq = X.pow(2).sum(0);

@@ -15,9 +15,7 @@ using spartan::model::TensorView;
 
 namespace {
 
-std::string temp_path(const std::string& name) {
-  return testing::TempDir() + "spartan_st_" + name;
-}
+std::string temp_path(const std::string& name) { return testing::TempDir() + "spartan_st_" + name; }
 
 // A file with an 8-byte little-endian length, then `header` (declared length `declared`,
 // default its size), then `data_bytes` bytes.
@@ -48,12 +46,12 @@ TEST(Safetensors, RoundTrip) {
   std::vector<int64_t> b = {7, -8, 9};
   std::vector<uint16_t> c = {0x3f80, 0x4000};  // bf16 1.0, 2.0
   std::string path = temp_path("roundtrip.safetensors");
-  spartan::model::write_safetensors(path,
-                                    {TensorView{"a", DType::F32, {2, 3}, a.data()},
-                                     TensorView{"b.ids", DType::I64, {3}, b.data()},
-                                     TensorView{"c", DType::BF16, {2}, c.data()},
-                                     TensorView{"empty", DType::F32, {0, 4}, nullptr}},
-                                    {{"format", "pt"}});
+  spartan::model::write_safetensors(
+      path,
+      {TensorView{"a", DType::F32, {2, 3}, a.data()},
+       TensorView{"b.ids", DType::I64, {3}, b.data()}, TensorView{"c", DType::BF16, {2}, c.data()},
+       TensorView{"empty", DType::F32, {0, 4}, nullptr}},
+      {{"format", "pt"}});
   SafetensorsFile f(path);
   ASSERT_EQ(f.tensors().size(), 4u);
   EXPECT_EQ(f.metadata().at("format"), "pt");
@@ -85,8 +83,8 @@ class SafetensorsMalformed : public testing::TestWithParam<Malformed> {};
 
 TEST_P(SafetensorsMalformed, IsRejectedWithTheFileAndTensorNamed) {
   const Malformed& m = GetParam();
-  std::string path = write_raw(std::string(m.name) + ".safetensors", m.header, m.data_bytes,
-                               m.declared);
+  std::string path =
+      write_raw(std::string(m.name) + ".safetensors", m.header, m.data_bytes, m.declared);
   std::string e = open_error(path);
   EXPECT_NE(e.find("invalid safetensors file"), std::string::npos) << e;
   EXPECT_NE(e.find(m.expected), std::string::npos) << e;
@@ -115,9 +113,8 @@ INSTANTIATE_TEST_SUITE_P(
                   R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},)"
                   R"("b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
                   16, -1, "overlaps"},
-        Malformed{"begin_after_end",
-                  R"({"w":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})", 8, -1,
-                  "begin after they end"},
+        Malformed{"begin_after_end", R"({"w":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})", 8,
+                  -1, "begin after they end"},
         Malformed{"negative_dim", R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", 4,
                   -1, "non-negative integers"},
         Malformed{"shape_overflow",

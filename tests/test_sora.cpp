@@ -2,7 +2,6 @@
 // its closed form on hand-made numbers, training with λ > 0 reaches exact zeros, and removing the
 // zero-gated ranks leaves the output unchanged.
 #include <gtest/gtest.h>
-
 #include <torch/torch.h>
 
 #include "adapters/adapter.h"
@@ -35,14 +34,13 @@ TEST(SoraProximal, SoftAndLrScaled) {
   auto g = torch::tensor({1.0, 0.5, 0.29, -0.31, -0.7}, torch::kFloat64);
   auto soft = g.clone();
   trainer::threshold_gates(soft, 0.3, 1.0, GateThreshold::soft);
-  EXPECT_TRUE(torch::allclose(soft, torch::tensor({0.7, 0.2, 0.0, -0.01, -0.4}, torch::kFloat64),
-                              0, 1e-12))
+  EXPECT_TRUE(
+      torch::allclose(soft, torch::tensor({0.7, 0.2, 0.0, -0.01, -0.4}, torch::kFloat64), 0, 1e-12))
       << soft;
   auto scaled = g.clone();
   trainer::threshold_gates(scaled, 0.3, 0.5, GateThreshold::lr_scaled);  // ξ·lr = 0.15
-  EXPECT_TRUE(torch::allclose(scaled,
-                              torch::tensor({0.85, 0.35, 0.14, -0.16, -0.55}, torch::kFloat64), 0,
-                              1e-12))
+  EXPECT_TRUE(torch::allclose(
+      scaled, torch::tensor({0.85, 0.35, 0.14, -0.16, -0.55}, torch::kFloat64), 0, 1e-12))
       << scaled;
 }
 

@@ -2,7 +2,6 @@
 // parameter count, merge equivalence, and the zero pattern kept bit for bit through training
 // and merge on unstructured 50% and 2:4 bases. Also LoRA's merges (dense and LoRA*).
 #include <gtest/gtest.h>
-
 #include <torch/torch.h>
 
 #include "adapters/adapter.h"
@@ -20,7 +19,9 @@ using namespace spartan;
 namespace {
 const std::string kBase = spartan::testing_support::fixtures_dir() + "/tiny-llama-gqa";
 
-torch::Tensor ids() { return torch::tensor({{3, 14, 15, 92, 65, 35, 89, 79}, {2, 71, 82, 8, 1, 8, 28, 18}}); }
+torch::Tensor ids() {
+  return torch::tensor({{3, 14, 15, 92, 65, 35, 89, 79}, {2, 71, 82, 8, 1, 8, 28, 18}});
+}
 
 // The base, pruned with magnitude at `pattern` on every projection.
 model::Llama pruned_base(const std::string& pattern) {
@@ -148,7 +149,7 @@ TEST(Spp, ZeroPatternSurvivesTrainingAndMerge) {
     t.on_step = [&](int64_t, double loss) { losses.push_back(loss); };
     t.run();
     EXPECT_LT(losses.back(), losses.front()) << pattern;  // it trained
-    auto after_training = zero_patterns(m);  // base frozen: still the same tensors
+    auto after_training = zero_patterns(m);               // base frozen: still the same tensors
     adapters::merge_into_base(m, MergeForm::dense);
     auto after_merge = zero_patterns(m);
     for (size_t i = 0; i < before.size(); ++i) {
@@ -194,7 +195,8 @@ TEST(LoraMerge, DenseEqualsAdaptedAndMaskedKeepsZeros) {
   auto dense = pruned_base("2:4");
   adapters::attach(dense, c);
   for (size_t i = 0; i < adapters::trainable_parameters(m).size(); ++i)
-    adapters::trainable_parameters(dense)[i].second.copy_(adapters::trainable_parameters(m)[i].second);
+    adapters::trainable_parameters(dense)[i].second.copy_(
+        adapters::trainable_parameters(m)[i].second);
   adapters::merge_into_base(dense, MergeForm::dense);
   EXPECT_LE((dense->forward(ids()) - adapted).abs().max().item<double>(), 1e-4);
   EXPECT_FALSE(torch::equal(zero_patterns(dense)[0], zeros[0]));  // dense merge fills zeros

@@ -1,12 +1,12 @@
 // Helpers shared by the tests.
 #pragma once
 
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
 #include <functional>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <torch/torch.h>
 
 #include "model/safetensors.h"
 #include "model/weights.h"
@@ -22,9 +22,9 @@ inline torch::Tensor golden_tensor(const std::string& file, const std::string& n
 
 // Compares the autograd gradient of `loss` with respect to each parameter (fp64) with central
 // finite differences of step 1e-6, entry by entry.
-inline void expect_gradients_match_finite_differences(
-    const std::function<torch::Tensor()>& loss, const std::vector<torch::Tensor>& params,
-    double tolerance = 1e-6) {
+inline void expect_gradients_match_finite_differences(const std::function<torch::Tensor()>& loss,
+                                                      const std::vector<torch::Tensor>& params,
+                                                      double tolerance = 1e-6) {
   for (auto p : params) p.mutable_grad() = torch::Tensor();
   loss().backward();
   for (auto p : params) {

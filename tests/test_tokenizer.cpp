@@ -1,6 +1,5 @@
 // Tokenizer: ids equal Hugging Face's LlamaTokenizer on real text; training works.
 #include <gtest/gtest.h>
-
 #include <sys/stat.h>
 
 #include <fstream>
@@ -41,8 +40,8 @@ TEST(TokenizerGolden, IdsEqualLlamaTokenizer) {
   for (const auto& c : golden["cases"]) {
     const int record = c["record"].get<int>();
     const std::string field = c["field"].get<std::string>();
-    const std::string text = c["file"] == "c4_demo.jsonl" ? c4.at(record)
-                                                          : alpaca.at(record)[field].get<std::string>();
+    const std::string text =
+        c["file"] == "c4_demo.jsonl" ? c4.at(record) : alpaca.at(record)[field].get<std::string>();
     auto expected = c["ids"].get<std::vector<int64_t>>();
     ASSERT_EQ(tok.encode(text), expected) << c["file"] << " record " << record << " " << field;
     ++checked;

@@ -88,9 +88,9 @@ TEST(SoraGateOptimizerGolden, MatchesTheOfficialSparseAdamW) {
   for (auto form : {trainer::AdamWOptions::Form::hf, trainer::AdamWOptions::Form::torch}) {
     model::NamedTensors gates;
     for (int i = 0; i < 3; ++i)
-      gates.push_back({"g" + std::to_string(i), fixture(f, "g" + std::to_string(i) + ".init")
-                                                    .to(torch::kFloat32)});
-    trainer::GateOptimizer opt(gates, 1e-3, "official", 0.9, 0.999, form);
+      gates.push_back({"g" + std::to_string(i),
+                       fixture(f, "g" + std::to_string(i) + ".init").to(torch::kFloat32)});
+    trainer::GateOptimizer opt(gates, 1e-3, GateThreshold::official, 0.9, 0.999, form);
     double& worst = form == trainer::AdamWOptions::Form::hf ? worst_hf : worst_torch;
     for (int64_t s = 0; s < steps; ++s) {
       for (int i = 0; i < 3; ++i)
@@ -100,10 +100,10 @@ TEST(SoraGateOptimizerGolden, MatchesTheOfficialSparseAdamW) {
       for (int i = 0; i < 3; ++i) {
         const auto expected = fixture(f, "g" + std::to_string(i) + ".after" + std::to_string(s));
         // Relative to the gate's size (fp32 rounding), at least 1e-9 absolute.
-        const double err = ((gates[i].second.to(torch::kFloat64) - expected).abs() /
-                            (expected.abs() + 1e-3))
-                               .max()
-                               .item<double>();
+        const double err =
+            ((gates[i].second.to(torch::kFloat64) - expected).abs() / (expected.abs() + 1e-3))
+                .max()
+                .item<double>();
         worst = std::max(worst, err);
       }
       if (s == 0 && form == trainer::AdamWOptions::Form::hf) {
@@ -137,12 +137,24 @@ TEST(AdamWGolden, MatchesTorchOptimAdamW) {
     EXPECT_EQ(opt.steps(), 7);
     for (int i = 0; i < 2; ++i) {
       const std::string p = "p" + std::to_string(i);
-      EXPECT_LE((params[i].second.to(torch::kFloat64) - fixture(f, p + ".final")).abs().max()
-                    .item<double>(), 1e-7) << p;
-      EXPECT_LE((opt.exp_avg()[i].to(torch::kFloat64) - fixture(f, p + ".exp_avg")).abs().max()
-                    .item<double>(), 1e-7) << p;
-      EXPECT_LE((opt.exp_avg_sq()[i].to(torch::kFloat64) - fixture(f, p + ".exp_avg_sq")).abs()
-                    .max().item<double>(), 1e-6) << p;
+      EXPECT_LE((params[i].second.to(torch::kFloat64) - fixture(f, p + ".final"))
+                    .abs()
+                    .max()
+                    .item<double>(),
+                1e-7)
+          << p;
+      EXPECT_LE((opt.exp_avg()[i].to(torch::kFloat64) - fixture(f, p + ".exp_avg"))
+                    .abs()
+                    .max()
+                    .item<double>(),
+                1e-7)
+          << p;
+      EXPECT_LE((opt.exp_avg_sq()[i].to(torch::kFloat64) - fixture(f, p + ".exp_avg_sq"))
+                    .abs()
+                    .max()
+                    .item<double>(),
+                1e-6)
+          << p;
     }
   }
 }
@@ -539,9 +551,9 @@ TEST(PlanMeasured, ActivationsMatchWhatAForwardPassKeeps) {
     double dropout;
     bool recompute_weight;  // SPP's effective form
   };
-  const std::vector<Case> runs = {{"lora", 0.0, true},  {"sora", 0.1, true}, {"spp", 0.0, true},
-                                  {"spp", 0.1, true},   {"spp", 0.0, false}, {"spp", 0.1, false},
-                                  {"ia3", 0.0, true},   {"full", 0.0, true}};
+  const std::vector<Case> runs = {{"lora", 0.0, true}, {"sora", 0.1, true}, {"spp", 0.0, true},
+                                  {"spp", 0.1, true},  {"spp", 0.0, false}, {"spp", 0.1, false},
+                                  {"ia3", 0.0, true},  {"full", 0.0, true}};
   for (const auto& [method, dropout, recompute_weight] : runs) {
     torch::manual_seed(3);
     model::Llama m(a, torch::kFloat32);

@@ -1,8 +1,6 @@
 // WeightStore: whole and sliced reads, sharded folders, saving.
 #include <gtest/gtest.h>
-
 #include <sys/stat.h>
-
 #include <torch/torch.h>
 
 #include "common/error.h"

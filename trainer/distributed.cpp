@@ -131,8 +131,8 @@ model::NamedTensors gather_to_root(model::Llama& model, parallel::Grid& grid,
   if (grid.dp_rank() != 0) return {};
   for (const auto& [name, t] : params) {
     const TpPlacement pl = model->placement(name);
-    auto full = pl.kind == TpPlacement::sharded ? grid.tp().all_gather(t.detach(), pl.dim)
-                                                : t.detach();
+    auto full =
+        pl.kind == TpPlacement::sharded ? grid.tp().all_gather(t.detach(), pl.dim) : t.detach();
     mine.emplace_back(name, full);
   }
   if (grid.tp_rank() != 0) return {};

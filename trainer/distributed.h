@@ -26,8 +26,8 @@ class GradientSync {
   GradientSync(model::Llama& model, parallel::Grid& grid, const model::NamedTensors& params,
                const model::NamedTensors& gates);
 
-  void reduce();                   // steps 1-3
-  double clip(double max_norm);    // step 4; returns the norm before clipping
+  void reduce();                 // steps 1-3
+  double clip(double max_norm);  // step 4; returns the norm before clipping
 
  private:
   parallel::Grid& grid_;

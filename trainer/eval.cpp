@@ -35,8 +35,8 @@ EvalResult evaluate_rows(model::Llama& model, const data::Sequences& rows, int64
   model->eval();
   const int64_t L = rows.seq_len, n = rows.rows();
   auto all_ids = torch::from_blob(const_cast<int64_t*>(rows.ids.data()), {n, L}, torch::kInt64);
-  auto all_labels = torch::from_blob(const_cast<int64_t*>(rows.labels.data()), {n, L},
-                                     torch::kInt64);
+  auto all_labels =
+      torch::from_blob(const_cast<int64_t*>(rows.labels.data()), {n, L}, torch::kInt64);
   double sum = 0;
   int64_t count = 0;
   std::unique_ptr<parallel::Grid> solo;  // one process: the same path with groups of one
@@ -57,12 +57,12 @@ EvalResult evaluate_rows(model::Llama& model, const data::Sequences& rows, int64
   if (!my_ids.empty()) {
     auto ids = torch::cat(my_ids), labels = torch::cat(my_labels);
     count = labels.narrow(1, 1, L - 1).ne(data::kIgnore).sum().item<int64_t>();
-    auto stage = model_stage(model, ids, labels, batch_size,
-                             [&sum](int64_t, const torch::Tensor& losses) {
-                               auto total = losses.sum();
-                               sum += total.item<double>();
-                               return total;
-                             });
+    auto stage =
+        model_stage(model, ids, labels, batch_size, [&sum](int64_t, const torch::Tensor& losses) {
+          auto total = losses.sum();
+          sum += total.item<double>();
+          return total;
+        });
     parallel::forward_only(stage, grid->pp());
   }
   auto totals = torch::tensor({sum, static_cast<double>(count)}, torch::kFloat64);
@@ -72,8 +72,8 @@ EvalResult evaluate_rows(model::Llama& model, const data::Sequences& rows, int64
   return finish(totals[0].item<double>(), static_cast<int64_t>(totals[1].item<double>()));
 }
 
-EvalResult evaluate_stream(model::Llama& model, const std::vector<int64_t>& tokens,
-                           int64_t window, int64_t stride, int64_t batch_size) {
+EvalResult evaluate_stream(model::Llama& model, const std::vector<int64_t>& tokens, int64_t window,
+                           int64_t stride, int64_t batch_size) {
   if (stride <= 0 || stride > window)
     throw UsageError("eval stride " + std::to_string(stride) + " outside (0, window " +
                          std::to_string(window) + "]",
@@ -107,8 +107,8 @@ EvalResult evaluate_stream(model::Llama& model, const std::vector<int64_t>& toke
         labels[labels.size() - len + i] = data::kIgnore;
     }
     const int64_t b = static_cast<int64_t>(w - w0);
-    auto [s, c] = score(model, torch::tensor(ids).view({b, len}),
-                        torch::tensor(labels).view({b, len}));
+    auto [s, c] =
+        score(model, torch::tensor(ids).view({b, len}), torch::tensor(labels).view({b, len}));
     sum += s;
     count += c;
     w0 = w;

@@ -28,7 +28,7 @@ struct EvalResult {
 EvalResult evaluate_rows(model::Llama& model, const data::Sequences& rows, int64_t batch_size,
                          int64_t max_batches = 0, parallel::Grid* grid = nullptr);
 
-EvalResult evaluate_stream(model::Llama& model, const std::vector<int64_t>& tokens,
-                           int64_t window, int64_t stride, int64_t batch_size);
+EvalResult evaluate_stream(model::Llama& model, const std::vector<int64_t>& tokens, int64_t window,
+                           int64_t stride, int64_t batch_size);
 
 }  // namespace spartan::trainer

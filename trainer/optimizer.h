@@ -12,10 +12,10 @@
 // Its state is plain named tensors so checkpoints can shard and reload it.
 #pragma once
 
+#include <torch/torch.h>
+
 #include <string>
 #include <vector>
-
-#include <torch/torch.h>
 
 #include "model/weights.h"
 

@@ -1,12 +1,11 @@
 #include "trainer/runtime.h"
 
 #include <malloc.h>
+#include <torch/torch.h>
+#include <torch/version.h>
 
 #include <cstdlib>
 #include <string>
-
-#include <torch/torch.h>
-#include <torch/version.h>
 #ifdef SPARTAN_HAVE_CUDA
 #include <cuda_runtime.h>
 #endif
@@ -72,8 +71,9 @@ std::string gpu_line() {
 std::string runtime_report() {
   std::string r = "libtorch " TORCH_VERSION "\n";
 #ifdef SPARTAN_HAVE_CUDA
-  r += "CUDA code  compiled in (sm_80, sm_90; CUDA runtime " + std::to_string(CUDART_VERSION / 1000) +
-       "." + std::to_string(CUDART_VERSION % 1000 / 10) + ")\n";
+  r += "CUDA code  compiled in (sm_80, sm_90; CUDA runtime " +
+       std::to_string(CUDART_VERSION / 1000) + "." + std::to_string(CUDART_VERSION % 1000 / 10) +
+       ")\n";
 #else
   r += "CUDA code  not compiled in (CPU-only build)\n";
 #endif

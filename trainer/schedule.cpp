@@ -18,7 +18,8 @@ Schedule Schedule::make(double peak_lr, int64_t total_steps, double warmup_ratio
 
 double Schedule::lr(int64_t step) const {
   if (step < warmup_steps)
-    return peak_lr * static_cast<double>(step) / static_cast<double>(std::max<int64_t>(1, warmup_steps));
+    return peak_lr * static_cast<double>(step) /
+           static_cast<double>(std::max<int64_t>(1, warmup_steps));
   if (kind == LrScheduleKind::constant) return peak_lr;
   const double progress = static_cast<double>(step - warmup_steps) /
                           static_cast<double>(std::max<int64_t>(1, total_steps - warmup_steps));

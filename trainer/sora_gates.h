@@ -58,8 +58,8 @@ class XiSchedule {
   XiSchedule(XiScheduleKind schedule, double lambda2, double max_lambda, int64_t lambda_num,
              int64_t total_steps);
   const std::vector<double>& values() const { return values_; }
-  double xi(int64_t step) const;          // ξ used by optimizer step `step` (0-based)
-  bool phase_ends(int64_t step) const;    // whether step `step` is the last of its phase
+  double xi(int64_t step) const;        // ξ used by optimizer step `step` (0-based)
+  bool phase_ends(int64_t step) const;  // whether step `step` is the last of its phase
   bool active() const { return values_.size() > 1; }
 
  private:

@@ -18,8 +18,8 @@ parallel::PipelineStage model_stage(model::Llama& model, const torch::Tensor& id
   s.activation_shape = [rows_of, width, H](int64_t i) {
     return std::vector<int64_t>{rows_of(i), width, H};
   };
-  s.forward = [&model, ids, labels, micro_batch, rows_of, on_losses](
-                  int64_t i, const torch::Tensor& in) {
+  s.forward = [&model, ids, labels, micro_batch, rows_of, on_losses](int64_t i,
+                                                                     const torch::Tensor& in) {
     const int64_t b = rows_of(i);
     auto h = model->has_embedding() ? model->embed(ids.narrow(0, i * micro_batch, b)) : in;
     h = model->run_layers(h);

@@ -46,15 +46,24 @@ int64_t steps_of(const OptimConfig& o, int64_t rows) {
 
 Trainer::Trainer(const Config& config, model::Llama& model, const data::Sequences& train,
                  const data::Sequences& held_out, std::string run_dir)
-    : config_(config), model_(model), own_grid_(parallel::Grid::solo()), grid_(*own_grid_),
-      train_(train), held_out_(held_out), run_dir_(std::move(run_dir)),
+    : config_(config),
+      model_(model),
+      own_grid_(parallel::Grid::solo()),
+      grid_(*own_grid_),
+      train_(train),
+      held_out_(held_out),
+      run_dir_(std::move(run_dir)),
       total_steps_(steps_of(config.optim, train.rows())) {}
 
 Trainer::Trainer(const Config& config, model::Llama& model, parallel::Grid& grid,
-                 const data::Sequences& train, const data::Sequences& held_out,
-                 std::string run_dir)
-    : config_(config), model_(model), grid_(grid), train_(train), held_out_(held_out),
-      run_dir_(std::move(run_dir)), total_steps_(steps_of(config.optim, train.rows())) {}
+                 const data::Sequences& train, const data::Sequences& held_out, std::string run_dir)
+    : config_(config),
+      model_(model),
+      grid_(grid),
+      train_(train),
+      held_out_(held_out),
+      run_dir_(std::move(run_dir)),
+      total_steps_(steps_of(config.optim, train.rows())) {}
 
 void Trainer::enable_checkpoints(nlohmann::json identity, std::vector<model::Proj> mask_targets) {
   checkpointing_ = true;
