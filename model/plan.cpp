@@ -24,9 +24,11 @@ constexpr double kGroupBuffers = 0.25e9;  // NCCL's buffers for one communicatin
 constexpr double kContext = 2e9;          // CUDA context, cuBLAS workspaces, allocator slack
 constexpr double kSlack = 0.10;           // fragmentation, on activations and logits
 
+// Whether a projection is among the configured targets (adapter.targets).
 bool listed(const PlanInputs& in, const std::string& proj) {
   return std::find(in.targets.begin(), in.targets.end(), proj) != in.targets.end();
 }
+// Whether a projection trains: a target, or any projection where everything trains.
 bool targeted(const PlanInputs& in, const std::string& proj) {
   return in.method->trains_everything() || listed(in, proj);
 }
