@@ -92,48 +92,6 @@ const std::vector<std::string> kProjections = {"q", "k", "v", "o", "gate", "up",
 
 }  // namespace
 
-// The names of the options' values, in the order of their enums (common/config.h).
-template <>
-const std::vector<std::string>& option_names<MergeForm>() {
-  static const std::vector<std::string> names = {"dense", "masked"};
-  return names;
-}
-template <>
-const std::vector<std::string>& option_names<SppForm>() {
-  static const std::vector<std::string> names = {"effective", "blocked"};
-  return names;
-}
-template <>
-const std::vector<std::string>& option_names<GateThreshold>() {
-  static const std::vector<std::string> names = {"official", "soft", "lr_scaled"};
-  return names;
-}
-template <>
-const std::vector<std::string>& option_names<GateAdam>() {
-  static const std::vector<std::string> names = {"hf", "torch"};
-  return names;
-}
-template <>
-const std::vector<std::string>& option_names<XiScheduleKind>() {
-  static const std::vector<std::string> names = {"none", "linear", "log_linear", "exp_linear"};
-  return names;
-}
-template <>
-const std::vector<std::string>& option_names<LrScheduleKind>() {
-  static const std::vector<std::string> names = {"cosine", "linear", "constant"};
-  return names;
-}
-template <>
-const std::vector<std::string>& option_names<Backend>() {
-  static const std::vector<std::string> names = {"auto", "mpi", "nccl"};
-  return names;
-}
-template <>
-const std::vector<std::string>& option_names<PruneMethod>() {
-  static const std::vector<std::string> names = {"wanda", "sparsegpt", "magnitude"};
-  return names;
-}
-
 const std::vector<std::string> kAdapterMethods = {
     "lora",      "sora",           "spp",    "ia3",    "houlsby",
     "compacter", "tiny_attention", "prompt", "prefix", "full"};

@@ -18,35 +18,56 @@
 namespace spartan {
 
 // Options with a fixed set of values are enums, parsed once when the configuration is read. In
-// files, on the command line and in messages they are their names (name_of, option_named).
-enum class MergeForm { dense, masked };                              // adapter.merge
-enum class SppForm { effective, blocked };                           // adapter.spp.form
-enum class GateThreshold { official, soft, lr_scaled };              // adapter.sora.threshold
-enum class GateAdam { hf, torch };                                   // adapter.sora.adam
-enum class XiScheduleKind { none, linear, log_linear, exp_linear };  // adapter.sora.schedule
-enum class LrScheduleKind { cosine, linear, constant };              // optim.schedule
-enum class Backend { automatic, mpi, nccl };                         // parallel.backend ("auto")
-enum class PruneMethod { wanda, sparsegpt, magnitude };              // prune.method
-
-// The names of an option's values, in the order of its enum.
+// files, on the command line and in messages they are their names (name_of, option_named): each
+// enum's OptionNames, beside it, lists them in the enum's order.
 template <class E>
-const std::vector<std::string>& option_names();
+struct OptionNames;
+
+enum class MergeForm { dense, masked };  // adapter.merge
 template <>
-const std::vector<std::string>& option_names<MergeForm>();
+struct OptionNames<MergeForm> {
+  static inline const std::vector<std::string> names{"dense", "masked"};
+};
+enum class SppForm { effective, blocked };  // adapter.spp.form
 template <>
-const std::vector<std::string>& option_names<SppForm>();
+struct OptionNames<SppForm> {
+  static inline const std::vector<std::string> names{"effective", "blocked"};
+};
+enum class GateThreshold { official, soft, lr_scaled };  // adapter.sora.threshold
 template <>
-const std::vector<std::string>& option_names<GateThreshold>();
+struct OptionNames<GateThreshold> {
+  static inline const std::vector<std::string> names{"official", "soft", "lr_scaled"};
+};
+enum class GateAdam { hf, torch };  // adapter.sora.adam
 template <>
-const std::vector<std::string>& option_names<GateAdam>();
+struct OptionNames<GateAdam> {
+  static inline const std::vector<std::string> names{"hf", "torch"};
+};
+enum class XiScheduleKind { none, linear, log_linear, exp_linear };  // adapter.sora.schedule
 template <>
-const std::vector<std::string>& option_names<XiScheduleKind>();
+struct OptionNames<XiScheduleKind> {
+  static inline const std::vector<std::string> names{"none", "linear", "log_linear", "exp_linear"};
+};
+enum class LrScheduleKind { cosine, linear, constant };  // optim.schedule
 template <>
-const std::vector<std::string>& option_names<LrScheduleKind>();
+struct OptionNames<LrScheduleKind> {
+  static inline const std::vector<std::string> names{"cosine", "linear", "constant"};
+};
+enum class Backend { automatic, mpi, nccl };  // parallel.backend
 template <>
-const std::vector<std::string>& option_names<Backend>();
+struct OptionNames<Backend> {
+  static inline const std::vector<std::string> names{"auto", "mpi", "nccl"};
+};
+enum class PruneMethod { wanda, sparsegpt, magnitude };  // prune.method
 template <>
-const std::vector<std::string>& option_names<PruneMethod>();
+struct OptionNames<PruneMethod> {
+  static inline const std::vector<std::string> names{"wanda", "sparsegpt", "magnitude"};
+};
+
+template <class E>
+const std::vector<std::string>& option_names() {
+  return OptionNames<E>::names;
+}
 template <class E>
 const std::string& name_of(E value) {
   return option_names<E>().at(static_cast<size_t>(value));
