@@ -84,6 +84,9 @@ Attached attach(model::Llama& model, const AdapterConfig& config) {
   Attached a;
   a.method = config.method;
   method(config.method).attach(model, config);
+  // Adapters are built on the CPU in fp32 (their master weights) and follow the base to its
+  // device; the base itself is already there, so only the new tensors move.
+  if (!model->device().is_cpu()) model->to(model->device());
   a.trainable = trainable_parameters(model);
   return a;
 }

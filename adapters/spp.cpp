@@ -70,12 +70,16 @@ class RebuiltProduct : public torch::autograd::Function<RebuiltProduct> {
                &rows = saved[4];
     const double scale = ctx->saved_data["scale"].toDouble();
     const bool delta = ctx->saved_data["delta"].toBool();
+    // Under a ComputeScope the forward product ran in the compute dtype, and dy arrives in it:
+    // the two backward products run in it too, the element-wise work in the masters' dtype.
     const auto& dy = grads[0];
+    const auto compute = dy.scalar_type();
     const Built b(weight, alpha, rows, scale, delta);
     torch::Tensor dx, dalpha, dbeta;
-    if (ctx->needs_input_grad(0)) dx = dy.matmul(b.weight(beta));
+    if (ctx->needs_input_grad(0)) dx = dy.matmul(b.weight(beta).to(compute)).to(x.scalar_type());
     if (ctx->needs_input_grad(2) || ctx->needs_input_grad(3)) {
-      auto G = weight_grad(dy, x);  // dL/dweight, then d(P·W_β)
+      // dL/dweight, then d(P·W_β)
+      auto G = weight_grad(dy, x.to(compute)).to(alpha.scalar_type());
       if (delta)
         G.mul_(scale);
       else
@@ -114,7 +118,8 @@ SppLinear::SppLinear(int64_t in_features, int64_t out_features, int64_t r, doubl
 }
 
 torch::Tensor SppLinear::block_rows() const {
-  return torch::arange(row_begin_, row_begin_ + beta_w.size(0), torch::kInt64)
+  return torch::arange(row_begin_, row_begin_ + beta_w.size(0),
+                       torch::dtype(torch::kInt64).device(beta_w.device()))
       .div(rows_per_block_, "floor");
 }
 

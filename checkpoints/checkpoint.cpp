@@ -100,7 +100,7 @@ void write_cell(const parallel::Grid& grid, const std::vector<Entry>& entries,
     if (!sharded && grid.tp_rank() != 0) continue;
     auto t = e.local.detach();
     const bool integer = t.scalar_type() == torch::kInt64;
-    t = (integer ? t : t.to(torch::kFloat32)).contiguous();
+    t = t.to(torch::kCPU, integer ? torch::kInt64 : torch::kFloat32).contiguous();
     Item item{&e, t, integer, static_cast<int64_t>(t.nbytes()) < kPackBelow};
     if (item.packed) {
       item.offset = pack_count[integer];
@@ -409,8 +409,10 @@ std::vector<Entry> mask_digests(model::Llama& model, parallel::Grid& grid,
       const auto& W = proj->weight;
       const int64_t col0 = s.split == model::TpSplit::input ? s.begin : 0;
       auto hashes = torch::empty({W.size(1)}, torch::kInt64);
+      int64_t* h = hashes.data_ptr<int64_t>();
       for (int64_t j = 0; j < W.size(1); ++j)
-        hashes[j] = static_cast<int64_t>(splitmix64(static_cast<uint64_t>(col0 + j)));
+        h[j] = static_cast<int64_t>(splitmix64(static_cast<uint64_t>(col0 + j)));
+      hashes = hashes.to(W.device());
       // Row blocks of about 4M entries: the int64 products of a whole 70B shard would be
       // 16 bytes an entry at once.
       auto rows = torch::empty({W.size(0)}, torch::kInt64);

@@ -115,10 +115,21 @@ void schema(V& v, Config& c) {
     "memory one rank may use, in GB; 0 = the machine's (its cgroup limit or physical memory) "
     "shared by the ranks on it. A run estimated to need more is refused before it loads",
     at_least(0));
+  v("run.device", c.run.device,
+    "where each rank computes: cuda (the GPU of its local rank), cpu, or auto (cuda where a GPU "
+    "is visible)",
+    options<DeviceKind>());
 
   v.section("model", "the frozen base model");
   v("model.path", c.model.path, "Hugging Face model folder (config.json, *.safetensors)", any());
-  v("model.dtype", c.model.dtype, "dtype of the base weights in memory", one_of({"fp32", "bf16"}));
+  v("model.dtype", c.model.dtype,
+    "dtype of the frozen base weights in memory; auto = bf16 on a GPU, fp32 on the CPU",
+    options<Precision>());
+  v("model.compute_dtype", c.model.compute_dtype,
+    "dtype the products of training and evaluation run in (autocast; trainable parameters, "
+    "optimizer state, loss, norms and SoRA's gate step stay fp32); auto = bf16 on a GPU, fp32 on "
+    "the CPU",
+    options<Precision>());
 
   v.section("model.init", "architecture of a new model made by `spartan model init`");
   v("model.init.vocab_size", c.model.init.vocab_size, "vocabulary size", at_least(1));
@@ -588,6 +599,11 @@ void reject_unknown(const toml::table& table, const std::string& prefix, const s
 
 // Checks that involve more than one key.
 void validate(const Config& c) {
+  if (c.model.compute_dtype == Precision::fp16)
+    inconsistent(c, "model.compute_dtype",
+                 "fp16 products need a scaled loss against underflowing gradients, which Spartan "
+                 "does not do",
+                 "compute in bf16 (the base may still be held in fp16)");
   const auto& p = c.parallel;
   if (!p.pp_split.empty() && static_cast<int64_t>(p.pp_split.size()) != p.pp)
     inconsistent(c, "parallel.pp_split",

@@ -63,6 +63,16 @@ template <>
 struct OptionNames<PruneMethod> {
   static inline const std::vector<std::string> names{"wanda", "sparsegpt", "magnitude"};
 };
+enum class DeviceKind { automatic, cpu, cuda };  // run.device
+template <>
+struct OptionNames<DeviceKind> {
+  static inline const std::vector<std::string> names{"auto", "cpu", "cuda"};
+};
+enum class Precision { automatic, fp32, bf16, fp16 };  // model.dtype, model.compute_dtype
+template <>
+struct OptionNames<Precision> {
+  static inline const std::vector<std::string> names{"auto", "fp32", "bf16", "fp16"};
+};
 
 template <class E>
 const std::vector<std::string>& option_names() {
@@ -85,9 +95,10 @@ struct RunConfig {
   std::string name = "run";  // artefacts go under <output_dir>/<name>
   std::string output_dir = "runs";
   int64_t seed = 1234;
-  int64_t log_every = 10;      // progress line every k optimizer steps
-  bool tensorboard = true;     // TensorBoard event files under <run>/tb
-  double memory_limit_gb = 0;  // one rank's memory; 0 = the machine's share
+  int64_t log_every = 10;                     // progress line every k optimizer steps
+  bool tensorboard = true;                    // TensorBoard event files under <run>/tb
+  double memory_limit_gb = 0;                 // one rank's memory; 0 = the machine's share
+  DeviceKind device = DeviceKind::automatic;  // auto: cuda where a GPU is visible, else cpu
 };
 
 // Architecture of a freshly initialised model (`spartan model init`); an existing model folder
@@ -107,8 +118,12 @@ struct ModelInitConfig {
 };
 
 struct ModelConfig {
-  std::string path;            // Hugging Face model folder (config.json + *.safetensors)
-  std::string dtype = "fp32";  // fp32 | bf16: dtype of the frozen base in memory
+  std::string path;  // Hugging Face model folder (config.json + *.safetensors)
+  // The precision policy (parallel/runtime.h): the frozen base is held in `dtype`; products run
+  // in `compute_dtype`; trainable parameters and optimizer state stay fp32. auto: bf16 on a GPU,
+  // fp32 on the CPU.
+  Precision dtype = Precision::automatic;
+  Precision compute_dtype = Precision::automatic;
   ModelInitConfig init;
 };
 
@@ -272,6 +287,14 @@ struct ModelShape {
   std::string origin;  // where these numbers came from (a config.json, or [model.init])
 };
 void validate_against_model(const Config& config, const ModelShape& shape);
+
+// `precision` with auto resolved for a run on a GPU (`cuda`) or on the CPU.
+inline Precision resolved(Precision precision, bool cuda) {
+  if (precision != Precision::automatic) return precision;
+  return cuda ? Precision::bf16 : Precision::fp32;
+}
+// Bytes per element of a resolved precision.
+inline int64_t bytes_of(Precision precision) { return precision == Precision::fp32 ? 4 : 2; }
 
 // The resolved configuration as TOML (every key, defaults included); parse_config reads it back.
 std::string to_toml(const Config& config);

@@ -17,6 +17,7 @@
 #include "model/hf_config.h"
 #include "model/llama.h"
 #include "model/tokenizer.h"
+#include "parallel/runtime.h"
 #include "trainer/eval.h"
 
 namespace spartan::launcher {
@@ -36,7 +37,8 @@ void eval(const EvalOptions& o) {
   need.micro_batch = o.batch;
   check_memory_fits(model::read_hf_config(o.model), need, 0,
                     o.model + "/config.json with --window and --batch");
-  model::Llama llama = model::load_llama(o.model, model::dtype_named(o.dtype));
+  model::Llama llama =
+      model::load_llama(o.model, parallel::scalar_type(*option_named<Precision>(o.dtype)));
   model::Tokenizer tok(o.tokenizer.empty() ? o.model + "/tokenizer.model" : o.tokenizer);
   model::check_tokenizer_fits(llama->arch(), tok.vocab_size(), tok.path());
   if (!o.adapter.empty()) checkpoints::load_peft_adapter(o.adapter, llama);

@@ -23,6 +23,7 @@
 #include "model/tokenizer.h"
 #include "parallel/grid.h"
 #include "parallel/mpi.h"
+#include "parallel/runtime.h"
 
 namespace spartan::launcher {
 namespace {
@@ -138,7 +139,8 @@ void generate(const GenerateCli& c) {
   if (ck && !c.model.empty()) check_run_base(*ck, model_dir, run_config.model.path);
   model::Shard shard;
   const std::unique_ptr<parallel::Grid> grid = tensor_parallel_grid(model_dir, &shard);
-  model::Llama llama = model::load_llama(model_dir, model::dtype_named(c.dtype), shard);
+  model::Llama llama =
+      model::load_llama(model_dir, parallel::scalar_type(*option_named<Precision>(c.dtype)), shard);
   const std::string tok_path = !c.tokenizer.empty() ? c.tokenizer
                                : !run_config.data.tokenizer.empty()
                                    ? run_config.data.tokenizer

@@ -13,6 +13,7 @@
 #include "launcher/model_shape.h"
 #include "model/inspect.h"
 #include "model/llama.h"
+#include "parallel/runtime.h"
 
 namespace spartan::launcher {
 namespace {
@@ -25,10 +26,11 @@ void init_model(const std::string& config_path, const std::vector<std::string>& 
   validate_against_model(config, init_shape(config));
   if (out.empty()) out = config.run.output_dir + "/" + config.run.name + "/base";
   torch::manual_seed(config.run.seed);
-  const torch::Dtype dtype = model::dtype_named(config.model.dtype);
+  const Precision precision = resolved(config.model.dtype, /*cuda=*/false);  // made on the CPU
+  const torch::Dtype dtype = parallel::scalar_type(precision);
   const model::LlamaArch arch = model::arch_from_init(config.model.init);
   model::MemoryInputs need;
-  need.base_dtype_bytes = dtype == torch::kBFloat16 ? 2 : 4;
+  need.base_dtype_bytes = bytes_of(precision);
   check_memory_fits(arch, need, config.run.memory_limit_gb, "[model.init] of " + config.file);
   model::Llama llama(arch, dtype);
   llama->init_weights();
@@ -40,7 +42,7 @@ void init_model(const std::string& config_path, const std::vector<std::string>& 
   auto ids = torch::randint(config.model.init.vocab_size, {2, T}, torch::kInt64);
   double loss = model::causal_lm_loss(llama->forward(ids), ids).item<double>();
   std::printf("saved %s (%lld parameters, %s)\n", out.c_str(),
-              static_cast<long long>(llama->arch().num_parameters()), config.model.dtype.c_str());
+              static_cast<long long>(llama->arch().num_parameters()), name_of(precision).c_str());
   std::printf("smoke forward: loss %.4f on random tokens (ln vocab = %.4f)\n", loss,
               std::log(static_cast<double>(config.model.init.vocab_size)));
 }

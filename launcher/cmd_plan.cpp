@@ -69,7 +69,8 @@ void plan(const PlanOptions& o) {
   in.targets = c.adapter.targets;
   in.r = c.adapter.r;
   in.dropout = c.adapter.dropout;
-  in.base_bytes = c.model.dtype == "bf16" ? 2 : 4;
+  // A plan is for GPUs: auto resolves as it would there, unless the run is set to the CPU.
+  in.base_bytes = bytes_of(resolved(c.model.dtype, c.run.device != DeviceKind::cpu));
   in.sparse_base = o.sparse_base;
   in.recompute = o.recompute;
   in.seq_len = c.data.seq_len;

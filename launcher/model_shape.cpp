@@ -36,7 +36,7 @@ model::MemoryInputs memory_inputs(const Config& c, int64_t seq_len) {
   model::MemoryInputs in;
   in.tp = c.parallel.tp;
   in.pp = c.parallel.pp;
-  in.base_dtype_bytes = c.model.dtype == "bf16" ? 2 : 4;
+  in.base_dtype_bytes = bytes_of(resolved(c.model.dtype, /*cuda=*/false));  // on the CPU
   in.seq_len = seq_len;
   in.micro_batch = c.optim.micro_batch_size;
   in.micro_batches =

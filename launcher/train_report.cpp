@@ -107,7 +107,7 @@ checkpoints::Exported save_result(TrainStart& s, HeldOut& held_out) {
     tell();
     s.grid->world().barrier();
     if (re_mask) {  // the merged folder, loaded as this layout's shards
-      model::Llama merged = model::load_llama(s.run_dir + "/merged", s.dtype, s.shard);
+      model::Llama merged = model::load_llama(s.run_dir + "/merged", s.runtime.base(), s.shard);
       held_out.re_masked = evaluate(merged, s.grid.get());
     }
   } else {
@@ -129,7 +129,8 @@ TrainReport::TrainReport(TrainStart& s, int64_t trainable, int64_t total_steps)
               {"base", c.model.path},
               {"base_parameters", s.model->arch().num_parameters()},
               {"base_sparsity", projection_sparsity(s.model, *s.grid)},
-              {"dtype", c.model.dtype},
+              {"dtype", parallel::precision_name(s.runtime.base_dtype)},
+              {"runtime", s.runtime.describe()},
               {"trainable_parameters", trainable},
               {"layout", {{"dp", p.dp}, {"pp", p.pp}, {"tp", p.tp}}},
               {"total_steps", total_steps}};
@@ -149,7 +150,8 @@ void TrainReport::announce() const {
                 static_cast<long long>(c.parallel.tp));
   const int64_t base = s.model->arch().num_parameters();
   std::printf("model        %s (%lld parameters, %s)\n", c.model.path.c_str(),
-              static_cast<long long>(base), c.model.dtype.c_str());
+              static_cast<long long>(base), parallel::precision_name(s.runtime.base_dtype).c_str());
+  std::printf("device       %s\n", s.runtime.describe().c_str());
   std::printf("method       %s: %lld trainable parameters (%.3f%%)\n", c.adapter.method.c_str(),
               static_cast<long long>(trainable_), 100.0 * trainable_ / base);
   const data::DataSplit& data = s.data;

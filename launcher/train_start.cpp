@@ -13,6 +13,7 @@
 #include "model/hf_config.h"
 #include "model/inspect.h"
 #include "parallel/mpi.h"
+#include "parallel/nccl.h"
 #include "trainer/runtime.h"
 
 namespace spartan::launcher {
@@ -71,17 +72,47 @@ void check_loss_tokens(const Config& c, const data::DataSplit& data) {
           "raise data.seq_len or shorten the prompts");
 }
 
-std::unique_ptr<parallel::Grid> make_grid(const Config& c) {
-  if (c.parallel.backend == Backend::nccl)
-    throw UsageError("the NCCL backend needs CUDA tensors; this build of spartan trains on CPU",
+// Whether CUDA tensors move by NCCL: parallel.backend resolved for a run on the GPU. NCCL needs
+// a GPU of its own for each rank of a node; ranks that share one stage through host memory.
+bool use_nccl(const Config& c) {
+  const std::string where = c.where("parallel.backend") + " (key 'parallel.backend')";
+  const bool own_gpus = parallel::local_size() <= static_cast<int>(torch::cuda::device_count());
+  switch (c.parallel.backend) {
+    case Backend::mpi:
+      return false;
+    case Backend::automatic:
+      return parallel::nccl_available() && own_gpus;
+    case Backend::nccl:
+      if (!parallel::nccl_available())
+        throw UsageError("this build of spartan has no NCCL", where,
+                         "use backend = \"mpi\" or \"auto\", or build where NCCL is installed");
+      if (!own_gpus)
+        throw UsageError(std::to_string(parallel::local_size()) + " ranks share this node's " +
+                             std::to_string(torch::cuda::device_count()) +
+                             " GPUs, and NCCL needs a GPU for each",
+                         where, "start one rank per GPU, or use backend = \"auto\" or \"mpi\"");
+      return true;
+  }
+  return false;
+}
+
+std::unique_ptr<parallel::Grid> make_grid(const Config& c, const parallel::Runtime& runtime) {
+  if (c.parallel.backend == Backend::nccl && !runtime.cuda())
+    throw UsageError("the NCCL backend moves CUDA tensors; this run computes on the CPU",
                      c.where("parallel.backend") + " (key 'parallel.backend')",
-                     "use backend = \"mpi\" or \"auto\"");
+                     "use backend = \"mpi\" or \"auto\", or run.device = \"cuda\" on a GPU node");
+  parallel::Transport transport;
+  if (runtime.cuda()) {
+    transport.cuda_device = runtime.device.index();
+    transport.nccl = use_nccl(c);
+  }
   const parallel::Layout layout{c.parallel.tp, c.parallel.pp, c.parallel.dp};
   std::string layout_key = "parallel.dp";  // the key to point at: one the user set, if any
   for (const char* k : {"parallel.tp", "parallel.pp", "parallel.dp"})
     if (c.where(k).find("default") == std::string::npos) layout_key = k;
   auto grid = parallel::Grid::create(
-      layout, c.where(layout_key) + " (keys 'parallel.tp', 'parallel.pp', 'parallel.dp')");
+      layout, c.where(layout_key) + " (keys 'parallel.tp', 'parallel.pp', 'parallel.dp')",
+      transport);
   if (grid->world_size() > 1) parallel::set_collective_timeout(c.parallel.timeout_s);
   return grid;
 }
@@ -102,11 +133,13 @@ TrainStart start_training(const std::string& config_path, const std::vector<std:
     const model::LlamaArch arch = model::read_hf_config(c.model.path);
     s.shape = model_shape(c);
     validate_against_model(c, s.shape);
-    check_memory_fits(arch, memory_inputs(c, c.data.seq_len), c.run.memory_limit_gb,
-                      c.model.path + "/config.json with " + c.where("data.seq_len") +
-                          " (keys 'data.seq_len', 'optim.micro_batch_size', 'adapter.r')");
+    s.runtime = parallel::make_runtime(c);
+    if (!s.runtime.cuda())  // host memory: on a GPU the base and the activations are not there
+      check_memory_fits(arch, memory_inputs(c, c.data.seq_len), c.run.memory_limit_gb,
+                        c.model.path + "/config.json with " + c.where("data.seq_len") +
+                            " (keys 'data.seq_len', 'optim.micro_batch_size', 'adapter.r')");
   });
-  s.grid = make_grid(c);
+  s.grid = make_grid(c, s.runtime);
   s.run_dir = c.run.output_dir + "/" + c.run.name;
   // An existing run folder with a checkpoint resumes from its newest one, unless --resume names
   // another.
@@ -120,13 +153,13 @@ TrainStart start_training(const std::string& config_path, const std::vector<std:
   }
   if (s.distributed()) check_shared_run_folder(c, *s.grid, s.run_dir);
 
-  s.dtype = model::dtype_named(c.model.dtype);
   if (s.distributed())
     s.shard = model::make_shard(*s.grid, s.shape.num_layers, c.parallel.pp_split);
   // The inputs each rank reads on its own node; a node that cannot is named.
   s.resident_before_load = resident_bytes();
   parallel::check_on_every_rank([&] {
-    s.model = model::load_llama(c.model.path, s.dtype, s.shard);
+    s.model = model::load_llama(c.model.path, s.runtime.base(), s.shard);
+    s.model->set_compute_dtype(s.runtime.compute_dtype);
     s.tokenizer = std::make_unique<model::Tokenizer>(tokenizer_path(c));
     s.data = data::load_data(c.data.path, c.data.format, *s.tokenizer, c.data.seq_len, c.data.pack,
                              c.data.held_out_fraction, c.run.seed);

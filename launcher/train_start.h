@@ -16,6 +16,7 @@
 #include "model/llama.h"
 #include "model/tokenizer.h"
 #include "parallel/grid.h"
+#include "parallel/runtime.h"
 
 namespace spartan::launcher {
 
@@ -24,9 +25,9 @@ struct TrainStart {
   ModelShape shape;
   std::unique_ptr<parallel::Grid> grid;
   std::string run_dir;
-  std::string resume;  // the checkpoint to continue from, or ""
-  torch::Dtype dtype = torch::kFloat32;
-  model::Shard shard;  // this rank's part of the model
+  std::string resume;         // the checkpoint to continue from, or ""
+  parallel::Runtime runtime;  // this rank's device and precision
+  model::Shard shard;         // this rank's part of the model
   model::Llama model{nullptr};
   std::unique_ptr<model::Tokenizer> tokenizer;
   data::DataSplit data;

@@ -46,8 +46,8 @@ bool parse_proj(const std::string& name, Proj* out) {
 
 // ---- RMSNorm ----------------------------------------------------------------------------------
 
-RMSNormImpl::RMSNormImpl(int64_t dim, double eps_, torch::Dtype dtype) : eps(eps_) {
-  weight = register_parameter("weight", torch::ones({dim}, torch::dtype(dtype)), false);
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps_, torch::TensorOptions options) : eps(eps_) {
+  weight = register_parameter("weight", torch::ones({dim}, options), false);
 }
 
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
@@ -59,13 +59,13 @@ torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
 
 // ---- Projection -------------------------------------------------------------------------------
 
-ProjectionImpl::ProjectionImpl(int64_t in_features, int64_t out_features, torch::Dtype dtype,
-                               TpSlice slice, parallel::Communicator* tp)
+ProjectionImpl::ProjectionImpl(int64_t in_features, int64_t out_features,
+                               torch::TensorOptions options, TpSlice slice,
+                               parallel::Communicator* tp)
     : slice_(slice), tp_(tp) {
   if (slice.split == TpSplit::output) out_features = slice.size();
   if (slice.split == TpSplit::input) in_features = slice.size();
-  weight = register_parameter(
-      "weight", torch::empty({out_features, in_features}, torch::dtype(dtype)), false);
+  weight = register_parameter("weight", torch::empty({out_features, in_features}, options), false);
 }
 
 int64_t ProjectionImpl::in_features() const {
@@ -122,7 +122,8 @@ TpSlice even_slice(TpSplit split, int64_t n, int64_t unit, int64_t r, int64_t si
 }
 }  // namespace
 
-AttentionImpl::AttentionImpl(const LlamaArch& a, torch::Dtype dtype, parallel::Communicator* tp_)
+AttentionImpl::AttentionImpl(const LlamaArch& a, torch::TensorOptions options,
+                             parallel::Communicator* tp_)
     : num_heads(a.num_heads), num_kv_heads(a.num_kv_heads), head_dim(a.head_dim()), tp(tp_) {
   const int64_t h = a.hidden_size, size = tp ? tp->size() : 1, r = tp ? tp->rank() : 0;
   TpSlice q = even_slice(TpSplit::output, num_heads, head_dim, r, size);
@@ -136,10 +137,10 @@ AttentionImpl::AttentionImpl(const LlamaArch& a, torch::Dtype dtype, parallel::C
   }
   num_heads /= size;
   num_kv_heads = kv.split == TpSplit::none ? num_kv_heads : kv.size() / head_dim;
-  q_proj = register_module("q_proj", Projection(h, a.num_heads * head_dim, dtype, q, tp));
-  k_proj = register_module("k_proj", Projection(h, a.num_kv_heads * head_dim, dtype, kv, tp));
-  v_proj = register_module("v_proj", Projection(h, a.num_kv_heads * head_dim, dtype, kv, tp));
-  o_proj = register_module("o_proj", Projection(a.num_heads * head_dim, h, dtype, o, tp));
+  q_proj = register_module("q_proj", Projection(h, a.num_heads * head_dim, options, q, tp));
+  k_proj = register_module("k_proj", Projection(h, a.num_kv_heads * head_dim, options, kv, tp));
+  v_proj = register_module("v_proj", Projection(h, a.num_kv_heads * head_dim, options, kv, tp));
+  o_proj = register_module("o_proj", Projection(a.num_heads * head_dim, h, options, o, tp));
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& input, const Rotary& rope,
@@ -194,14 +195,15 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& input, const Rotary& r
 
 // ---- MLP --------------------------------------------------------------------------------------
 
-MLPImpl::MLPImpl(const LlamaArch& a, torch::Dtype dtype, parallel::Communicator* tp_) : tp(tp_) {
+MLPImpl::MLPImpl(const LlamaArch& a, torch::TensorOptions options, parallel::Communicator* tp_)
+    : tp(tp_) {
   const int64_t size = tp ? tp->size() : 1, r = tp ? tp->rank() : 0;
   const TpSlice col = even_slice(TpSplit::output, a.intermediate_size, 1, r, size);
   const TpSlice row = even_slice(TpSplit::input, a.intermediate_size, 1, r, size);
   const int64_t H = a.hidden_size, I = a.intermediate_size;
-  gate_proj = register_module("gate_proj", Projection(H, I, dtype, col, tp));
-  up_proj = register_module("up_proj", Projection(H, I, dtype, col, tp));
-  down_proj = register_module("down_proj", Projection(I, H, dtype, row, tp));
+  gate_proj = register_module("gate_proj", Projection(H, I, options, col, tp));
+  up_proj = register_module("up_proj", Projection(H, I, options, col, tp));
+  down_proj = register_module("down_proj", Projection(I, H, options, row, tp));
 }
 
 torch::Tensor MLPImpl::forward(const torch::Tensor& input) {
@@ -211,14 +213,14 @@ torch::Tensor MLPImpl::forward(const torch::Tensor& input) {
 
 // ---- decoder layer ----------------------------------------------------------------------------
 
-DecoderLayerImpl::DecoderLayerImpl(const LlamaArch& a, torch::Dtype dtype,
+DecoderLayerImpl::DecoderLayerImpl(const LlamaArch& a, torch::TensorOptions options,
                                    parallel::Communicator* tp) {
-  self_attn = register_module("self_attn", Attention(a, dtype, tp));
-  mlp = register_module("mlp", MLP(a, dtype, tp));
+  self_attn = register_module("self_attn", Attention(a, options, tp));
+  mlp = register_module("mlp", MLP(a, options, tp));
   input_layernorm =
-      register_module("input_layernorm", RMSNorm(a.hidden_size, a.rms_norm_eps, dtype));
+      register_module("input_layernorm", RMSNorm(a.hidden_size, a.rms_norm_eps, options));
   post_attention_layernorm =
-      register_module("post_attention_layernorm", RMSNorm(a.hidden_size, a.rms_norm_eps, dtype));
+      register_module("post_attention_layernorm", RMSNorm(a.hidden_size, a.rms_norm_eps, options));
 }
 
 torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const Rotary& rope,
@@ -276,11 +278,14 @@ void DecoderLayerImpl::attach_after_mlp(std::shared_ptr<BlockAdapter> adapter) {
 
 // ---- the whole model --------------------------------------------------------------------------
 
-LlamaImpl::LlamaImpl(const LlamaArch& arch, torch::Dtype dtype, const Shard& shard)
-    : arch_(arch), dtype_(dtype), shard_(shard) {
-  if (dtype != torch::kFloat32 && dtype != torch::kBFloat16)
-    throw Error(std::string("model dtype ") + c10::toString(dtype) + " is not supported", "model",
-                "use fp32 or bf16");
+LlamaImpl::LlamaImpl(const LlamaArch& arch, torch::TensorOptions options, const Shard& shard)
+    : arch_(arch),
+      dtype_(c10::typeMetaToScalarType(options.dtype())),
+      device_(options.device()),
+      shard_(shard) {
+  if (dtype_ != torch::kFloat32 && dtype_ != torch::kBFloat16 && dtype_ != torch::kFloat16)
+    throw Error(std::string("model dtype ") + c10::toString(dtype_) + " is not supported", "model",
+                "use fp32, bf16 or fp16");
   solo_ = parallel::make_solo("tp");
   tp_ = shard.tp ? shard.tp : solo_.get();
   const int64_t tp = tp_->size(), V = arch.vocab_size, H = arch.hidden_size;
@@ -299,20 +304,18 @@ LlamaImpl::LlamaImpl(const LlamaArch& arch, torch::Dtype dtype, const Shard& sha
   const bool tied = arch.tie_word_embeddings;
   if (shard.embedding || (shard.head && tied)) {
     auto embed = inner->register_module("embed_tokens", std::make_shared<torch::nn::Module>());
-    embed_ =
-        embed->register_parameter("weight", torch::empty({V / tp, H}, torch::dtype(dtype)), false);
+    embed_ = embed->register_parameter("weight", torch::empty({V / tp, H}, options), false);
   }
   auto list = inner->register_module("layers", std::make_shared<torch::nn::Module>());
   for (int64_t i = first_layer_; i < end; ++i) {
-    layers_.emplace_back(arch, dtype, group);
+    layers_.emplace_back(arch, options, group);
     list->register_module(std::to_string(i), layers_.back());
   }
   if (shard.head) {
-    norm_ = inner->register_module("norm", RMSNorm(arch.hidden_size, arch.rms_norm_eps, dtype));
+    norm_ = inner->register_module("norm", RMSNorm(arch.hidden_size, arch.rms_norm_eps, options));
     if (!tied) {
       auto head = register_module("lm_head", std::make_shared<torch::nn::Module>());
-      lm_head_ =
-          head->register_parameter("weight", torch::empty({V / tp, H}, torch::dtype(dtype)), false);
+      lm_head_ = head->register_parameter("weight", torch::empty({V / tp, H}, options), false);
     }
   }
   for (const auto& p : named_parameters()) {
@@ -524,7 +527,9 @@ void LlamaImpl::save(const std::string& folder, uint64_t max_shard_bytes) const 
                 "save from a single process (spartan merge)");
   make_dirs(folder);
   LlamaArch arch = arch_;
-  arch.torch_dtype = dtype_ == torch::kBFloat16 ? "bfloat16" : "float32";
+  arch.torch_dtype = dtype_ == torch::kBFloat16  ? "bfloat16"
+                     : dtype_ == torch::kFloat16 ? "float16"
+                                                 : "float32";
   write_hf_config(folder, arch);
   save_weights(folder, base_parameters(), max_shard_bytes);
 }
@@ -564,10 +569,10 @@ std::pair<int64_t, int64_t> projection_shape(const LlamaArch& a, Proj p) {
   return {0, 0};
 }
 
-Llama load_llama(const std::string& folder, torch::Dtype dtype, const Shard& shard) {
+Llama load_llama(const std::string& folder, torch::TensorOptions options, const Shard& shard) {
   LlamaArch arch = read_hf_config(folder);
   WeightStore store(folder);
-  Llama model(arch, dtype, shard);
+  Llama model(arch, options, shard);
   model->load(store);
   // The slices' temporaries under 32 MiB were freed into the heap (trainer/runtime.h keeps it):
   // hand them back, so that what stays resident is the shard (0.17 GB a rank of the 70B slice).

@@ -44,7 +44,7 @@ struct Shard {
 
 class RMSNormImpl : public torch::nn::Module {
  public:
-  RMSNormImpl(int64_t dim, double eps, torch::Dtype dtype);
+  RMSNormImpl(int64_t dim, double eps, torch::TensorOptions options);
   torch::Tensor forward(const torch::Tensor& x);  // (..., dim)
   torch::Tensor weight;
   double eps;
@@ -56,8 +56,8 @@ TORCH_MODULE(RMSNorm);
 // adapter's partial output included.
 class ProjectionImpl : public torch::nn::Module {
  public:
-  ProjectionImpl(int64_t in_features, int64_t out_features, torch::Dtype dtype, TpSlice slice = {},
-                 parallel::Communicator* tp = nullptr);
+  ProjectionImpl(int64_t in_features, int64_t out_features, torch::TensorOptions options,
+                 TpSlice slice = {}, parallel::Communicator* tp = nullptr);
   torch::Tensor forward(const torch::Tensor& x);  // (B, T, in) -> (B, T, out)
   void attach(std::shared_ptr<LinearAdapter> adapter);
   void detach();
@@ -95,7 +95,8 @@ struct KvCache {
 
 class AttentionImpl : public torch::nn::Module {
  public:
-  AttentionImpl(const LlamaArch& arch, torch::Dtype dtype, parallel::Communicator* tp = nullptr);
+  AttentionImpl(const LlamaArch& arch, torch::TensorOptions options,
+                parallel::Communicator* tp = nullptr);
   // (B, T, H) -> (B, T, H); `prefix`: (2, P, this rank's n_kv·head_dim) keys and values in
   // front of the sequence's own, or undefined. With `cache`, its keys and values come first and
   // the new ones are appended to it (the prefix only while it is empty).
@@ -109,7 +110,8 @@ TORCH_MODULE(Attention);
 
 class MLPImpl : public torch::nn::Module {
  public:
-  MLPImpl(const LlamaArch& arch, torch::Dtype dtype, parallel::Communicator* tp = nullptr);
+  MLPImpl(const LlamaArch& arch, torch::TensorOptions options,
+          parallel::Communicator* tp = nullptr);
   torch::Tensor forward(const torch::Tensor& x);  // down(silu(gate(x)) * up(x))
   Projection gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
   parallel::Communicator* tp;
@@ -118,7 +120,8 @@ TORCH_MODULE(MLP);
 
 class DecoderLayerImpl : public torch::nn::Module {
  public:
-  DecoderLayerImpl(const LlamaArch& arch, torch::Dtype dtype, parallel::Communicator* tp = nullptr);
+  DecoderLayerImpl(const LlamaArch& arch, torch::TensorOptions options,
+                   parallel::Communicator* tp = nullptr);
   torch::Tensor forward(const torch::Tensor& x, const Rotary& rope,
                         const torch::Tensor& prefix = {}, KvCache::Layer* cache = nullptr);
   // Whether a block adapter mixes positions (tiny attention): a KV cache cannot serve it.
@@ -139,7 +142,9 @@ TORCH_MODULE(DecoderLayer);
 
 class LlamaImpl : public torch::nn::Module {
  public:
-  LlamaImpl(const LlamaArch& arch, torch::Dtype dtype, const Shard& shard = {});
+  // `options`: the dtype and device of the base's weights (parallel::Runtime::base()); a dtype
+  // alone means the CPU.
+  LlamaImpl(const LlamaArch& arch, torch::TensorOptions options, const Shard& shard = {});
 
   // (B, T) int64 token ids -> (B, T, V) fp32 logits. Needs every layer on this rank; under TP
   // the vocabulary slices are gathered. With `cache`, the ids continue the positions it holds
@@ -163,6 +168,11 @@ class LlamaImpl : public torch::nn::Module {
 
   const LlamaArch& arch() const { return arch_; }
   torch::Dtype dtype() const { return dtype_; }
+  torch::Device device() const { return device_; }
+  // The dtype products run in when the trainer and the evaluation run this model (a ComputeScope
+  // around each forward pass, trainer/stage.h); fp32 unless the runtime says otherwise.
+  torch::Dtype compute_dtype() const { return compute_dtype_; }
+  void set_compute_dtype(torch::Dtype dtype) { compute_dtype_ = dtype; }
   int64_t num_layers() const { return arch_.num_layers; }  // of the whole model
   int64_t first_layer() const { return first_layer_; }     // this rank's layers: [first, end)
   int64_t end_layer() const { return first_layer_ + static_cast<int64_t>(layers_.size()); }
@@ -202,6 +212,8 @@ class LlamaImpl : public torch::nn::Module {
  private:
   LlamaArch arch_;
   torch::Dtype dtype_;
+  torch::Device device_;
+  torch::Dtype compute_dtype_ = torch::kFloat32;
   Shard shard_;
   std::unique_ptr<parallel::Communicator> solo_;  // the TP group when there is none
   parallel::Communicator* tp_;
@@ -235,7 +247,8 @@ std::pair<int64_t, int64_t> projection_shape(const LlamaArch& arch, Proj p);
 
 // Loads a model folder: architecture from config.json, weights (this rank's part) from
 // safetensors.
-Llama load_llama(const std::string& folder, torch::Dtype dtype, const Shard& shard = {});
+// safetensors, one tensor at a time through host memory onto `options`' device.
+Llama load_llama(const std::string& folder, torch::TensorOptions options, const Shard& shard = {});
 
 // Next-token cross-entropy per position: logits (B, T, V), labels (B, T) with -100 = ignored.
 // Returns (B, T-1) losses, 0 where the label is ignored.

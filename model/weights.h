@@ -15,11 +15,6 @@ namespace spartan::model {
 
 torch::Dtype to_torch(DType d);
 DType from_torch(torch::Dtype d);
-// The dtype a configuration or command line names: "bf16", else fp32 (the values are checked
-// where they are read).
-inline torch::Dtype dtype_named(const std::string& name) {
-  return name == "bf16" ? torch::kBFloat16 : torch::kFloat32;
-}
 
 // One whole tensor of a safetensors file, converted to `dtype`.
 torch::Tensor read_tensor(const SafetensorsFile& file, const std::string& name, torch::Dtype dtype);

@@ -71,6 +71,14 @@ class Communicator {
 // The group of one rank.
 std::unique_ptr<Communicator> make_solo(const std::string& name);
 
+// One group over two transports, chosen by where each tensor lives: CPU tensors go through `host`
+// (MPI), CUDA tensors through `device` (NCCL). Without `device` (ranks sharing a GPU, which NCCL
+// refuses, or parallel.backend = "mpi") CUDA tensors are staged through host memory and move by
+// `host`. Every rank of a group passes tensors on the same kind of device, so the ranks of one
+// operation always meet on the same transport. Counts each operation once, as the group's.
+std::unique_ptr<Communicator> route_by_device(std::unique_ptr<Communicator> host,
+                                              std::unique_ptr<Communicator> device);
+
 // Bytes of a tensor's elements.
 inline int64_t payload_bytes(const torch::Tensor& t) {
   return t.numel() * static_cast<int64_t>(t.element_size());

@@ -2,6 +2,7 @@
 
 #include "common/error.h"
 #include "parallel/mpi.h"
+#include "parallel/nccl.h"
 
 namespace spartan::parallel {
 
@@ -14,7 +15,19 @@ std::unique_ptr<Grid> Grid::solo() {
   return g;
 }
 
-std::unique_ptr<Grid> Grid::create(const Layout& layout, const std::string& where) {
+namespace {
+
+// An MPI group as the transport asks: itself on the CPU, routed by device on a GPU.
+std::unique_ptr<Communicator> group(std::unique_ptr<Communicator> mpi, const Transport& transport) {
+  if (transport.cuda_device < 0) return mpi;
+  auto nccl = transport.nccl ? make_nccl(*mpi, transport.cuda_device) : nullptr;
+  return route_by_device(std::move(mpi), std::move(nccl));
+}
+
+}  // namespace
+
+std::unique_ptr<Grid> Grid::create(const Layout& layout, const std::string& where,
+                                   const Transport& transport) {
   const bool mpi = launched_by_mpi() || layout.world() > 1;
   const int world = mpi ? init_mpi() : 1;
   if (world != layout.world())
@@ -32,14 +45,14 @@ std::unique_ptr<Grid> Grid::create(const Layout& layout, const std::string& wher
   }
   std::unique_ptr<Grid> g(new Grid);
   g->layout_ = layout;
-  g->world_ = mpi_world();
+  g->world_ = group(mpi_world(), transport);
   const int r = g->world_->rank();
   g->rank_ = r;
   const int tp = static_cast<int>(layout.tp), dp = static_cast<int>(layout.dp);
   const int tp_idx = r % tp, dp_idx = (r / tp) % dp, pp_idx = r / (tp * dp);
-  g->tp_ = mpi_split("tp", pp_idx * dp + dp_idx, tp_idx);
-  g->dp_ = mpi_split("dp", pp_idx * tp + tp_idx, dp_idx);
-  g->pp_ = mpi_split("pp", dp_idx * tp + tp_idx, pp_idx);
+  g->tp_ = group(mpi_split("tp", pp_idx * dp + dp_idx, tp_idx), transport);
+  g->dp_ = group(mpi_split("dp", pp_idx * tp + tp_idx, dp_idx), transport);
+  g->pp_ = group(mpi_split("pp", dp_idx * tp + tp_idx, pp_idx), transport);
   return g;
 }
 

@@ -17,12 +17,21 @@ struct Layout {
   int64_t world() const { return tp * pp * dp; }
 };
 
+// How a rank's groups move CUDA tensors (parallel.backend resolved for the runtime's device).
+struct Transport {
+  int cuda_device = -1;  // the rank's GPU; -1: a CPU run, every tensor goes by MPI
+  bool nccl = false;     // CUDA tensors by NCCL; false: staged through host memory, by MPI
+};
+
 class Grid {
  public:
   // The grid of this job: MPI's world when launched by an MPI launcher or when the layout needs
   // more than one rank, else one process with solo groups. A world size that is not the
   // layout's is a UsageError naming `where`, raised identically on every rank.
-  static std::unique_ptr<Grid> create(const Layout& layout, const std::string& where);
+  // With `transport.cuda_device`, each group routes CPU tensors to MPI and CUDA tensors to NCCL
+  // (or stages them through host memory: route_by_device).
+  static std::unique_ptr<Grid> create(const Layout& layout, const std::string& where,
+                                      const Transport& transport = {});
   // One process, no MPI.
   static std::unique_ptr<Grid> solo();
 

@@ -13,7 +13,7 @@ class Runner {
       : s_(s), pp_(pp), first_(pp.rank() == 0), last_(pp.rank() == pp.size() - 1) {}
 
   torch::Tensor buffer(int64_t i) const {
-    return torch::empty(s_.activation_shape(i), torch::dtype(s_.activation_dtype));
+    return torch::empty(s_.activation_shape(i), s_.activation_options);
   }
   torch::Tensor recv_forward(int64_t i) {
     if (first_) return {};
@@ -100,7 +100,7 @@ void forward_only(const PipelineStage& stage, Communicator& pp) {
   for (int64_t i = 0; i < stage.micro_batches; ++i) {
     torch::Tensor in;
     if (!first) {
-      in = torch::empty(stage.activation_shape(i), torch::dtype(stage.activation_dtype));
+      in = torch::empty(stage.activation_shape(i), stage.activation_options);
       pp.recv(in, pp.rank() - 1);
     }
     auto out = stage.forward(i, in);

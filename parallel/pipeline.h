@@ -21,7 +21,8 @@ struct PipelineStage {
   int64_t micro_batches = 1;
   // Shape of the activation that crosses a stage boundary for micro-batch i.
   std::function<std::vector<int64_t>(int64_t i)> activation_shape;
-  torch::ScalarType activation_dtype = torch::kFloat32;
+  // Its dtype and device (the model's base dtype, on the rank's device).
+  torch::TensorOptions activation_options = torch::kFloat32;
   // Runs this stage on micro-batch i. `input` is undefined on the first stage. Returns the
   // activation to send on, or on the last stage a scalar to call backward() on.
   std::function<torch::Tensor(int64_t i, const torch::Tensor& input)> forward;

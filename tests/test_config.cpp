@@ -31,8 +31,35 @@ TEST(Config, DefaultsFromAnEmptyFile) {
   EXPECT_EQ(c.adapter.targets.size(), 7u);
   EXPECT_DOUBLE_EQ(c.optim.lr, 2e-4);
   EXPECT_EQ(c.adapter.sora.threshold, spartan::GateThreshold::official);
-  EXPECT_EQ(c.model.dtype, "fp32");
+  EXPECT_EQ(c.model.dtype, spartan::Precision::automatic);
+  EXPECT_EQ(c.model.compute_dtype, spartan::Precision::automatic);
+  EXPECT_EQ(c.run.device, spartan::DeviceKind::automatic);
   EXPECT_TRUE(c.sources.empty());
+}
+
+// auto is bf16 on a GPU and fp32 on the CPU; a precision the file names stays as it is.
+TEST(Config, PrecisionResolvesForTheDevice) {
+  using spartan::Precision;
+  EXPECT_EQ(spartan::resolved(Precision::automatic, true), Precision::bf16);
+  EXPECT_EQ(spartan::resolved(Precision::automatic, false), Precision::fp32);
+  EXPECT_EQ(spartan::resolved(Precision::fp16, false), Precision::fp16);
+  EXPECT_EQ(spartan::resolved(Precision::fp32, true), Precision::fp32);
+  Config c = parse_config("[model]\ndtype = \"bf16\"\n[run]\ndevice = \"cpu\"\n", "c.toml");
+  EXPECT_EQ(c.model.dtype, Precision::bf16);
+  EXPECT_EQ(c.run.device, spartan::DeviceKind::cpu);
+  EXPECT_EQ(spartan::name_of(c.model.dtype), "bf16");
+}
+
+// fp16 products without loss scaling underflow; the base may be held in fp16.
+TEST(Config, Fp16ComputeIsRefusedWithTheKey) {
+  try {
+    parse_config("[model]\ncompute_dtype = \"fp16\"\n", "c.toml");
+    FAIL() << "fp16 compute accepted";
+  } catch (const spartan::UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("scaled loss"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("c.toml:2"), std::string::npos) << e.what();
+  }
+  EXPECT_NO_THROW(parse_config("[model]\ndtype = \"fp16\"\n", "c.toml"));
 }
 
 TEST(Config, ValuesAndSourcePositions) {

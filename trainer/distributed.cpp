@@ -133,7 +133,7 @@ model::NamedTensors gather_to_root(model::Llama& model, parallel::Grid& grid,
     const TpPlacement pl = model->placement(name);
     auto full =
         pl.kind == TpPlacement::sharded ? grid.tp().all_gather(t.detach(), pl.dim) : t.detach();
-    mine.emplace_back(name, full);
+    mine.emplace_back(name, full.to(torch::kCPU));  // what rank 0 writes lives in host memory
   }
   if (grid.tp_rank() != 0) return {};
   parallel::Communicator& pp = grid.pp();

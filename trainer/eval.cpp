@@ -13,7 +13,8 @@ namespace {
 // Sum of next-token losses and count of scored targets for a batch of rows.
 std::pair<double, int64_t> score(model::Llama& model, const torch::Tensor& ids,
                                  const torch::Tensor& labels) {
-  auto losses = model::token_losses(model->forward(ids), labels);
+  auto losses =
+      model::token_losses(model->forward(ids.to(model->device())), labels.to(model->device()));
   auto counted = labels.narrow(1, 1, labels.size(1) - 1).ne(data::kIgnore);
   return {losses.sum().item<double>(), counted.sum().item<int64_t>()};
 }

@@ -84,8 +84,8 @@ void restore_group(const checkpoints::Checkpoint& ck, const model::Llama& model,
   for (const auto& [name, p] : ps) {
     const auto pl = model->placement(name);
     p.copy_(ck.local("params/" + name, pl, p, grid));
-    avg.push_back(ck.local("optim/" + name + "/exp_avg", pl, p, grid));
-    avg_sq.push_back(ck.local("optim/" + name + "/exp_avg_sq", pl, p, grid));
+    avg.push_back(ck.local("optim/" + name + "/exp_avg", pl, p, grid).to(p.device()));
+    avg_sq.push_back(ck.local("optim/" + name + "/exp_avg_sq", pl, p, grid).to(p.device()));
   }
   opt.load_state(avg, avg_sq, steps);
 }

@@ -1,6 +1,7 @@
 // The model's side of a pipeline step: rows (ids, labels) cut into micro-batches, each run
 // through this rank's part of the model (embedding on the first stage, the stage's layers, the
-// LM head and its losses on the last).
+// LM head and its losses on the last). The rows go to the model's device once, and every forward
+// pass runs in a parallel::ComputeScope of the model's compute dtype.
 #pragma once
 
 #include <cstdint>

@@ -190,6 +190,16 @@ given file c.toml '[adapter]\nr = -8\n'
 case_ toml.adapter_r_negative 2 "'adapter.r' = -8 is out of range" -- "$spartan" config --check c.toml
 case_ toml.tp_not_dividing_heads 2 "parallel.tp = 3 does not divide the 4 attention heads" -- \
   "${train[@]}" --set parallel.tp=3
+# Device and precision (CI has no GPU): a GPU asked for where none is, NCCL for a CPU run, fp16
+# products.
+allow runs
+case_ device.cuda_without_gpu 2 "run.device = \"cuda\" but this process sees no CUDA device.*run.device" -- \
+  "${train[@]}" --set run.device=cuda
+allow runs
+case_ device.nccl_on_cpu 2 "the NCCL backend moves CUDA tensors; this run computes on the CPU" -- \
+  "${train[@]}" --set parallel.backend=nccl
+case_ device.fp16_products 2 "fp16 products need a scaled loss.*model.compute_dtype" -- \
+  "${train[@]}" --set model.compute_dtype=fp16
 case_ toml.config_is_folder 2 "the config path is a folder" -- "$spartan" config --check .
 case_ toml.config_is_folder_train 2 "the config path is a folder" -- "$spartan" train --config .
 case_ toml.missing_file 2 "cannot read config file, nothere.toml" -- "$spartan" train --config nothere.toml

@@ -48,6 +48,7 @@ log_every = 1
 tensorboard = false
 [model]
 path = "$dir/base-$shape"
+dtype = "fp32"  # as trained here; the plan's "auto" would count bf16, a GPU's
 [model.init]
 vocab_size = 32000
 hidden_size = 8192
