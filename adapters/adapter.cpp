@@ -68,7 +68,9 @@ Ranks compact_adapters(model::Llama& model) {
       if (!proj->adapter() || proj->adapter()->ranks_kept() < 0) continue;
       ranks.kept += proj->adapter()->ranks_kept();
       ranks.total += proj->adapter()->ranks();
-      proj->attach(proj->adapter()->compacted());
+      auto compacted = proj->adapter()->compacted();  // built on the CPU, like every adapter
+      compacted->to(proj->weight.device());
+      proj->attach(compacted);
     }
   return ranks;
 }

@@ -27,7 +27,8 @@ torch::Tensor PhmWeights::weight(const torch::Tensor& A) const {
   const auto B = torch::bmm(s, t);  // (n, in/n, out/n)
   const int64_t n = A.size(0);
   // kron(A_i, B_i)[j·P + p, k·Q + q] = A_i[j, k]·B_i[p, q], summed over i.
-  return torch::einsum("ijk,ipq->jpkq", {A, B}).reshape({n * B.size(1), n * B.size(2)});
+  return torch::einsum("ijk,ipq->jpkq", {A.to(B.scalar_type()), B})  // B: bf16 under autocast
+      .reshape({n * B.size(1), n * B.size(2)});
 }
 
 namespace {

@@ -271,6 +271,13 @@ void schema(V& v, Config& c) {
   v("optim.max_bad_steps", c.optim.max_bad_steps,
     "stop after this many NaN/Inf losses in a row (each is skipped)", at_least(1));
 
+  v.section("train", "how a step is run");
+  v("train.recompute", c.train.recompute,
+    "activation recomputation: layer = keep only each decoder layer's input and run the layer "
+    "again in the backward pass (less memory, about a third more compute); none = keep every "
+    "activation",
+    options<Recompute>());
+
   v.section("checkpoint", "sharded HDF5 checkpoints");
   v("checkpoint.every", c.checkpoint.every, "save every k steps; 0 = only at the end", at_least(0));
   v("checkpoint.keep", c.checkpoint.keep, "newest checkpoints kept", at_least(1));

@@ -63,6 +63,11 @@ template <>
 struct OptionNames<PruneMethod> {
   static inline const std::vector<std::string> names{"wanda", "sparsegpt", "magnitude"};
 };
+enum class Recompute { none, layer };  // train.recompute
+template <>
+struct OptionNames<Recompute> {
+  static inline const std::vector<std::string> names{"none", "layer"};
+};
 enum class DeviceKind { automatic, cpu, cuda };  // run.device
 template <>
 struct OptionNames<DeviceKind> {
@@ -224,6 +229,10 @@ struct OptimConfig {
   int64_t max_bad_steps = 5;
 };
 
+struct TrainConfig {
+  Recompute recompute = Recompute::none;  // layer: keep each layer's input, rebuild the rest
+};
+
 struct CheckpointConfig {
   int64_t every = 0;  // 0 = only at the end
   int64_t keep = 2;
@@ -262,6 +271,7 @@ struct Config {
   AdapterConfig adapter;
   DataConfig data;
   OptimConfig optim;
+  TrainConfig train;
   CheckpointConfig checkpoint;
   PruneConfig prune;
   EvalConfig eval;

@@ -72,7 +72,7 @@ void plan(const PlanOptions& o) {
   // A plan is for GPUs: auto resolves as it would there, unless the run is set to the CPU.
   in.base_bytes = bytes_of(resolved(c.model.dtype, c.run.device != DeviceKind::cpu));
   in.sparse_base = o.sparse_base;
-  in.recompute = o.recompute;
+  in.recompute = o.recompute || c.train.recompute == Recompute::layer;
   in.seq_len = c.data.seq_len;
   in.micro_batch = c.optim.micro_batch_size;
   in.global_batch = c.optim.global_batch_size;
@@ -122,8 +122,8 @@ void add_plan_command(CLI::App& app) {
   cmd->add_flag("--sparse-base", o->sparse_base,
                 "count the pruned projections 2:4-compressed (values and 2-bit indices)");
   cmd->add_flag("--recompute", o->recompute,
-                "count activations as recomputed (each layer's input kept; not built yet: "
-                "training keeps every activation)");
+                "count activations as recomputed (each layer's input kept), as train.recompute = "
+                "\"layer\" trains");
   cmd->add_flag("--suggest", o->suggest, "list the layouts that fit, fastest first");
   cmd->callback([o] { plan(*o); });
 }

@@ -108,6 +108,7 @@ checkpoints::Exported save_result(TrainStart& s, HeldOut& held_out) {
     s.grid->world().barrier();
     if (re_mask) {  // the merged folder, loaded as this layout's shards
       model::Llama merged = model::load_llama(s.run_dir + "/merged", s.runtime.base(), s.shard);
+      merged->set_compute_dtype(s.runtime.compute_dtype);
       held_out.re_masked = evaluate(merged, s.grid.get());
     }
   } else {

@@ -3,9 +3,11 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <random>
 
+#include "adapters/method.h"
 #include "checkpoints/checkpoint.h"
 #include "common/error.h"
 #include "common/files.h"
@@ -76,7 +78,10 @@ void check_loss_tokens(const Config& c, const data::DataSplit& data) {
 // a GPU of its own for each rank of a node; ranks that share one stage through host memory.
 bool use_nccl(const Config& c) {
   const std::string where = c.where("parallel.backend") + " (key 'parallel.backend')";
-  const bool own_gpus = parallel::local_size() <= static_cast<int>(torch::cuda::device_count());
+  // The launcher's SPARTAN_GPU_PER_RANK=1 left each rank one GPU of its own (launcher/cluster.h).
+  const char* per_rank = std::getenv("SPARTAN_GPU_PER_RANK");
+  const bool own_gpus = (per_rank && std::string(per_rank) == "1") ||
+                        parallel::local_size() <= static_cast<int>(torch::cuda::device_count());
   switch (c.parallel.backend) {
     case Backend::mpi:
       return false;
@@ -102,10 +107,12 @@ std::unique_ptr<parallel::Grid> make_grid(const Config& c, const parallel::Runti
                      c.where("parallel.backend") + " (key 'parallel.backend')",
                      "use backend = \"mpi\" or \"auto\", or run.device = \"cuda\" on a GPU node");
   parallel::Transport transport;
-  if (runtime.cuda()) {
-    transport.cuda_device = runtime.device.index();
-    transport.nccl = use_nccl(c);
-  }
+  parallel::check_on_every_rank([&] {  // a rank refusing NCCL stops every rank
+    if (runtime.cuda()) {
+      transport.cuda_device = runtime.device.index();
+      transport.nccl = use_nccl(c);
+    }
+  });
   const parallel::Layout layout{c.parallel.tp, c.parallel.pp, c.parallel.dp};
   std::string layout_key = "parallel.dp";  // the key to point at: one the user set, if any
   for (const char* k : {"parallel.tp", "parallel.pp", "parallel.dp"})
@@ -134,6 +141,19 @@ TrainStart start_training(const std::string& config_path, const std::vector<std:
     s.shape = model_shape(c);
     validate_against_model(c, s.shape);
     s.runtime = parallel::make_runtime(c);
+    // A method that trains the base's own weights needs them as fp32 masters.
+    if (adapters::method(c.adapter.method).site() == adapters::Site::base &&
+        s.runtime.base_dtype != torch::kFloat32) {
+      if (c.model.dtype != Precision::automatic)
+        throw UsageError("adapter.method = \"" + c.adapter.method +
+                             "\" trains the base's own weights, which must be fp32 masters, "
+                             "not " +
+                             name_of(c.model.dtype),
+                         c.where("model.dtype") + " (key 'model.dtype')",
+                         "set model.dtype = \"fp32\" or \"auto\" (products may still run "
+                         "in bf16: model.compute_dtype)");
+      s.runtime.base_dtype = torch::kFloat32;
+    }
     if (!s.runtime.cuda())  // host memory: on a GPU the base and the activations are not there
       check_memory_fits(arch, memory_inputs(c, c.data.seq_len), c.run.memory_limit_gb,
                         c.model.path + "/config.json with " + c.where("data.seq_len") +
@@ -160,6 +180,7 @@ TrainStart start_training(const std::string& config_path, const std::vector<std:
   parallel::check_on_every_rank([&] {
     s.model = model::load_llama(c.model.path, s.runtime.base(), s.shard);
     s.model->set_compute_dtype(s.runtime.compute_dtype);
+    s.model->set_recompute_layers(c.train.recompute == Recompute::layer);
     s.tokenizer = std::make_unique<model::Tokenizer>(tokenizer_path(c));
     s.data = data::load_data(c.data.path, c.data.format, *s.tokenizer, c.data.seq_len, c.data.pack,
                              c.data.held_out_fraction, c.run.seed);

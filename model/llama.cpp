@@ -7,6 +7,7 @@
 
 #include "common/error.h"
 #include "common/files.h"
+#include "model/recompute.h"
 #include "parallel/tensor_parallel.h"
 
 namespace spartan::model {
@@ -385,7 +386,10 @@ torch::Tensor LlamaImpl::run_layers(const torch::Tensor& input, KvCache* cache) 
       prefix = prefixes[first_layer_ + i];
       if (kv.split != TpSplit::none) prefix = prefix.narrow(-1, kv.begin, kv.size());
     }
-    h = layers_[i]->forward(h, rope, prefix, cache ? &cache->layers[i] : nullptr);
+    if (recompute_ && !cache)
+      h = recomputed_layer(*layers_[i], h, rope, prefix);
+    else
+      h = layers_[i]->forward(h, rope, prefix, cache ? &cache->layers[i] : nullptr);
   }
   if (cache) cache->positions += input.size(1);
   return h;

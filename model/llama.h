@@ -173,6 +173,10 @@ class LlamaImpl : public torch::nn::Module {
   // around each forward pass, trainer/stage.h); fp32 unless the runtime says otherwise.
   torch::Dtype compute_dtype() const { return compute_dtype_; }
   void set_compute_dtype(torch::Dtype dtype) { compute_dtype_ = dtype; }
+  // Whether training keeps only each layer's input and runs the layer again in the backward
+  // pass (model/recompute.h; train.recompute = "layer").
+  bool recomputes_layers() const { return recompute_; }
+  void set_recompute_layers(bool on) { recompute_ = on; }
   int64_t num_layers() const { return arch_.num_layers; }  // of the whole model
   int64_t first_layer() const { return first_layer_; }     // this rank's layers: [first, end)
   int64_t end_layer() const { return first_layer_ + static_cast<int64_t>(layers_.size()); }
@@ -214,6 +218,7 @@ class LlamaImpl : public torch::nn::Module {
   torch::Dtype dtype_;
   torch::Device device_;
   torch::Dtype compute_dtype_ = torch::kFloat32;
+  bool recompute_ = false;
   Shard shard_;
   std::unique_ptr<parallel::Communicator> solo_;  // the TP group when there is none
   parallel::Communicator* tp_;

@@ -24,6 +24,25 @@ std::unique_ptr<Communicator> group(std::unique_ptr<Communicator> mpi, const Tra
   return route_by_device(std::move(mpi), std::move(nccl));
 }
 
+// The transport every rank uses: ranks that disagree on computing on a GPU are an error on every
+// rank (each node decides alone whether it sees one), and CUDA tensors go by NCCL only where
+// every rank can use it (else they are staged through host memory everywhere).
+Transport agreed(const Transport& mine, Communicator& world) {
+  auto counts = torch::tensor({int64_t(mine.cuda_device >= 0), int64_t(mine.nccl)});
+  world.all_reduce(counts);
+  const int64_t gpus = counts[0].item<int64_t>(), nccl = counts[1].item<int64_t>();
+  const int64_t n = world.size();
+  if (gpus != 0 && gpus != n)
+    throw UsageError(std::to_string(gpus) + " of the " + std::to_string(n) +
+                         " ranks compute on a GPU and the others on the CPU",
+                     "[run] device",
+                     "start the job on nodes with a GPU for every rank, or set run.device = "
+                     "\"cpu\"");
+  Transport out = mine;
+  out.nccl = nccl == n;
+  return out;
+}
+
 }  // namespace
 
 std::unique_ptr<Grid> Grid::create(const Layout& layout, const std::string& where,
@@ -45,14 +64,17 @@ std::unique_ptr<Grid> Grid::create(const Layout& layout, const std::string& wher
   }
   std::unique_ptr<Grid> g(new Grid);
   g->layout_ = layout;
-  g->world_ = group(mpi_world(), transport);
+  auto world_mpi = mpi_world();
+  const Transport t = agreed(transport, *world_mpi);
+  g->world_ = group(std::move(world_mpi), t);
+  g->world_->reset_stats();  // the agreement is not the job's traffic
   const int r = g->world_->rank();
   g->rank_ = r;
   const int tp = static_cast<int>(layout.tp), dp = static_cast<int>(layout.dp);
   const int tp_idx = r % tp, dp_idx = (r / tp) % dp, pp_idx = r / (tp * dp);
-  g->tp_ = group(mpi_split("tp", pp_idx * dp + dp_idx, tp_idx), transport);
-  g->dp_ = group(mpi_split("dp", pp_idx * tp + tp_idx, dp_idx), transport);
-  g->pp_ = group(mpi_split("pp", dp_idx * tp + tp_idx, pp_idx), transport);
+  g->tp_ = group(mpi_split("tp", pp_idx * dp + dp_idx, tp_idx), t);
+  g->dp_ = group(mpi_split("dp", pp_idx * tp + tp_idx, dp_idx), t);
+  g->pp_ = group(mpi_split("pp", dp_idx * tp + tp_idx, pp_idx), t);
   return g;
 }
 

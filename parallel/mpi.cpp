@@ -372,8 +372,14 @@ std::string mpi_library_version() {
 
 int init_mpi() {
   if (!mpi_initialized()) {
+    // Serialized: on a GPU, autograd runs the backward pass of CUDA tensors on a thread of its
+    // own, and collectives staged through host memory call MPI from there (one call at a time:
+    // the main thread waits for the backward pass).
     int provided = 0;
-    check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
+    check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided), "MPI_Init_thread");
+    if (provided < MPI_THREAD_SERIALIZED)
+      throw Error("the MPI library offers no MPI_THREAD_SERIALIZED", "MPI_Init_thread",
+                  "use an MPI built with thread support (Open MPI 4 and 5 are)");
     std::atexit(finalize_at_exit);
     gather_hosts();
   }

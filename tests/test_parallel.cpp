@@ -151,6 +151,7 @@ Run train(const Config& c, parallel::Grid& grid, const data::Sequences& rows,
   model::Llama m = model::load_llama(base_folder(kv_heads), torch::kFloat32, shard);
   torch::manual_seed(c.run.seed);
   adapters::attach(m, c.adapter);
+  m->set_recompute_layers(c.train.recompute == Recompute::layer);
   data::Sequences none;
   const std::string dir = scratch() + "/run-" + std::to_string(grid.rank());
   make_dirs(dir);
@@ -170,9 +171,10 @@ bool everywhere(bool ok) {
   return f.item<int64_t>() == 0;
 }
 
+// `recompute`: the grid run recomputes every layer in the backward pass, the reference does not.
 void compare_with_reference(const std::string& method,
                             const std::function<bool(model::Llama&)>& shard_check = nullptr,
-                            int64_t kv_heads = 4) {
+                            int64_t kv_heads = 4, bool recompute = false) {
   const auto rows = test_rows(32, 16, test_arch().vocab_size);
   Config c = test_config(method);
   if (kv_heads < g_layout.tp) c.adapter.targets = {"q", "o", "gate", "up", "down"};
@@ -182,8 +184,10 @@ void compare_with_reference(const std::string& method,
     ref = train(c, *solo, rows, nullptr, kv_heads);
   }
   bool shard_ok = true;
+  Config grid_config = c;
+  if (recompute) grid_config.train.recompute = Recompute::layer;
   Run par = train(
-      c, *g_grid, rows,
+      grid_config, *g_grid, rows,
       [&](model::Llama& m) {
         if (shard_check) shard_ok = shard_check(m);
       },
@@ -255,6 +259,12 @@ TEST(Parallel, SppMatchesOneRankAndEveryShardKeepsItsZeros) {
 
 TEST(Parallel, Ia3MatchesOneRank) { compare_with_reference("ia3"); }
 
+// Recomputed layers on the grid (their collectives run again in the backward pass) against one
+// rank that keeps every activation.
+TEST(Parallel, SppWithRecomputationMatchesOneRank) {
+  compare_with_reference("spp", nullptr, 4, /*recompute=*/true);
+}
+
 TEST(Parallel, PromptTuningMatchesOneRank) { compare_with_reference("prompt"); }
 
 TEST(Parallel, HoulsbyMatchesOneRank) { compare_with_reference("houlsby"); }
@@ -323,6 +333,7 @@ TEST(Parallel, BytesPerStepMatchTheAnalyticCount) {
                                      model::make_shard(*g_grid, test_arch().num_layers));
   torch::manual_seed(c.run.seed);
   adapters::attach(m, c.adapter);
+  m->set_recompute_layers(c.train.recompute == Recompute::layer);
   data::Sequences none;
   const std::string dir = scratch() + "/run-" + std::to_string(g_grid->rank());
   make_dirs(dir);

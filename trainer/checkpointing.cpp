@@ -1,6 +1,6 @@
 #include "trainer/checkpointing.h"
 
-#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
 
 #include <csignal>
 #include <cstdio>
@@ -11,20 +11,18 @@
 namespace spartan::trainer {
 namespace {
 
-at::Generator& cpu_generator() {
-  static at::Generator g = at::detail::getDefaultCPUGenerator();
-  return g;
+// The state of the default generator of `device`'s type (the CPU's, or the GPU's that dropout
+// draws from there) as int64 (one entry per byte), and back.
+torch::Tensor rng_state(const torch::Device& device = torch::kCPU) {
+  at::Generator g = at::globalContext().defaultGenerator(device);
+  std::lock_guard<std::mutex> lock(g.mutex());
+  return g.get_state().to(torch::kInt64);
 }
 
-// The CPU generator's state as int64 (one entry per byte), and back.
-torch::Tensor rng_state() {
-  std::lock_guard<std::mutex> lock(cpu_generator().mutex());
-  return cpu_generator().get_state().to(torch::kInt64);
-}
-
-void set_rng_state(const torch::Tensor& s) {
-  std::lock_guard<std::mutex> lock(cpu_generator().mutex());
-  cpu_generator().set_state(s.to(torch::kUInt8));
+void set_rng_state(const torch::Tensor& s, const torch::Device& device = torch::kCPU) {
+  at::Generator g = at::globalContext().defaultGenerator(device);
+  std::lock_guard<std::mutex> lock(g.mutex());
+  g.set_state(s.to(torch::kUInt8));
 }
 
 // The first key whose value differs between this run's identity `a` and a checkpoint's `b`, or
@@ -70,6 +68,8 @@ void CheckpointKeeper::save(const Progress& progress, Optimizers& optimizers,
   optimizers.entries(model_, req.entries);
   req.entries.insert(req.entries.end(), masks_.begin(), masks_.end());
   req.entries.push_back({rng_key_, rng_state(), kByTpRank});
+  if (!model_->device().is_cpu())
+    req.entries.push_back({rng_key_ + "/device", rng_state(model_->device()), kByTpRank});
   const auto pos = sampler.position();
   req.state = optimizers.state();
   req.state.update({{"step", progress.step},
@@ -113,8 +113,12 @@ Progress CheckpointKeeper::restore(const std::string& folder, Optimizers& optimi
   p.loss = checkpoints::manifest_loss(st);  // non-finite losses round-trip
   // The RNG stream continues exactly only on the layout it was saved from.
   const auto& topo = m["topology"];
-  if (topo["tp"] == grid_.layout().tp && topo["pp"] == grid_.layout().pp && ck.has(rng_key_))
+  if (topo["tp"] == grid_.layout().tp && topo["pp"] == grid_.layout().pp && ck.has(rng_key_)) {
     set_rng_state(ck.local(rng_key_, kByTpRank, rng_state(), grid_));
+    const torch::Device device = model_->device();
+    if (!device.is_cpu() && ck.has(rng_key_ + "/device"))
+      set_rng_state(ck.local(rng_key_ + "/device", kByTpRank, rng_state(device), grid_), device);
+  }
   if (grid_.rank() == 0)
     std::printf("resumed from %s at step %lld\n", folder.c_str(), static_cast<long long>(p.step));
   return p;
