@@ -175,23 +175,42 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& input, const Rotary& r
     cache->k = k;
     cache->v = v;
   }
-  const int64_t S = k.size(2), P = S - T;  // keys per query row; those in front of this piece
-  if (num_kv_heads != num_heads) {         // grouped-query attention: repeat each KV head
-    const int64_t rep = num_heads / num_kv_heads;
-    k = k.unsqueeze(2)
-            .expand({B, num_kv_heads, rep, S, head_dim})
-            .reshape({B, num_heads, S, head_dim});
-    v = v.unsqueeze(2)
-            .expand({B, num_kv_heads, rep, S, head_dim})
-            .reshape({B, num_heads, S, head_dim});
-  }
-  auto scores = torch::matmul(q, k.transpose(2, 3)) / std::sqrt(static_cast<double>(head_dim));
-  // Query t sees every prefix position and the sequence up to t.
-  auto future = torch::ones({T, S}, torch::dtype(torch::kBool).device(x.device())).triu(1 + P);
-  scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());  // (B, nh, T, T)
-  auto probs = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
-  auto out = torch::matmul(probs, v);  // (B, nh, T, hd)
+  auto out = causal_attention(q, k, v);  // (B, nh, T, hd)
   return o_proj(out.transpose(1, 2).reshape({B, T, num_heads * head_dim}));
+}
+
+torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k,
+                               const torch::Tensor& v) {
+  return q.is_cuda() ? causal_attention_kernel(q, k, v) : causal_attention_reference(q, k, v);
+}
+
+torch::Tensor causal_attention_kernel(const torch::Tensor& q, const torch::Tensor& k,
+                                      const torch::Tensor& v) {
+  const int64_t T = q.size(2), S = k.size(2), P = S - T;
+  const bool gqa = q.size(1) != k.size(1);
+  if (P == 0)  // the causal kernels (flash or memory-efficient on a GPU)
+    return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, std::nullopt,
+                                            gqa);
+  // Query t sees the P positions in front and the sequence up to t: key j where j <= t + P.
+  auto allowed = torch::ones({T, S}, torch::dtype(torch::kBool).device(q.device())).tril(P);
+  return at::scaled_dot_product_attention(q, k, v, allowed, 0.0, false, std::nullopt, gqa);
+}
+
+torch::Tensor causal_attention_reference(const torch::Tensor& q, const torch::Tensor& k,
+                                         const torch::Tensor& v) {
+  const int64_t B = q.size(0), nh = q.size(1), T = q.size(2), hd = q.size(3);
+  const int64_t nkv = k.size(1), S = k.size(2), P = S - T;
+  auto kk = k, vv = v;
+  if (nkv != nh) {  // grouped-query attention: repeat each KV head
+    const int64_t rep = nh / nkv;
+    kk = k.unsqueeze(2).expand({B, nkv, rep, S, hd}).reshape({B, nh, S, hd});
+    vv = v.unsqueeze(2).expand({B, nkv, rep, S, hd}).reshape({B, nh, S, hd});
+  }
+  auto scores = torch::matmul(q, kk.transpose(2, 3)) / std::sqrt(static_cast<double>(hd));
+  auto future = torch::ones({T, S}, torch::dtype(torch::kBool).device(q.device())).triu(1 + P);
+  scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());  // (B, nh, T, S)
+  auto probs = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
+  return torch::matmul(probs, vv);
 }
 
 // ---- MLP --------------------------------------------------------------------------------------

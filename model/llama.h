@@ -75,6 +75,22 @@ class ProjectionImpl : public torch::nn::Module {
 TORCH_MODULE(Projection);
 
 // cos and sin tables of the rotary embedding for positions [offset, offset + T).
+// Causal attention of queries (B, nh, T, hd) over keys and values (B, nkv, S, hd), nkv dividing
+// nh (grouped-query attention): the last T of the S key positions are the queries' own, the
+// S - T in front (prefix-tuning keys, or what a KV cache holds) are seen by every query.
+// On a GPU through causal_attention_kernel; on the CPU written out (causal_attention_reference),
+// which is Hugging Face's eager attention, the form the golden tests hold Spartan to in bf16
+// (torch's fused CPU kernel differs from it by about 2% of the largest bf16 logit).
+torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k,
+                               const torch::Tensor& v);
+// Through at::scaled_dot_product_attention: flash or memory-efficient kernels on a GPU, which
+// never store the T x S probabilities; GQA without repeating the keys and values.
+torch::Tensor causal_attention_kernel(const torch::Tensor& q, const torch::Tensor& k,
+                                      const torch::Tensor& v);
+// Scores, mask, softmax in fp32, product: the reference the kernel is tested against.
+torch::Tensor causal_attention_reference(const torch::Tensor& q, const torch::Tensor& k,
+                                         const torch::Tensor& v);
+
 struct Rotary {
   torch::Tensor cos, sin;  // (T, head_dim), in the compute dtype
 };
