@@ -17,7 +17,7 @@
 #include <functional>
 #include <vector>
 
-#include "trainer/runtime.h"
+#include "trainer/process.h"
 
 namespace {
 
@@ -55,7 +55,7 @@ int main(int argc, char** argv) {
   app.add_option("--device", device_name, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_option("--repeats", repeats, "timed repeats (median)");
   CLI11_PARSE(app, argc, argv);
-  spartan::trainer::configure_runtime();  // threads and allocator as spartan runs
+  spartan::trainer::configure_process();  // threads and allocator as spartan runs
   const bool cuda = device_name == "cuda";
   if (cuda && !torch::cuda::is_available()) {
     std::printf("no GPU visible: nothing to measure on cuda\n");

@@ -29,7 +29,7 @@
 #include "model/inspect.h"
 #include "model/llama.h"
 #include "trainer/optimizer.h"
-#include "trainer/runtime.h"
+#include "trainer/process.h"
 
 using namespace spartan;
 using Clock = std::chrono::steady_clock;
@@ -86,7 +86,7 @@ int main(int argc, char** argv) {
   app.add_flag("--spp-keep-weight", spp_keep_weight);
   app.add_option("--dropout", dropout);
   CLI11_PARSE(app, argc, argv);
-  trainer::configure_runtime();
+  trainer::configure_process();
 
   model::LlamaArch arch;
   arch.vocab_size = vocab;

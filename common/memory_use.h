@@ -20,7 +20,7 @@ bool reset_peak_resident();
 // Large blocks (from `threshold` bytes) are mapped for each allocation and handed back to the
 // kernel when freed, so that a process that streams tensors of varying sizes keeps no freed
 // memory. The merge sets this; the trainer keeps blocks up to 32 MiB in the heap and returns
-// larger ones, unless every projection shard of its model is smaller (trainer/runtime.h).
+// larger ones, unless every projection shard of its model is smaller (trainer/process.h).
 void return_large_blocks_to_kernel(int64_t threshold = 1 << 20);
 
 // Every block, however large, from the heap, and kept there when freed: for a process that makes

@@ -28,7 +28,7 @@ namespace {
 void prune(const std::string& config_path, const std::vector<std::string>& overrides,
            std::string out) {
   // One layer at a time, each with the same tensors: large blocks kept in the heap serve every
-  // layer after the first instead of being faulted in again (trainer/runtime.h returns blocks
+  // layer after the first instead of being faulted in again (trainer/process.h returns blocks
   // above 32 MiB to the kernel, which the trainer's varied temporaries need).
   keep_large_blocks_in_heap();
   Config c = load_config(config_path, overrides);

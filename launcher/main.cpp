@@ -10,7 +10,7 @@
 #include "launcher/cluster.h"
 #include "launcher/commands.h"
 #include "parallel/mpi.h"
-#include "trainer/runtime.h"
+#include "trainer/process.h"
 
 namespace {
 
@@ -50,7 +50,7 @@ int main(int argc, char** argv) {
   } catch (const spartan::Error& e) {
     return fail(e.what(), e.exit_code());
   }
-  spartan::trainer::configure_runtime();
+  spartan::trainer::configure_process();
   CLI::App app{"spartan: fine-tune pruned LLaMA-family models with sparsity-preserving adapters",
                "spartan"};
   app.set_version_flag("--version",

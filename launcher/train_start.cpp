@@ -16,7 +16,7 @@
 #include "model/inspect.h"
 #include "parallel/mpi.h"
 #include "parallel/nccl.h"
-#include "trainer/runtime.h"
+#include "trainer/process.h"
 
 namespace spartan::launcher {
 namespace {

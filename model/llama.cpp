@@ -597,7 +597,7 @@ Llama load_llama(const std::string& folder, torch::TensorOptions options, const 
   WeightStore store(folder);
   Llama model(arch, options, shard);
   model->load(store);
-  // The slices' temporaries under 32 MiB were freed into the heap (trainer/runtime.h keeps it):
+  // The slices' temporaries under 32 MiB were freed into the heap (trainer/process.h keeps it):
   // hand them back, so that what stays resident is the shard (0.17 GB a rank of the 70B slice).
   malloc_trim(0);
   return model;

@@ -2,35 +2,13 @@
 
 #include <ATen/autocast_mode.h>
 
+#include "parallel/runtime.h"
+
 namespace spartan::model {
 namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-// The autocast state of a device type, set for a scope and put back at its end.
-class AutocastAs {
- public:
-  AutocastAs(torch::DeviceType type, bool enabled, torch::ScalarType dtype)
-      : type_(type),
-        was_enabled_(at::autocast::is_autocast_enabled(type)),
-        was_dtype_(at::autocast::get_autocast_dtype(type)) {
-    at::autocast::set_autocast_enabled(type, enabled);
-    at::autocast::set_autocast_dtype(type, dtype);
-    if (enabled) at::autocast::increment_nesting();
-    enabled_ = enabled;
-  }
-  ~AutocastAs() {
-    if (enabled_ && at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    at::autocast::set_autocast_enabled(type_, was_enabled_);
-    at::autocast::set_autocast_dtype(type_, was_dtype_);
-  }
-
- private:
-  torch::DeviceType type_;
-  bool was_enabled_, enabled_ = false;
-  torch::ScalarType was_dtype_;
-};
 
 // Autograd functions take defined tensors only: no prefix travels as an empty one.
 torch::Tensor given(const torch::Tensor& prefix) {
@@ -75,8 +53,10 @@ class RecomputedLayer : public torch::autograd::Function<RecomputedLayer> {
       const auto now = gen.get_state();
       gen.set_state(ctx->saved_data["rng"].toTensor());
       torch::AutoGradMode grad(true);
-      AutocastAs cast(x.device().type(), ctx->saved_data["autocast"].toBool(),
-                      ctx->saved_data["autocast_dtype"].toScalarType());
+      // Only a ComputeScope turns autocast on in Spartan: the first pass's state is one again.
+      parallel::ComputeScope cast(x.device(), ctx->saved_data["autocast"].toBool()
+                                                  ? ctx->saved_data["autocast_dtype"].toScalarType()
+                                                  : torch::kFloat32);
       out = layer->forward(x, Rotary{saved[2], saved[3]}, prefix);
       gen.set_state(now);
     }

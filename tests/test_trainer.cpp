@@ -22,8 +22,8 @@
 #include "tests/test_paths.h"
 #include "trainer/eval.h"
 #include "trainer/optimizer.h"
+#include "trainer/process.h"
 #include "trainer/run_log.h"
-#include "trainer/runtime.h"
 #include "trainer/schedule.h"
 #include "trainer/sora_gates.h"
 #include "trainer/tensorboard.h"
@@ -501,8 +501,8 @@ TEST(SoraSchedule, RunLogsTheCurveAsGatesCloseOneByOne) {
 // of a TP=8 LLaMA-2-70B slice held 2 GB of free heap beside 0.75 GB in use, and eight of them
 // exhausted 24 GB. Growing blocks, each followed by a small one that stays: the heap policy holds
 // their sum (about 850 MB here), the process must hold less than three of them.
-TEST(Runtime, LargeFreedBlocksDoNotStayResident) {
-  trainer::configure_runtime();
+TEST(Process, LargeFreedBlocksDoNotStayResident) {
+  trainer::configure_process();
   std::vector<torch::Tensor> small;
   const int64_t before = spartan::resident_bytes();
   int64_t largest = 0;
@@ -518,15 +518,15 @@ TEST(Runtime, LargeFreedBlocksDoNotStayResident) {
 // A model whose projection shards are all under 32 MiB keeps even larger blocks in the heap (a
 // step's logits are then reused instead of faulted in again at each step); a model with larger
 // shards keeps the threshold above.
-TEST(Runtime, SmallModelsKeepLargeBlocksInTheHeap) {
-  trainer::configure_runtime();
+TEST(Process, SmallModelsKeepLargeBlocksInTheHeap) {
+  trainer::configure_process();
   EXPECT_FALSE(trainer::fit_allocator_to(32 << 20));
   EXPECT_TRUE(trainer::fit_allocator_to(3 << 20));
   const int64_t before = spartan::resident_bytes();
   { auto logits = torch::ones({100 << 18}); }  // 100 MiB of fp32, every page touched, freed
   const int64_t held = spartan::resident_bytes() - before;
   EXPECT_GT(held, 90 << 20) << "the freed block went back: " << held / (1 << 20) << " MiB held";
-  trainer::configure_runtime();  // the threshold again, for what runs after in this process
+  trainer::configure_process();  // the threshold again, for what runs after in this process
 }
 
 // spartan plan's activation count (model/plan.h) against the memory a forward pass keeps for the

@@ -1,4 +1,4 @@
-#include "trainer/runtime.h"
+#include "trainer/process.h"
 
 #include <malloc.h>
 #include <torch/torch.h>
@@ -19,7 +19,7 @@ namespace {
 constexpr int64_t kHeapBlockLimit = 32 << 20;  // glibc's largest mmap threshold
 }  // namespace
 
-void configure_runtime() {
+void configure_process() {
   // Blocks up to 32 MiB (glibc's largest threshold) come from the heap and are reused across
   // steps instead of being faulted in again at each; larger ones (a 70B shard's weight-sized
   // temporaries) are mapped and handed back when freed, so that the holes they leave cannot grow

@@ -17,7 +17,7 @@
 
 namespace spartan::trainer {
 
-void configure_runtime();
+void configure_process();
 
 // Once the model is loaded, given its largest projection shard in bytes
 // (model::largest_projection_bytes): where that is under 32 MiB (the demo, the LoRA step
