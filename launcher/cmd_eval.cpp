@@ -24,21 +24,26 @@ namespace spartan::launcher {
 namespace {
 
 struct EvalOptions {
-  std::string model, adapter, data, tokenizer, format = "auto", dtype = "fp32";
+  std::string model, adapter, data, tokenizer, format = "auto", dtype = "auto", device = "auto";
   int64_t window = 256, stride = 0, batch = 4;
 };
 
 void eval(const EvalOptions& o) {
   if (o.window < 2) throw UsageError("--window must be at least 2", "command line", "");
   const int64_t stride = o.stride > 0 ? o.stride : o.window;
-  model::MemoryInputs need;
-  need.base_dtype_bytes = o.dtype == "bf16" ? 2 : 4;
-  need.seq_len = o.window;
-  need.micro_batch = o.batch;
-  check_memory_fits(model::read_hf_config(o.model), need, 0,
-                    o.model + "/config.json with --window and --batch");
-  model::Llama llama =
-      model::load_llama(o.model, parallel::scalar_type(*option_named<Precision>(o.dtype)));
+  const parallel::Runtime runtime =
+      parallel::make_runtime(*option_named<DeviceKind>(o.device), *option_named<Precision>(o.dtype),
+                             Precision::automatic, parallel::local_rank(), "--device");
+  if (!runtime.cuda()) {  // host memory: on a GPU the weights and activations are not there
+    model::MemoryInputs need;
+    need.base_dtype_bytes = static_cast<int64_t>(c10::elementSize(runtime.base_dtype));
+    need.seq_len = o.window;
+    need.micro_batch = o.batch;
+    check_memory_fits(model::read_hf_config(o.model), need, 0,
+                      o.model + "/config.json with --window and --batch");
+  }
+  model::Llama llama = model::load_llama(o.model, runtime.base());
+  llama->set_compute_dtype(runtime.compute_dtype);
   model::Tokenizer tok(o.tokenizer.empty() ? o.model + "/tokenizer.model" : o.tokenizer);
   model::check_tokenizer_fits(llama->arch(), tok.vocab_size(), tok.path());
   if (!o.adapter.empty()) checkpoints::load_peft_adapter(o.adapter, llama);
@@ -83,7 +88,12 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--tokenizer", o->tokenizer, "tokenizer.model (default: the model folder's)");
   cmd->add_option("--format", o->format, "auto | alpaca | text | jsonl_text")
       ->check(CLI::IsMember({"auto", "alpaca", "text", "jsonl_text"}));
-  cmd->add_option("--dtype", o->dtype, "fp32 | bf16")->check(CLI::IsMember({"fp32", "bf16"}));
+  cmd->add_option("--dtype", o->dtype,
+                  "the weights in memory: auto (bf16 on a GPU, fp32 on the CPU) | fp32 | bf16 | "
+                  "fp16; products run in bf16 on a GPU, fp32 on the CPU")
+      ->check(CLI::IsMember(option_names<Precision>()));
+  cmd->add_option("--device", o->device, "auto (a GPU where one is visible) | cpu | cuda")
+      ->check(CLI::IsMember(option_names<DeviceKind>()));
   cmd->add_option("--window", o->window, "tokens per window (default 256)");
   cmd->add_option("--stride", o->stride, "tokens between windows (default: the window)");
   cmd->add_option("--batch", o->batch, "windows per forward pass (default 4)");

@@ -5,6 +5,7 @@
 
 #include "common/error.h"
 #include "parallel/pipeline.h"
+#include "parallel/runtime.h"
 #include "trainer/stage.h"
 
 namespace spartan::trainer {
@@ -13,6 +14,7 @@ namespace {
 // Sum of next-token losses and count of scored targets for a batch of rows.
 std::pair<double, int64_t> score(model::Llama& model, const torch::Tensor& ids,
                                  const torch::Tensor& labels) {
+  parallel::ComputeScope compute(model->device(), model->compute_dtype());
   auto losses =
       model::token_losses(model->forward(ids.to(model->device())), labels.to(model->device()));
   auto counted = labels.narrow(1, 1, labels.size(1) - 1).ne(data::kIgnore);

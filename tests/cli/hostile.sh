@@ -200,6 +200,8 @@ case_ device.nccl_on_cpu 2 "the NCCL backend moves CUDA tensors; this run comput
   "${train[@]}" --set parallel.backend=nccl
 case_ device.fp16_products 2 "fp16 products need a scaled loss.*model.compute_dtype" -- \
   "${train[@]}" --set model.compute_dtype=fp16
+case_ device.eval_cuda_without_gpu 2 "sees no CUDA device.*--device" -- \
+  "$spartan" eval --model "$dir/base" --tokenizer "$tok" --data "$dir/qa.jsonl" --device cuda
 case_ toml.config_is_folder 2 "the config path is a folder" -- "$spartan" config --check .
 case_ toml.config_is_folder_train 2 "the config path is a folder" -- "$spartan" train --config .
 case_ toml.missing_file 2 "cannot read config file, nothere.toml" -- "$spartan" train --config nothere.toml
