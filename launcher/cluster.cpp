@@ -9,6 +9,7 @@
 
 #include "common/error.h"
 #include "common/files.h"
+#include "common/launch_env.h"
 
 namespace spartan::launcher {
 namespace {
@@ -329,13 +330,10 @@ std::string shell_join(const std::vector<std::string>& words) {
 }
 
 void bind_gpu_to_local_rank() {
-  const char* flag = std::getenv("SPARTAN_GPU_PER_RANK");
-  if (!flag || std::string(flag) != "1") return;
-  const char* local = nullptr;
-  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"})
-    if ((local = std::getenv(var))) break;
+  if (!gpu_per_rank()) return;
+  const std::optional<int> local = launcher_local_rank();
   if (!local) return;  // not under a launcher: keep what the user set
-  const int64_t rank = std::atoll(local);
+  const int64_t rank = *local;
   std::vector<std::string> devices;
   if (const char* visible = std::getenv("CUDA_VISIBLE_DEVICES"); visible && *visible)
     devices = split(visible, ',');

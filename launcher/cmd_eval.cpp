@@ -11,6 +11,7 @@
 
 #include "checkpoints/peft.h"
 #include "common/error.h"
+#include "common/launch_env.h"
 #include "data/dataset.h"
 #include "launcher/commands.h"
 #include "launcher/model_shape.h"
@@ -33,7 +34,7 @@ void eval(const EvalOptions& o) {
   const int64_t stride = o.stride > 0 ? o.stride : o.window;
   const parallel::Runtime runtime =
       parallel::make_runtime(*option_named<DeviceKind>(o.device), *option_named<Precision>(o.dtype),
-                             Precision::automatic, parallel::local_rank(), "--device");
+                             Precision::automatic, launcher_local_rank().value_or(0), "--device");
   if (!runtime.cuda()) {  // host memory: on a GPU the weights and activations are not there
     model::MemoryInputs need;
     need.base_dtype_bytes = static_cast<int64_t>(c10::elementSize(runtime.base_dtype));

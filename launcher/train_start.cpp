@@ -3,7 +3,6 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <cstdlib>
 #include <fstream>
 #include <random>
 
@@ -11,6 +10,7 @@
 #include "checkpoints/checkpoint.h"
 #include "common/error.h"
 #include "common/files.h"
+#include "common/launch_env.h"
 #include "common/memory_use.h"
 #include "model/hf_config.h"
 #include "model/inspect.h"
@@ -78,10 +78,9 @@ void check_loss_tokens(const Config& c, const data::DataSplit& data) {
 // a GPU of its own for each rank of a node; ranks that share one stage through host memory.
 bool use_nccl(const Config& c) {
   const std::string where = c.where("parallel.backend") + " (key 'parallel.backend')";
-  // The launcher's SPARTAN_GPU_PER_RANK=1 left each rank one GPU of its own (launcher/cluster.h).
-  const char* per_rank = std::getenv("SPARTAN_GPU_PER_RANK");
-  const bool own_gpus = (per_rank && std::string(per_rank) == "1") ||
-                        parallel::local_size() <= static_cast<int>(torch::cuda::device_count());
+  // SPARTAN_GPU_PER_RANK=1: the launcher left each rank one GPU of its own (launcher/cluster.h).
+  const bool own_gpus =
+      gpu_per_rank() || launcher_local_size() <= static_cast<int>(torch::cuda::device_count());
   switch (c.parallel.backend) {
     case Backend::mpi:
       return false;
@@ -92,7 +91,7 @@ bool use_nccl(const Config& c) {
         throw UsageError("this build of spartan has no NCCL", where,
                          "use backend = \"mpi\" or \"auto\", or build where NCCL is installed");
       if (!own_gpus)
-        throw UsageError(std::to_string(parallel::local_size()) + " ranks share this node's " +
+        throw UsageError(std::to_string(launcher_local_size()) + " ranks share this node's " +
                              std::to_string(torch::cuda::device_count()) +
                              " GPUs, and NCCL needs a GPU for each",
                          where, "start one rank per GPU, or use backend = \"auto\" or \"mpi\"");

@@ -2,21 +2,10 @@
 
 #include <ATen/autocast_mode.h>
 
-#include <cstdlib>
-
 #include "common/error.h"
+#include "common/launch_env.h"
 
 namespace spartan::parallel {
-namespace {
-
-int env_int(std::initializer_list<const char*> names, int otherwise) {
-  for (const char* name : names)
-    if (const char* v = std::getenv(name); v && *v) return std::atoi(v);
-  return otherwise;
-}
-
-}  // namespace
-
 torch::ScalarType scalar_type(Precision precision) {
   switch (precision) {
     case Precision::bf16:
@@ -50,14 +39,6 @@ std::string Runtime::describe() const {
 
 bool cuda_visible() { return torch::cuda::is_available() && torch::cuda::device_count() > 0; }
 
-int local_rank() {
-  return env_int({"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"}, 0);
-}
-
-int local_size() {
-  return env_int({"OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE", "MPI_LOCALNRANKS"}, 1);
-}
-
 Runtime make_runtime(DeviceKind device, Precision base, Precision compute, int local_rank,
                      const std::string& where) {
   const bool visible = cuda_visible();
@@ -77,7 +58,8 @@ Runtime make_runtime(DeviceKind device, Precision base, Precision compute, int l
 }
 
 Runtime make_runtime(const Config& c) {
-  return make_runtime(c.run.device, c.model.dtype, c.model.compute_dtype, local_rank(),
+  return make_runtime(c.run.device, c.model.dtype, c.model.compute_dtype,
+                      launcher_local_rank().value_or(0),
                       c.where("run.device") + " (key 'run.device')");
 }
 

@@ -52,14 +52,8 @@ bool cuda_visible();
 Runtime make_runtime(DeviceKind device, Precision base, Precision compute, int local_rank,
                      const std::string& where);
 // The same from a configuration's run.device, model.dtype and model.compute_dtype, on the
-// local rank the launcher's environment names.
+// local rank the launcher's environment names (common/launch_env.h).
 Runtime make_runtime(const Config& config);
-
-// This process's rank among the ranks of its node, from the launcher's environment
-// (OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID, MPI_LOCALRANKID); 0 without one.
-int local_rank();
-// How many ranks share this node, from the same environment; 1 without one.
-int local_size();
 
 // While alive, the products this thread runs on the runtime's device are computed in its compute
 // dtype (torch's autocast, with its lists of operations kept in fp32); where the compute dtype is
