@@ -13,34 +13,16 @@
 #include "model/inspect.h"
 #include "model/llama.h"
 #include "parallel/runtime.h"
+#include "tests/trainer_support.h"
 #include "trainer/trainer.h"
 
 using namespace spartan;
 
 namespace {
 
-model::LlamaArch tiny() {
-  model::LlamaArch a;
-  a.vocab_size = 50;
-  a.hidden_size = 64;
-  a.intermediate_size = 128;
-  a.num_layers = 2;
-  a.num_heads = 4;
-  a.num_kv_heads = 2;
-  a.max_position_embeddings = 64;
-  return a;
-}
+model::LlamaArch tiny() { return testing_support::tiny(50); }
 
-data::Sequences rows(int64_t n, int64_t L) {
-  data::Sequences s;
-  s.seq_len = L;
-  for (int64_t r = 0; r < n; ++r)
-    for (int64_t t = 0; t < L; ++t) {
-      s.ids.push_back((r * 7 + t * 3) % 50);
-      s.labels.push_back(t < 3 + r % 4 ? data::kIgnore : s.ids.back());
-    }
-  return s;
-}
+data::Sequences rows(int64_t n, int64_t L) { return testing_support::synthetic_rows(n, L, 50); }
 
 // A scratch folder for a run's metrics, removed when the test ends.
 struct Scratch {

@@ -20,6 +20,7 @@
 #include "model/tokenizer.h"
 #include "model/weights.h"
 #include "tests/test_paths.h"
+#include "tests/trainer_support.h"
 #include "trainer/eval.h"
 #include "trainer/optimizer.h"
 #include "trainer/process.h"
@@ -30,23 +31,13 @@
 #include "trainer/trainer.h"
 
 using namespace spartan;
+using testing_support::synthetic_rows;
+using testing_support::tiny;
 
 namespace {
 
 torch::Tensor fixture(const model::SafetensorsFile& f, const std::string& name) {
   return model::read_tensor(f, name, torch::kFloat64);
-}
-
-model::LlamaArch tiny(int64_t vocab) {
-  model::LlamaArch a;
-  a.vocab_size = vocab;
-  a.hidden_size = 64;
-  a.intermediate_size = 128;
-  a.num_layers = 2;
-  a.num_heads = 4;
-  a.num_kv_heads = 2;
-  a.max_position_embeddings = 256;
-  return a;
 }
 
 std::string read_file(const std::string& path) {
@@ -185,18 +176,6 @@ TEST(Clipping, ScalesToTheMaxNorm) {
   EXPECT_NEAR(params[1].second.grad()[0].item<double>(), 4.0 / 5.0, 1e-6);
   EXPECT_NEAR(trainer::clip_grad_norm(params, 10.0), 1.0, 1e-5);  // under the limit: unchanged
   EXPECT_NEAR(params[1].second.grad()[0].item<double>(), 4.0 / 5.0, 1e-6);
-}
-
-// Synthetic rows: a repeating pattern the model can learn, with some labels masked.
-data::Sequences synthetic_rows(int64_t rows, int64_t L, int64_t vocab) {
-  data::Sequences s;
-  s.seq_len = L;
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t t = 0; t < L; ++t) {
-      s.ids.push_back((r * 7 + t * 3) % vocab);
-      s.labels.push_back(t < 3 + r % 4 ? data::kIgnore : s.ids.back());
-    }
-  return s;
 }
 
 TEST(Trainer, MicroBatchSplitDoesNotChangeTheStep) {
