@@ -68,9 +68,7 @@ Ranks compact_adapters(model::Llama& model) {
       if (!proj->adapter() || proj->adapter()->ranks_kept() < 0) continue;
       ranks.kept += proj->adapter()->ranks_kept();
       ranks.total += proj->adapter()->ranks();
-      auto compacted = proj->adapter()->compacted();  // built on the CPU, like every adapter
-      compacted->to(proj->weight.device());
-      proj->attach(compacted);
+      proj->attach(proj->adapter()->compacted());
     }
   return ranks;
 }
@@ -86,9 +84,6 @@ Attached attach(model::Llama& model, const AdapterConfig& config) {
   Attached a;
   a.method = config.method;
   method(config.method).attach(model, config);
-  // Adapters are built on the CPU in fp32 (their master weights) and follow the base to its
-  // device; the base itself is already there, so only the new tensors move.
-  if (!model->device().is_cpu()) model->to(model->device());
   a.trainable = trainable_parameters(model);
   return a;
 }

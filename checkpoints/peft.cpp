@@ -452,15 +452,11 @@ AdapterConfig load_block_adapter(const std::string& folder, model::Llama& m) {
 
 AdapterConfig load_peft_adapter(const std::string& folder, model::Llama& m) {
   const std::string type = read_adapter_config(folder).value("peft_type", "");
-  const AdapterConfig config =
-      type == "SPARTAN_BLOCK"   ? load_block_adapter(folder, m)
-      : type == "PREFIX_TUNING" ? load_peft_prefix(folder, m)
-      : type == "IA3"           ? load_peft_ia3(folder, m)
-      : type == "PROMPT_TUNING" ? load_peft_prompt(folder, m)
-                                : load_peft_lora(folder, m);  // LORA, or an error naming the type
-  // The modules are read into host memory; on a GPU they follow the base there.
-  if (!m->device().is_cpu()) m->to(m->device());
-  return config;
+  if (type == "SPARTAN_BLOCK") return load_block_adapter(folder, m);
+  if (type == "PREFIX_TUNING") return load_peft_prefix(folder, m);
+  if (type == "IA3") return load_peft_ia3(folder, m);
+  if (type == "PROMPT_TUNING") return load_peft_prompt(folder, m);
+  return load_peft_lora(folder, m);  // LORA, or a clear error naming the type
 }
 
 }  // namespace spartan::checkpoints

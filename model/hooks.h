@@ -1,7 +1,8 @@
 // PEFT-Ref hook points of the LLaMA model (DESIGN.md §3).
 //
 // Every adapter method is a torch module that implements one of these interfaces and is attached
-// to the model at its workspace; the model's own code never changes for a new method.
+// to the model at its workspace; the model's own code never changes for a new method. Attaching
+// moves the adapter to the device of the part it hooks into (adapters are made in host memory).
 //
 //   workspace                         interface           methods
 //   a linear projection               LinearAdapter       LoRA, SoRA, SPP, (IA)^3

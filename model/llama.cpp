@@ -85,6 +85,7 @@ torch::Tensor ProjectionImpl::forward(const torch::Tensor& x) {
 
 void ProjectionImpl::attach(std::shared_ptr<LinearAdapter> adapter) {
   if (adapter_) detach();
+  adapter->to(weight.device());  // adapters are made in host memory
   adapter_ = register_module("adapter", std::move(adapter));
 }
 
@@ -282,18 +283,22 @@ Projection& DecoderLayerImpl::projection(Proj p) {
 
 namespace {
 void attach_block(torch::nn::Module& owner, std::shared_ptr<BlockAdapter>& slot,
-                  const std::string& name, std::shared_ptr<BlockAdapter> adapter) {
+                  const std::string& name, std::shared_ptr<BlockAdapter> adapter,
+                  const torch::Device& device) {
   if (slot) owner.unregister_module(name);
+  if (adapter) adapter->to(device);  // adapters are made in host memory
   slot = adapter ? owner.register_module(name, std::move(adapter)) : nullptr;
 }
 }  // namespace
 
 void DecoderLayerImpl::attach_after_attention(std::shared_ptr<BlockAdapter> adapter) {
-  attach_block(*this, after_attention_, "attention_adapter", std::move(adapter));
+  attach_block(*this, after_attention_, "attention_adapter", std::move(adapter),
+               input_layernorm->weight.device());
 }
 
 void DecoderLayerImpl::attach_after_mlp(std::shared_ptr<BlockAdapter> adapter) {
-  attach_block(*this, after_mlp_, "mlp_adapter", std::move(adapter));
+  attach_block(*this, after_mlp_, "mlp_adapter", std::move(adapter),
+               input_layernorm->weight.device());
 }
 
 // ---- the whole model --------------------------------------------------------------------------
@@ -368,6 +373,7 @@ torch::Tensor& LlamaImpl::lm_head_weight() { return arch_.tie_word_embeddings ? 
 
 void LlamaImpl::attach_embedding(std::shared_ptr<EmbeddingAdapter> adapter) {
   if (embedding_adapter_) unregister_module(kEmbeddingAdapterName);
+  if (adapter) adapter->to(device_);  // adapters are made in host memory
   embedding_adapter_ =
       adapter ? register_module(kEmbeddingAdapterName, std::move(adapter)) : nullptr;
   prompt_length_ = embedding_adapter_ ? embedding_adapter_->num_virtual_tokens() : 0;
@@ -416,6 +422,7 @@ torch::Tensor LlamaImpl::run_layers(const torch::Tensor& input, KvCache* cache) 
 
 void LlamaImpl::attach_kv(std::shared_ptr<KvAdapter> adapter) {
   if (kv_adapter_) unregister_module(kKvAdapterName);
+  if (adapter) adapter->to(device_);  // adapters are made in host memory
   kv_adapter_ = adapter ? register_module(kKvAdapterName, std::move(adapter)) : nullptr;
 }
 
