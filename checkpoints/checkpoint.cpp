@@ -15,7 +15,7 @@
 #include <sstream>
 
 #include "adapters/adapter.h"
-#include "checkpoints/h5.h"
+#include "checkpoints/shard_io.h"
 #include "common/crc32c.h"
 #include "common/error.h"
 #include "common/hash.h"
@@ -80,6 +80,50 @@ constexpr int64_t kPackBelow = 1 << 20;
 
 const char* dtype_name(bool integer) { return integer ? "int64" : "float32"; }
 std::string pack_name(bool integer) { return std::string("/packed/") + dtype_name(integer); }
+ElementType type(bool integer) { return integer ? ElementType::i64 : ElementType::f32; }
+
+// Format 4's "crc32c_blocks": the CRC-32C of each kCrcBlockBytes of `data`, as hex digits.
+std::string block_crcs(const char* data, size_t size) {
+  std::string out;
+  out.reserve(8 * ((size + kCrcBlockBytes - 1) / kCrcBlockBytes));
+  for (size_t at = 0; at < size; at += kCrcBlockBytes)
+    out += hex32(crc32c(data + at, std::min<size_t>(kCrcBlockBytes, size - at)));
+  return out;
+}
+
+// A box of a row-major tensor, [lo[d], hi[d]) along each dimension d, as the runs of contiguous
+// bytes it is made of, in the order of the tensor (and of the box, which they fill row-major).
+struct Run {
+  int64_t src, dst, size;  // bytes: offset in the tensor, offset in the box, length
+};
+
+std::vector<Run> box_runs(const std::vector<int64_t>& shape, const std::vector<int64_t>& lo,
+                          const std::vector<int64_t>& hi, int64_t element) {
+  const auto n = static_cast<int64_t>(shape.size());
+  std::vector<Run> runs;
+  for (int64_t d = 0; d < n; ++d)
+    if (hi[d] <= lo[d]) return runs;
+  int64_t k = -1;  // the last dimension the box narrows: what follows it is contiguous
+  for (int64_t d = 0; d < n; ++d)
+    if (lo[d] != 0 || hi[d] != shape[d]) k = d;
+  int64_t inner = element;
+  for (int64_t d = k + 1; d < n; ++d) inner *= shape[d];
+  if (k < 0) return {{0, 0, inner}};
+  const int64_t size = (hi[k] - lo[k]) * inner;
+  std::vector<int64_t> at(lo.begin(), lo.begin() + k);  // an odometer over the dimensions before k
+  for (int64_t dst = 0;; dst += size) {
+    int64_t src = 0;
+    for (int64_t d = 0; d < k; ++d) src = src * shape[d] + at[d];
+    runs.push_back({(src * shape[k] + lo[k]) * inner, dst, size});
+    int64_t d = k - 1;
+    for (; d >= 0 && ++at[d] == hi[d]; --d) at[d] = lo[d];
+    if (d < 0) return runs;
+  }
+}
+
+void copy_runs(const char* tensor, const std::vector<Run>& runs, char* box) {
+  for (const Run& r : runs) std::memcpy(box + r.dst, tensor + r.src, r.size);
+}
 
 // One cell's shard file and its index (the manifest's entries for it): large tensors as their
 // own datasets, written from the tensor's memory; the others packed into /packed/<dtype>; every
@@ -108,10 +152,10 @@ void write_cell(const parallel::Grid& grid, const std::vector<Entry>& entries,
     }
     items.push_back(std::move(item));
   }
-  H5File file(path, "w");
+  auto file = create_shard(path);
   for (bool integer : {false, true})
     if (pack_count[integer] > 0)
-      file.create(pack_name(integer), pack_count[integer], integer ? H5Type::i64 : H5Type::f32);
+      file->create(pack_name(integer), pack_count[integer], type(integer));
   json index = json::array();
   for (bool integer : {false, true})
     for (const auto& item : items) {
@@ -119,14 +163,12 @@ void write_cell(const parallel::Grid& grid, const std::vector<Entry>& entries,
       const Entry& e = *item.entry;
       const auto* bytes = static_cast<const char*>(item.t.data_ptr());
       const size_t n = item.t.nbytes();
-      const uint32_t crc = crc32c(bytes, n);
       std::vector<int64_t> shape(item.t.sizes().begin(), item.t.sizes().end());
       if (item.packed) {
         if (n > 0)
-          file.write_at(pack_name(integer), item.offset, item.t.numel(),
-                        integer ? H5Type::i64 : H5Type::f32, bytes);
+          file->write_at(pack_name(integer), item.offset, item.t.numel(), type(integer), bytes);
       } else {
-        file.write("/" + e.key, shape, integer ? H5Type::i64 : H5Type::f32, bytes);
+        file->write("/" + e.key, shape, type(integer), bytes);
       }
       std::vector<int64_t> global = shape;
       int64_t begin = 0, end = 0, dim = -1;
@@ -136,18 +178,19 @@ void write_cell(const parallel::Grid& grid, const std::vector<Entry>& entries,
         begin = grid.tp_rank() * shape[dim];
         end = begin + shape[dim];
       }
-      json shard = {{"file", file_name},
-                    {"dim", dim},
-                    {"begin", begin},
-                    {"end", end},
-                    {"crc32c", hex32(crc)}};
-      if (item.packed) shard["offset"] = item.offset;
+      json shard = {{"file", file_name}, {"dim", dim}, {"begin", begin}, {"end", end}};
+      if (item.packed) {
+        shard["offset"] = item.offset;
+        shard["crc32c"] = hex32(crc32c(bytes, n));
+      } else {
+        shard["crc32c_blocks"] = block_crcs(bytes, n);
+      }
       index.push_back({{"key", e.key},
                        {"dtype", dtype_name(integer)},
                        {"global_shape", global},
                        {"shard", shard}});
     }
-  file.close_and_sync();
+  file->close_and_sync();
   write_atomically(index_path, index.dump());
 }
 
@@ -273,22 +316,22 @@ Checkpoint::Checkpoint(std::string folder)
 
 Checkpoint::~Checkpoint() = default;
 
-H5File& Checkpoint::file(const std::string& name) const {
+const ShardReader& Checkpoint::file(const std::string& name) const {
   auto& f = files_[name];
-  if (!f) f = std::make_unique<H5File>(folder_ + "/" + name, "r");
+  if (!f) f = open_shard(folder_ + "/" + name);
   return *f;
 }
 
 bool Checkpoint::has(const std::string& key) const { return manifest_["tensors"].contains(key); }
 
-torch::Tensor Checkpoint::global(const std::string& key) const { return read(key, -1, 0, 0); }
+torch::Tensor Checkpoint::global(const std::string& key) const { return range(key, -1, 0, 0); }
 
 torch::Tensor Checkpoint::local(const std::string& key, const model::TpPlacement& placement,
                                 const torch::Tensor& like, parallel::Grid& grid) const {
   const bool sharded = placement.kind == model::TpPlacement::sharded;
   const int64_t dim = sharded ? placement.dim : -1;
   const int64_t n = sharded ? like.size(dim) : 0;
-  if (has(key)) {  // a missing key is read()'s error
+  if (has(key)) {  // a missing key is range()'s error
     const auto global_shape =
         manifest_["tensors"][key].at("global_shape").get<std::vector<int64_t>>();
     bool fits = global_shape.size() == static_cast<size_t>(like.dim());
@@ -303,18 +346,15 @@ torch::Tensor Checkpoint::local(const std::string& key, const model::TpPlacement
       throw UsageError(msg.str(), folder_, "resume with the configuration the run was saved with");
     }
   }
-  return read(key, dim, grid.tp_rank() * n, n);
+  return range(key, dim, grid.tp_rank() * n, n);
 }
 
-torch::Tensor Checkpoint::read(const std::string& key, int64_t want_dim, int64_t want_begin,
-                               int64_t want_size) const {
+torch::Tensor Checkpoint::range(const std::string& key, int64_t want_dim, int64_t want_begin,
+                                int64_t want_size) const {
   if (!has(key))
     throw Error("tensor '" + key + "' is not in the checkpoint", folder_ + "/manifest.json",
                 "resume with the adapter configuration the checkpoint was saved with");
   const json& t = manifest_["tensors"][key];
-  const auto damaged = [&](const std::string& what, const std::string& where) {
-    return Error(what, where, "the checkpoint is damaged: resume from another one");
-  };
   try {
     // The manifest was validated when read (check_manifest): shapes, dtypes, tiling slices.
     const auto shape = t.at("global_shape").get<std::vector<int64_t>>();
@@ -330,55 +370,136 @@ torch::Tensor Checkpoint::read(const std::string& key, int64_t want_dim, int64_t
         part_begin = s.at("begin");
         part_shape[dim] = s.at("end").get<int64_t>() - part_begin;
       }
-      // The overlap of the shard with the region, along the shard's and the region's dimension.
+      // The box of the part that lands in `out` (in the part's coordinates), and where.
+      std::vector<int64_t> lo(shape.size(), 0), hi = part_shape;
       auto dst = out;
-      int64_t lo = 0, hi = 0;
-      if (dim >= 0) {
-        const int64_t r0 = want_dim == dim ? want_begin : 0;
-        const int64_t r1 = want_dim == dim ? want_begin + want_size : shape[dim];
-        lo = std::max(r0, part_begin);
-        hi = std::min(r1, part_begin + part_shape[dim]);
-        if (lo >= hi) continue;  // another rank's slice
-        dst = out.narrow(dim, lo - r0, hi - lo);
+      if (want_dim >= 0) {
+        const int64_t p0 = want_dim == dim ? part_begin : 0;  // the part's start along want_dim
+        const int64_t a = std::max(want_begin, p0);
+        const int64_t b = std::min(want_begin + want_size, p0 + part_shape[want_dim]);
+        if (a >= b) continue;  // another rank's slice
+        lo[want_dim] = a - p0;
+        hi[want_dim] = b - p0;
+        dst = dst.narrow(want_dim, a - want_begin, b - a);
       }
-      const bool whole_part = dim < 0 || (lo == part_begin && hi == part_begin + part_shape[dim]);
-      const bool same_range = want_dim < 0 || want_dim == dim;
-      if (whole_part && same_range && dst.is_contiguous()) {
-        read_part(key, s, integer, part_shape, dst.data_ptr(), dst.nbytes());  // straight in
+      if (dim >= 0 && dim != want_dim) dst = dst.narrow(dim, part_begin, part_shape[dim]);
+      if (dst.is_contiguous()) {
+        read_box(key, s, integer, part_shape, lo, hi, dst.data_ptr());  // straight in
         continue;
       }
-      auto part = torch::empty(part_shape, out.options());
-      read_part(key, s, integer, part_shape, part.data_ptr(), part.nbytes());
-      if (dim >= 0) part = part.narrow(dim, lo - part_begin, hi - lo);
-      if (want_dim >= 0 && want_dim != dim) part = part.narrow(want_dim, want_begin, want_size);
-      dst.copy_(part);
+      auto box = torch::empty(dst.sizes(), out.options());
+      read_box(key, s, integer, part_shape, lo, hi, box.data_ptr());
+      dst.copy_(box);
     }
     return out;
   } catch (const json::exception& e) {
-    throw damaged("the manifest's entry for '" + key + "' is malformed (" + e.what() + ")",
-                  folder_ + "/manifest.json");
+    throw Error("the manifest's entry for '" + key + "' is malformed (" + e.what() + ")",
+                folder_ + "/manifest.json", "the checkpoint is damaged: resume from another one");
   }
 }
 
-void Checkpoint::read_part(const std::string& key, const json& shard, bool integer,
-                           const std::vector<int64_t>& shape, void* data, size_t bytes) const {
-  const H5File& f = file(shard.at("file").get<std::string>());
-  const std::string& path = f.path();
-  const H5Type type = integer ? H5Type::i64 : H5Type::f32;
-  const auto count = static_cast<int64_t>(bytes / h5_type_size(type));
-  uint32_t crc = 0;
+void Checkpoint::read_box(const std::string& key, const json& shard, bool integer,
+                          const std::vector<int64_t>& shape, const std::vector<int64_t>& lo,
+                          const std::vector<int64_t>& hi, void* data) const {
+  const ShardReader& f = file(shard.at("file").get<std::string>());
+  const auto damaged = [&](const std::string& what) {
+    return Error(what, f.path(), "the checkpoint is damaged: resume from another one");
+  };
+  const auto failed = [&] {
+    return damaged("dataset /" + key + " fails its checksum or cannot be read");
+  };
+  const auto mistyped = [&](const std::string& dataset) {
+    return "dataset " + dataset + " is stored with another type than the manifest's '" +
+           dtype_name(integer) + "'";
+  };
+  const int64_t element = integer ? 8 : 4;
+  int64_t bytes = element;
+  for (int64_t n : shape) bytes *= n;
+  const std::vector<Run> runs = box_runs(shape, lo, hi, element);
+  if (runs.empty()) return;
+  const bool whole = runs.size() == 1 && runs[0].size == bytes;
+  auto* out = static_cast<char*>(data);
+  std::vector<char> buffer;
+  // The tensor whole, into `data` when the box is all of it, else into `buffer` and cut.
+  const auto read_whole = [&](auto&& read) {
+    if (!whole) buffer.resize(static_cast<size_t>(bytes));
+    char* to = whole ? out : buffer.data();
+    read(to);
+    bytes_read_ += bytes;
+    if (shard.contains("crc32c") &&
+        hex32(crc32c(to, static_cast<size_t>(bytes))) != shard["crc32c"])
+      throw failed();
+    if (!whole) copy_runs(buffer.data(), runs, out);
+  };
+
   if (shard.contains("offset")) {  // packed with the other small tensors of its type
-    crc = f.read_range(pack_name(integer), shard.at("offset").get<int64_t>(), count, type, data);
-  } else {
-    // The file's own shape must be the manifest's (read_range checks the type).
-    if (f.info("/" + key).shape != shape)
-      throw Error("tensor '" + key + "' has another shape than the manifest says", path,
-                  "the checkpoint is damaged: resume from another one");
-    crc = f.read_range("/" + key, 0, count, type, data);
+    const std::string pack = pack_name(integer);
+    if (f.info(pack).type != type(integer)) throw damaged(mistyped(pack));
+    return read_whole(
+        [&](char* to) { f.read_bytes(pack, shard["offset"].get<int64_t>() * element, bytes, to); });
   }
-  if (shard.contains("crc32c") && hex32(crc) != shard.at("crc32c"))
-    throw Error("dataset /" + key + " fails its checksum or cannot be read", path,
-                "the checkpoint is damaged: resume from another one");
+  const std::string name = "/" + key;
+  const DatasetInfo info = f.info(name);
+  if (info.shape != shape)
+    throw damaged("tensor '" + key + "' has another shape than the manifest says");
+  if (info.type != type(integer)) throw damaged(mistyped(name));
+  if (!f.ranged(name))  // formats 1 and 2: one filtered chunk, read whole
+    return read_whole([&](char* to) { f.read_all(name, to); });
+
+  const auto read = [&](int64_t at, int64_t size, char* to) {
+    f.read_bytes(name, at, size, to);
+    bytes_read_ += size;
+  };
+  if (shard.contains("crc32c_blocks")) {
+    // Format 4: each block the box touches, once; a block the box holds whole lands in place.
+    const std::string& crcs = shard["crc32c_blocks"].get_ref<const std::string&>();
+    const auto check = [&](int64_t block, const char* p, int64_t size) {
+      if (crcs.compare(8 * block, 8, hex32(crc32c(p, static_cast<size_t>(size)))) != 0)
+        throw failed();
+    };
+    int64_t held = -1;  // the block in `buffer`
+    for (const Run& r : runs)
+      for (int64_t at = r.src, end = r.src + r.size; at < end;) {
+        const int64_t block = at / kCrcBlockBytes, b0 = block * kCrcBlockBytes;
+        const int64_t b1 = std::min(bytes, b0 + kCrcBlockBytes);
+        char* to = out + r.dst + (at - r.src);
+        if (at == b0 && end >= b1) {
+          read(b0, b1 - b0, to);
+          check(block, to, b1 - b0);
+          at = b1;
+          continue;
+        }
+        if (held != block) {
+          buffer.resize(static_cast<size_t>(kCrcBlockBytes));
+          read(b0, b1 - b0, buffer.data());
+          check(block, buffer.data(), b1 - b0);
+          held = block;
+        }
+        const int64_t size = std::min(end, b1) - at;
+        std::memcpy(to, buffer.data() + (at - b0), static_cast<size_t>(size));
+        at += size;
+      }
+    return;
+  }
+  // Format 3: one CRC over the tensor. It is streamed a block at a time (into place when the box
+  // is all of it), the CRC computed while each block is in cache, the box's bytes copied out.
+  uint32_t crc = 0;
+  size_t next = 0;  // the first run not yet behind the block
+  if (!whole) buffer.resize(static_cast<size_t>(kCrcBlockBytes));
+  for (int64_t at = 0; at < bytes; at += kCrcBlockBytes) {
+    const int64_t size = std::min(kCrcBlockBytes, bytes - at);
+    char* to = whole ? out + at : buffer.data();
+    read(at, size, to);
+    crc = crc32c(to, static_cast<size_t>(size), crc);
+    if (whole) continue;
+    while (next < runs.size() && runs[next].src + runs[next].size <= at) ++next;
+    for (size_t i = next; i < runs.size() && runs[i].src < at + size; ++i) {
+      const int64_t a = std::max(runs[i].src, at),
+                    b = std::min(runs[i].src + runs[i].size, at + size);
+      std::memcpy(out + runs[i].dst + (a - runs[i].src), to + (a - at), static_cast<size_t>(b - a));
+    }
+  }
+  if (hex32(crc) != shard.at("crc32c")) throw failed();
 }
 
 int64_t Checkpoint::verify() const {

@@ -15,11 +15,15 @@
 // per TP rank), replicated ones once. Loading reads the shards that overlap the part the loading
 // rank needs, so a checkpoint saved on one layout resumes on another.
 //
-// Shard files (format 3): a tensor of 1 MiB or more is its own contiguous HDF5 dataset, written
-// from and read into the tensor's memory without a copy; smaller ones are packed into one
-// dataset per type (/packed/float32, /packed/int64) at an element offset the manifest records.
-// Each tensor's CRC-32C is in the manifest and checked on every read. Formats 1 and 2 (one
-// Fletcher32-checksummed chunk per tensor) are still read.
+// Shard files (format 4) are written through a ShardWriter (shard_io.h; HDF5 is the backend).
+// A tensor of 1 MiB or more is its own dataset, written from and read into the tensor's memory
+// without a copy, and checked by one CRC-32C per MiB; smaller ones are packed into one dataset
+// per type (/packed/float32, /packed/int64) at an element offset the manifest records, each with
+// one CRC-32C. Every CRC is in the manifest and checked on every read. A rank that needs part of
+// a tensor (its slice on another layout) reads only the MiB blocks that hold it, along the
+// sliced dimension, into memory the size of its part plus one block. Formats 1 to 3 are still
+// read (3: one CRC a tensor, streamed through one block of memory; 1 and 2: one
+// Fletcher32-checksummed chunk a tensor, read whole).
 #pragma once
 
 #include <cstdint>
@@ -36,7 +40,7 @@
 
 namespace spartan::checkpoints {
 
-class H5File;
+class ShardReader;
 
 // One tensor of this rank: its key ("params/<name>", "optim/<name>/exp_avg", ...), its local
 // values and how it lies over the TP group.
@@ -79,27 +83,30 @@ class Checkpoint {
   bool has(const std::string& key) const;
   // The global tensor of `key`, assembled from its shards (fp32, or int64 for integer data).
   torch::Tensor global(const std::string& key) const;
+  // The range [begin, begin + size) of `key` along `dim` (dim < 0: the whole tensor): only the
+  // shards that overlap it are opened, and of each only the blocks that hold the range.
+  torch::Tensor range(const std::string& key, int64_t dim, int64_t begin, int64_t size) const;
   // This rank's part of `key` for `placement`, shaped like `like`.
   torch::Tensor local(const std::string& key, const model::TpPlacement& placement,
                       const torch::Tensor& like, parallel::Grid& grid) const;
   // Reads every dataset of every shard (checksums); returns the number of bytes read.
   int64_t verify() const;
+  // The bytes read from shard files so far.
+  int64_t bytes_read() const { return bytes_read_; }
 
  private:
   // Each shard file is opened once, on first use, and stays open while the checkpoint is read.
-  H5File& file(const std::string& name) const;
-  // The whole tensor (want_dim < 0), or its range [begin, begin + size) along want_dim: only
-  // the shards that overlap it are read, straight into the result where they fill a contiguous
-  // part of it.
-  torch::Tensor read(const std::string& key, int64_t want_dim, int64_t want_begin,
-                     int64_t want_size) const;
-  // One shard's data (`shape`, `bytes`) into `data`, its CRC-32C (format 3) checked.
-  void read_part(const std::string& key, const nlohmann::json& shard, bool integer,
-                 const std::vector<int64_t>& shape, void* data, size_t bytes) const;
+  const ShardReader& file(const std::string& name) const;
+  // The box [lo[d], hi[d]) of one shard's part (`shape`) into `data` (the box, row-major), its
+  // CRCs checked.
+  void read_box(const std::string& key, const nlohmann::json& shard, bool integer,
+                const std::vector<int64_t>& shape, const std::vector<int64_t>& lo,
+                const std::vector<int64_t>& hi, void* data) const;
 
   std::string folder_;
   nlohmann::json manifest_;
-  mutable std::map<std::string, std::unique_ptr<H5File>> files_;
+  mutable std::map<std::string, std::unique_ptr<ShardReader>> files_;
+  mutable int64_t bytes_read_ = 0;
 };
 
 // Attaches `adapter` (a run's configuration) to `model` and loads every trained tensor of the

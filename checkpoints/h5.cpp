@@ -6,24 +6,24 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <memory>
 
-#include "common/crc32c.h"
 #include "common/error.h"
 
 namespace spartan::checkpoints {
 namespace {
 
-hid_t native(H5Type t) {
+hid_t native(ElementType t) {
   switch (t) {
-    case H5Type::f32:
+    case ElementType::f32:
       return H5T_NATIVE_FLOAT;
-    case H5Type::f64:
+    case ElementType::f64:
       return H5T_NATIVE_DOUBLE;
-    case H5Type::i64:
+    case ElementType::i64:
       return H5T_NATIVE_INT64;
-    case H5Type::u16:
+    case ElementType::u16:
       return H5T_NATIVE_UINT16;
-    case H5Type::u8:
+    case ElementType::u8:
       return H5T_NATIVE_UINT8;
   }
   return H5T_NATIVE_FLOAT;
@@ -40,17 +40,23 @@ struct QuietHdf5 {
 
 }  // namespace
 
-size_t h5_type_size(H5Type t) {
+int64_t DatasetInfo::elements() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+size_t element_size(ElementType t) {
   switch (t) {
-    case H5Type::f32:
+    case ElementType::f32:
       return 4;
-    case H5Type::f64:
+    case ElementType::f64:
       return 8;
-    case H5Type::i64:
+    case ElementType::i64:
       return 8;
-    case H5Type::u16:
+    case ElementType::u16:
       return 2;
-    case H5Type::u8:
+    case ElementType::u8:
       return 1;
   }
   return 1;
@@ -78,11 +84,19 @@ H5File::~H5File() {
   if (fd_ >= 0) ::close(fd_);
 }
 
+std::unique_ptr<ShardWriter> create_shard(const std::string& path) {
+  return std::make_unique<H5File>(path, "w");
+}
+
+std::unique_ptr<ShardReader> open_shard(const std::string& path) {
+  return std::make_unique<H5File>(path, "r");
+}
+
 namespace {
 
 // Dataset `name` (and its groups) of `type` over `space`: one contiguous extent, allocated when
 // written, never pre-filled. Returns the open dataset, or < 0.
-hid_t create_contiguous(hid_t file, const std::string& name, H5Type type, hid_t space) {
+hid_t create_contiguous(hid_t file, const std::string& name, ElementType type, hid_t space) {
   hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
   H5Pset_create_intermediate_group(lcpl, 1);
   hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
@@ -96,7 +110,7 @@ hid_t create_contiguous(hid_t file, const std::string& name, H5Type type, hid_t 
 
 }  // namespace
 
-void H5File::write(const std::string& name, const std::vector<int64_t>& shape, H5Type type,
+void H5File::write(const std::string& name, const std::vector<int64_t>& shape, ElementType type,
                    const void* data) {
   std::vector<hsize_t> dims(shape.begin(), shape.end());
   hid_t space = dims.empty()
@@ -110,7 +124,7 @@ void H5File::write(const std::string& name, const std::vector<int64_t>& shape, H
     throw Error("cannot write dataset " + name, path_, "check the disk space of the run folder");
 }
 
-void H5File::create(const std::string& name, int64_t count, H5Type type) {
+void H5File::create(const std::string& name, int64_t count, ElementType type) {
   const hsize_t dims[1] = {static_cast<hsize_t>(count)};
   hid_t space = H5Screate_simple(1, dims, nullptr);
   const hid_t dset = create_contiguous(file_, name, type, space);
@@ -120,7 +134,7 @@ void H5File::create(const std::string& name, int64_t count, H5Type type) {
     throw Error("cannot create dataset " + name, path_, "check the disk space of the run folder");
 }
 
-void H5File::write_at(const std::string& name, int64_t offset, int64_t count, H5Type type,
+void H5File::write_at(const std::string& name, int64_t offset, int64_t count, ElementType type,
                       const void* data) {
   hid_t dset = H5Dopen2(file_, name.c_str(), H5P_DEFAULT);
   herr_t rc = dset < 0 ? -1 : 0;
@@ -145,93 +159,78 @@ void H5File::write_at(const std::string& name, int64_t offset, int64_t count, H5
 const H5File::Extent& H5File::extent(const std::string& name) const {
   auto it = extents_.find(name);
   if (it != extents_.end()) return it->second;
-  const H5Dataset d = info(name);
-  Extent e;
-  e.type = d.type;
-  e.count = 1;
-  for (int64_t n : d.shape) e.count *= n;
+  if (!has(name)) fail("dataset " + name + " is missing", path_);
   hid_t dset = H5Dopen2(file_, name.c_str(), H5P_DEFAULT);
+  if (dset < 0) fail("cannot open dataset " + name, path_);
+  Extent e;
+  hid_t space = H5Dget_space(dset);
+  const int rank = H5Sget_simple_extent_ndims(space);
+  std::vector<hsize_t> dims(std::max(rank, 0));
+  H5Sget_simple_extent_dims(space, dims.data(), nullptr);
+  H5Sclose(space);
+  e.info.shape.assign(dims.begin(), dims.end());
+  hid_t type = H5Dget_type(dset);
+  const size_t size = H5Tget_size(type);
+  if (H5Tget_class(type) == H5T_FLOAT)
+    e.info.type = size == 8 ? ElementType::f64 : ElementType::f32;
+  else
+    e.info.type = size == 8 ? ElementType::i64 : size == 2 ? ElementType::u16 : ElementType::u8;
+  H5Tclose(type);
   hid_t dcpl = H5Dget_create_plist(dset);
-  if (H5Pget_layout(dcpl) == H5D_CONTIGUOUS) {
+  const bool contiguous = H5Pget_layout(dcpl) == H5D_CONTIGUOUS;
+  H5Pclose(dcpl);
+  if (contiguous) {
     const haddr_t address = H5Dget_offset(dset);  // undefined until written
     if (address != HADDR_UNDEF)
       e.address = static_cast<int64_t>(address);
-    else if (e.count > 0)
+    else if (e.info.elements() > 0) {
+      H5Dclose(dset);
       fail("dataset " + name + " was never written", path_);
+    }
   }
-  H5Pclose(dcpl);
   H5Dclose(dset);
   return extents_[name] = e;
-}
-
-uint32_t H5File::read_range(const std::string& name, int64_t offset, int64_t count, H5Type type,
-                            void* data) const {
-  const Extent& e = extent(name);
-  if (e.type != type)
-    throw Error("dataset " + name + " is stored with another type than the manifest's '" +
-                    (type == H5Type::i64 ? "int64" : "float32") + "'",
-                path_, "the checkpoint is damaged: resume from another one");
-  if (offset < 0 || count < 0 || offset > e.count || count > e.count - offset)
-    fail("dataset " + name + " is shorter than the manifest says", path_);
-  const size_t element = h5_type_size(type);
-  auto* out = static_cast<char*>(data);
-  const size_t bytes = static_cast<size_t>(count) * element;
-  if (e.address < 0) {  // chunked (formats 1 and 2): whole, through HDF5's filters
-    if (offset != 0 || count != e.count) fail("dataset " + name + " is read in part", path_);
-    read(name, data);
-    return crc32c(out, bytes);
-  }
-  if (fd_ < 0) fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd_ < 0) fail("cannot open the checkpoint file", path_);
-  constexpr size_t kPiece = 1 << 20;
-  uint32_t crc = 0;
-  off_t at = static_cast<off_t>(e.address) + static_cast<off_t>(offset) * element;
-  for (size_t done = 0; done < bytes;) {
-    const ssize_t got = ::pread(fd_, out + done, std::min(kPiece, bytes - done), at);
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) fail("dataset " + name + " fails its checksum or cannot be read", path_);
-    crc = crc32c(out + done, static_cast<size_t>(got), crc);
-    done += static_cast<size_t>(got);
-    at += got;
-  }
-  return crc;
 }
 
 bool H5File::has(const std::string& name) const {
   return H5Lexists(file_, name.c_str(), H5P_DEFAULT) > 0;
 }
 
-H5Dataset H5File::info(const std::string& name) const {
-  if (!has(name)) fail("dataset " + name + " is missing", path_);
-  hid_t dset = H5Dopen2(file_, name.c_str(), H5P_DEFAULT);
-  if (dset < 0) fail("cannot open dataset " + name, path_);
-  hid_t space = H5Dget_space(dset);
-  const int rank = H5Sget_simple_extent_ndims(space);
-  std::vector<hsize_t> dims(std::max(rank, 0));
-  H5Sget_simple_extent_dims(space, dims.data(), nullptr);
-  hid_t type = H5Dget_type(dset);
-  H5Dataset out;
-  out.shape.assign(dims.begin(), dims.end());
-  const size_t size = H5Tget_size(type);
-  const H5T_class_t cls = H5Tget_class(type);
-  if (cls == H5T_FLOAT)
-    out.type = size == 8 ? H5Type::f64 : H5Type::f32;
-  else if (size == 8)
-    out.type = H5Type::i64;
-  else if (size == 2)
-    out.type = H5Type::u16;
-  else
-    out.type = H5Type::u8;
-  H5Tclose(type);
-  H5Sclose(space);
-  H5Dclose(dset);
-  return out;
+DatasetInfo H5File::info(const std::string& name) const { return extent(name).info; }
+
+bool H5File::ranged(const std::string& name) const {
+  const Extent& e = extent(name);
+  return e.address >= 0 || e.info.elements() == 0;
 }
 
-void H5File::read(const std::string& name, void* data) const {
-  const H5Dataset d = info(name);
+void H5File::read_bytes(const std::string& name, int64_t offset, int64_t size, void* data) const {
+  const Extent& e = extent(name);
+  const int64_t total = e.info.elements() * static_cast<int64_t>(element_size(e.info.type));
+  if (offset < 0 || size < 0 || offset > total || size > total - offset)
+    fail("dataset " + name + " is shorter than the manifest says", path_);
+  if (size == 0) return;
+  if (e.address < 0) fail("dataset " + name + " is read in part", path_);
+  if (fd_ < 0) fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd_ < 0) fail("cannot open the checkpoint file", path_);
+  auto* out = static_cast<char*>(data);
+  off_t at = static_cast<off_t>(e.address + offset);
+  for (int64_t done = 0; done < size;) {
+    const ssize_t got = ::pread(fd_, out + done, static_cast<size_t>(size - done), at);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) fail("dataset " + name + " cannot be read", path_);
+    done += got;
+    at += got;
+  }
+}
+
+void H5File::read_all(const std::string& name, void* data) const {
+  const Extent& e = extent(name);
+  if (e.address >= 0) {
+    read_bytes(name, 0, e.info.elements() * static_cast<int64_t>(element_size(e.info.type)), data);
+    return;
+  }
   hid_t dset = H5Dopen2(file_, name.c_str(), H5P_DEFAULT);
-  const herr_t rc = H5Dread(dset, native(d.type), H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
+  const herr_t rc = H5Dread(dset, native(e.info.type), H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
   H5Dclose(dset);
   if (rc < 0) fail("dataset " + name + " fails its checksum or cannot be read", path_);
 }

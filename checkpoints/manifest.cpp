@@ -84,9 +84,10 @@ bool parse_shard_file(const std::string& s, int64_t* pp, int64_t* tp) {
 
 bool starts_with(const std::string& s, const char* prefix) { return s.rfind(prefix, 0) == 0; }
 
-// "crc32c": eight lowercase hexadecimal digits.
-bool is_crc(const json& v) {
-  if (!v.is_string() || v.get<std::string>().size() != 8) return false;
+// `digits` lowercase hexadecimal digits ("crc32c": eight).
+bool is_hex(const json& v, int64_t digits) {
+  if (!v.is_string() || static_cast<int64_t>(v.get_ref<const std::string&>().size()) != digits)
+    return false;
   for (char ch : v.get<std::string>())
     if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'))) return false;
   return true;
@@ -141,15 +142,33 @@ void check_tensor(const std::string& key, const json& t, int64_t tp, int64_t pp,
     split = dim;
     stages.insert(file_pp);
     tp_ranks.insert(file_tp);
-    // Format 3: each shard's CRC-32C, and where a small tensor lies in its file's pack.
-    if (s.contains("crc32c") || version >= 3)
-      if (!is_crc(field(s, "crc32c", s_at + ".crc32c", path)))
-        bad(path, s_at + ".crc32c", "must be eight lowercase hexadecimal digits");
+    int64_t begin = 0, end = 0;
+    if (dim >= 0) {
+      begin = integer_field(s, "begin", s_at + ".", path, 0, dims[dim]);
+      end = integer_field(s, "end", s_at + ".", path, begin, dims[dim]);
+      slices.emplace_back(begin, end);
+    }
+    // Format 3: each shard's CRC-32C, and where a small tensor lies in its file's pack. Format
+    // 4: a tensor of its own dataset has one CRC-32C per block of its bytes instead.
     if (s.contains("offset")) integer_field(s, "offset", s_at + ".", path, 0, kMaxElements);
-    if (dim < 0) continue;
-    const int64_t begin = integer_field(s, "begin", s_at + ".", path, 0, dims[dim]);
-    const int64_t end = integer_field(s, "end", s_at + ".", path, begin, dims[dim]);
-    slices.emplace_back(begin, end);
+    if (s.contains("crc32c_blocks")) {
+      if (version < 4)
+        bad(path, s_at + ".crc32c_blocks", "is not part of format " + std::to_string(version));
+      if (s.contains("crc32c") || s.contains("offset"))
+        bad(path, s_at + ".crc32c_blocks", "comes with \"crc32c\" or \"offset\"");
+      int64_t bytes = starts_with(key, "masks/") || starts_with(key, "rng/") ? 8 : 4;
+      for (size_t d = 0; d < dims.size(); ++d)
+        bytes *= static_cast<int64_t>(d) == dim ? end - begin : dims[d];
+      const int64_t blocks = (bytes + kCrcBlockBytes - 1) / kCrcBlockBytes;
+      const json& crcs = s["crc32c_blocks"];
+      if (!is_hex(crcs, 8 * blocks))
+        bad(path, s_at + ".crc32c_blocks",
+            "must be " + std::to_string(8 * blocks) +
+                " lowercase hexadecimal digits (a CRC-32C per MiB)");
+    } else if (s.contains("crc32c") || version >= 3) {
+      if (!is_hex(field(s, "crc32c", s_at + ".crc32c", path), 8))
+        bad(path, s_at + ".crc32c", "must be eight lowercase hexadecimal digits");
+    }
   }
   // A tensor lives on one stage: TP rank 0 writes a replicated one, every TP rank its slice.
   if (stages.size() != 1) bad(path, at + ".shards", "lie in more than one pipeline stage");

@@ -1,6 +1,10 @@
 // The checkpoint manifest (DESIGN.md §5): its schema, its checksum and its validation. No torch,
 // no HDF5, so that the reader can be fuzzed on its own (fuzz/manifest.cpp).
 //
+// Format 4 (since 2026-12-01) checks a tensor of its own dataset (1 MiB or more) by the CRC-32C
+// of each MiB of its bytes ("crc32c_blocks": eight hex digits a block, the last block shorter),
+// so that a rank reading part of it (another TP layout) reads and checks only the blocks it
+// needs; a packed tensor keeps one "crc32c".
 // Format 3 (written since 2026-11-30) adds to each shard entry its CRC-32C ("crc32c", eight hex
 // digits) and, for a tensor packed with the other small ones of its file, its element "offset"
 // (checkpoint.h). Format 2 carries "checksum": "fnv1a64:<16 hex digits>", the digest of the
@@ -16,7 +20,9 @@
 
 namespace spartan::checkpoints {
 
-constexpr int kFormatVersion = 3;
+constexpr int kFormatVersion = 4;
+// The bytes each CRC-32C of "crc32c_blocks" covers (format 4).
+constexpr int64_t kCrcBlockBytes = int64_t(1) << 20;
 
 // The checksum field's value for `manifest` (its own checksum field ignored).
 std::string manifest_checksum(const nlohmann::json& manifest);

@@ -15,6 +15,7 @@
 #include "common/config.h"
 #include "common/crc32c.h"
 #include "common/files.h"
+#include "common/hash.h"
 #include "model/llama.h"
 #include "model/weights.h"
 #include "parallel/grid.h"
@@ -54,20 +55,24 @@ TEST(H5File, RoundTripAndChecksums) {
   std::vector<int64_t> b = {-7, 1ll << 40};
   {
     checkpoints::H5File f(path, "w");
-    f.write("/params/x.y", {2, 3}, checkpoints::H5Type::f32, a.data());
-    f.write("/masks/z", {2}, checkpoints::H5Type::i64, b.data());
+    f.write("/params/x.y", {2, 3}, checkpoints::ElementType::f32, a.data());
+    f.write("/masks/z", {2}, checkpoints::ElementType::i64, b.data());
     f.close_and_sync();
   }
-  checkpoints::H5File f(path, "r");
-  EXPECT_TRUE(f.has("/params/x.y"));
-  EXPECT_FALSE(f.has("/params/nope"));
-  EXPECT_EQ(f.info("/params/x.y").shape, (std::vector<int64_t>{2, 3}));
+  auto f = checkpoints::open_shard(path);
+  EXPECT_TRUE(f->has("/params/x.y"));
+  EXPECT_FALSE(f->has("/params/nope"));
+  EXPECT_EQ(f->info("/params/x.y").shape, (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(f->info("/masks/z").type, checkpoints::ElementType::i64);
   std::vector<float> a2(6);
   std::vector<int64_t> b2(2);
-  f.read("/params/x.y", a2.data());
-  f.read("/masks/z", b2.data());
+  f->read_all("/params/x.y", a2.data());
+  f->read_all("/masks/z", b2.data());
   EXPECT_EQ(a, a2);
   EXPECT_EQ(b, b2);
+  float last = 0;
+  f->read_bytes("/params/x.y", 20, 4, &last);
+  EXPECT_EQ(last, 6);
   EXPECT_THROW(checkpoints::H5File(testing::TempDir() + "/missing.h5", "r"), Error);
 }
 
@@ -77,24 +82,23 @@ TEST(H5File, RangesOfAOneDimensionalDataset) {
   const std::string path = testing::TempDir() + "/ranges.h5";
   {
     checkpoints::H5File f(path, "w");
-    f.create("/packed/float32", 10, checkpoints::H5Type::f32);
+    f.create("/packed/float32", 10, checkpoints::ElementType::f32);
     std::vector<float> head = {0, 1, 2, 3}, tail = {4, 5, 6, 7, 8, 9};
-    f.write_at("/packed/float32", 0, 4, checkpoints::H5Type::f32, head.data());
-    f.write_at("/packed/float32", 4, 6, checkpoints::H5Type::f32, tail.data());
+    f.write_at("/packed/float32", 0, 4, checkpoints::ElementType::f32, head.data());
+    f.write_at("/packed/float32", 4, 6, checkpoints::ElementType::f32, tail.data());
     f.close_and_sync();
   }
   checkpoints::H5File f(path, "r");
   std::vector<float> mid(3);
-  const uint32_t crc = f.read_range("/packed/float32", 3, 3, checkpoints::H5Type::f32, mid.data());
+  f.read_bytes("/packed/float32", 12, 12, mid.data());
   EXPECT_EQ(mid, (std::vector<float>{3, 4, 5}));
-  EXPECT_EQ(crc, crc32c(mid.data(), 12));
-  EXPECT_THROW(f.read_range("/packed/float32", 8, 3, checkpoints::H5Type::f32, mid.data()), Error);
-  EXPECT_THROW(f.read_range("/packed/float32", 0, 3, checkpoints::H5Type::i64, mid.data()), Error);
+  EXPECT_THROW(f.read_bytes("/packed/float32", 32, 12, mid.data()), Error);
+  EXPECT_THROW(f.read_bytes("/packed/float32", -4, 4, mid.data()), Error);
   std::filesystem::remove(path);
 }
 
-// Format 3: tensors of 1 MiB and more are datasets of their own, smaller ones share a pack; both
-// read back exactly, and a changed byte in either is an error naming the tensor's dataset and
+// Format 3 and 4: tensors of 1 MiB and more are datasets of their own, smaller ones share a pack;
+// both read back exactly, and a changed byte in either is an error naming the tensor's dataset and
 // the file, never wrong values.
 TEST(Checkpoint, LargeAndPackedTensorsRoundTripAndDamageIsNamed) {
   const std::string run = testing::TempDir() + "/format3-run";
@@ -143,6 +147,91 @@ TEST(Checkpoint, LargeAndPackedTensorsRoundTripAndDamageIsNamed) {
   std::filesystem::remove_all(run);
 }
 
+// Format 4: a range of a tensor reads only the MiB blocks that hold it, each checked by its own
+// CRC; a damaged block fails the reads that touch it and no other. The same checkpoint relabelled
+// format 3 (one CRC a tensor) gives the same ranges, streamed through one block.
+TEST(Checkpoint, ARangeReadsOnlyTheBlocksThatHoldIt) {
+  const std::string run = testing::TempDir() + "/ranges-run";
+  std::filesystem::remove_all(run);
+  make_dirs(run);
+  torch::manual_seed(4);
+  const auto big = torch::randn({1024, 1024});  // 4 MiB: four blocks of 256 rows
+  const auto tall = torch::randn({3, 200, 1000});
+  auto req = trainer_like_request(run, 2, {{"big", big}, {"tall", tall}});
+  auto grid = parallel::Grid::solo();
+  const std::string folder = checkpoints::save(*grid, req);
+  constexpr int64_t MiB = 1 << 20;
+  {
+    checkpoints::Checkpoint ck(folder);
+    EXPECT_EQ(ck.manifest()["tensors"]["params/big"]["shards"][0]["crc32c_blocks"]
+                  .get<std::string>()
+                  .size(),
+              32u);
+    const auto reads = [&](int64_t dim, int64_t begin, int64_t size) {
+      const int64_t before = ck.bytes_read();
+      const auto got = ck.range("params/big", dim, begin, size);
+      EXPECT_TRUE(torch::equal(got, big.narrow(dim, begin, size))) << dim << " " << begin;
+      return ck.bytes_read() - before;
+    };
+    EXPECT_EQ(reads(0, 256, 256), MiB);      // block 1 exactly, straight into place
+    EXPECT_EQ(reads(0, 300, 100), MiB);      // inside block 1
+    EXPECT_EQ(reads(0, 200, 100), 2 * MiB);  // across blocks 0 and 1
+    EXPECT_EQ(reads(1, 512, 512), 4 * MiB);  // every row: each block once
+    for (int64_t dim = 0; dim < 3; ++dim)
+      EXPECT_TRUE(torch::equal(ck.range("params/tall", dim, 1, 2), tall.narrow(dim, 1, 2)));
+  }
+  // The checkpoint as format 3 wrote it: one CRC a tensor.
+  const std::string manifest = folder + "/manifest.json";
+  nlohmann::json m;
+  std::ifstream(manifest) >> m;
+  const nlohmann::json format4 = m;
+  m["format_version"] = 3;
+  checkpoints::Checkpoint as_saved(folder);
+  for (auto& [key, t] : m["tensors"].items())
+    for (auto& s : t["shards"])
+      if (s.contains("crc32c_blocks")) {
+        s.erase("crc32c_blocks");
+        const auto whole = as_saved.global(key);
+        s["crc32c"] = hex32(crc32c(whole.data_ptr(), whole.nbytes()));
+      }
+  m["checksum"] = checkpoints::manifest_checksum(m);
+  std::ofstream(manifest) << m.dump(1);
+  {
+    checkpoints::Checkpoint ck(folder);
+    EXPECT_TRUE(torch::equal(ck.range("params/big", 1, 100, 300), big.narrow(1, 100, 300)));
+    EXPECT_TRUE(torch::equal(ck.range("params/tall", 2, 10, 20), tall.narrow(2, 10, 20)));
+    EXPECT_TRUE(torch::equal(ck.global("params/big"), big));
+  }
+  // One byte of block 3 of `big` changed: as format 3, every read of it fails; as format 4, only
+  // the reads that touch block 3.
+  const std::string shard = folder + "/shard-pp00-tp00.h5";
+  std::ifstream in(shard, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  in.close();
+  const std::string value(static_cast<const char*>(big.data_ptr()) + 3 * MiB + 8, 4);
+  const size_t at = bytes.find(value);
+  ASSERT_NE(at, std::string::npos);
+  bytes[at] = static_cast<char>(bytes[at] ^ 0x10);
+  std::ofstream(shard, std::ios::binary | std::ios::trunc) << bytes;
+  const auto fails = [&](int64_t dim, int64_t begin, int64_t size) {
+    try {
+      checkpoints::Checkpoint(folder).range("params/big", dim, begin, size);
+      return false;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("dataset /params/big fails its checksum"),
+                std::string::npos)
+          << e.what();
+      return true;
+    }
+  };
+  EXPECT_TRUE(fails(0, 0, 256));
+  std::ofstream(manifest) << format4.dump(1);
+  EXPECT_FALSE(fails(0, 0, 768));
+  EXPECT_TRUE(fails(0, 700, 100));
+  EXPECT_TRUE(fails(1, 0, 1));
+  std::filesystem::remove_all(run);
+}
+
 // A checkpoint written in format 2 (one Fletcher32-checksummed chunk per tensor, no CRC in the
 // manifest; an SPP run of a tiny model, fixtures/checkpoint-v2) still reads, checksums included.
 TEST(Checkpoint, FormatTwoStillReads) {
@@ -181,7 +270,7 @@ TEST(Checkpoint, TamperedManifestsAreRefused) {
   const std::string manifest = folder + "/manifest.json";
   nlohmann::json original;
   std::ifstream(manifest) >> original;
-  EXPECT_EQ(original["format_version"], 3);
+  EXPECT_EQ(original["format_version"], 4);
   EXPECT_EQ(original["checksum"], checkpoints::manifest_checksum(original));
   // Edited as is, the checksum refuses it (an unknown format version before that); with the
   // checksum recomputed, the field's check.
@@ -231,6 +320,16 @@ TEST(Checkpoint, TamperedManifestsAreRefused) {
   refused([](auto& j) { j["format_version"] = 7; }, "'format_version' is 7", false);
   refused([](auto& j) { j["tensors"]["params/p"]["shards"][0]["crc32c"] = "0000000G"; },
           "'tensors.params/p.shards[0].crc32c' must be eight lowercase hexadecimal digits");
+  refused([](auto& j) { j["tensors"]["params/p"]["shards"][0]["crc32c_blocks"] = "00000000"; },
+          "'tensors.params/p.shards[0].crc32c_blocks' comes with \"crc32c\" or \"offset\"");
+  refused(
+      [](auto& j) {
+        auto& s = j["tensors"]["params/p"]["shards"][0];
+        s.erase("crc32c");
+        s.erase("offset");
+        s["crc32c_blocks"] = "0000000000000000";
+      },
+      "'tensors.params/p.shards[0].crc32c_blocks' must be 8 lowercase hexadecimal digits");
   refused([](auto& j) { j["tensors"]["params/p"]["shards"][0].erase("crc32c"); },
           "'tensors.params/p.shards[0].crc32c' is missing");
   refused([](auto& j) { j["tensors"]["params/p"]["shards"][0]["offset"] = -1; },
@@ -239,7 +338,7 @@ TEST(Checkpoint, TamperedManifestsAreRefused) {
   std::ofstream(manifest) << original.dump(1);
   {
     checkpoints::H5File f(folder + "/shard-pp00-tp00.h5", "w");
-    f.write("/packed/int64", {64}, checkpoints::H5Type::f32, std::vector<float>(64).data());
+    f.write("/packed/int64", {64}, checkpoints::ElementType::f32, std::vector<float>(64).data());
     f.close_and_sync();
   }
   try {

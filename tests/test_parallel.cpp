@@ -25,7 +25,9 @@
 #include "adapters/method.h"
 #include "adapters/sora.h"
 #include "adapters/spp.h"
+#include "checkpoints/checkpoint.h"
 #include "common/files.h"
+#include "common/memory_use.h"
 #include "model/llama.h"
 #include "model/plan.h"
 #include "parallel/grid.h"
@@ -396,6 +398,78 @@ TEST(Parallel, BytesPerStepMatchTheAnalyticCount) {
           << method;
     }
   }
+}
+
+// A resume on TP ranks reads only each rank's slices: a checkpoint saved on one rank (two
+// 16 MiB tensors, one split by rows and one by columns when loaded, with their AdamW moments)
+// takes about 1/TP of the memory per rank that reading it on one rank takes. Reading a
+// column slice through a whole-tensor temporary (as before format 4) adds 16 MiB and fails.
+TEST(Parallel, ResumeOnTpHoldsOnlyItsSlices) {
+  const auto& L = g_layout;
+  if (L.tp < 2 || L.pp > 1 || L.dp > 1) GTEST_SKIP() << "TP alone";
+  return_large_blocks_to_kernel();  // freed tensors leave the process: the peaks are what is held
+  const std::string run = scratch() + "/resume-memory";
+  const int64_t n = 2048;
+  const std::vector<std::pair<std::string, int64_t>> tensors = {{"params/rows", 0},
+                                                                {"params/cols", 1}};
+  if (g_grid->rank() == 0) {
+    checkpoints::SaveRequest req;
+    req.run_dir = run;
+    req.step = 1;
+    for (const auto& [key, dim] : tensors) {
+      const std::string name = key.substr(7);
+      const model::TpPlacement sharded{model::TpPlacement::sharded, dim};
+      req.entries.push_back({key, torch::randn({n, n}), sharded});
+      req.entries.push_back({"optim/" + name + "/exp_avg", torch::randn({n, n}), sharded});
+      req.entries.push_back({"optim/" + name + "/exp_avg_sq", torch::rand({n, n}), sharded});
+    }
+    req.entries.push_back(
+        {"rng/pp0", torch::arange(4, torch::kInt64), {model::TpPlacement::sharded, 0}});
+    req.state = {{"step", 1},         {"tokens", 8},     {"sampler_epoch", 0},
+                 {"sampler_step", 1}, {"adam_steps", 1}, {"loss", 1.0}};
+    checkpoints::save(*parallel::Grid::solo(), req);
+  }
+  g_grid->world().barrier();
+  const std::string folder = checkpoints::latest(run);
+  // Every trained tensor of the checkpoint as `grid`'s TP rank holds it; returns the memory added.
+  const auto resume = [&](parallel::Grid& grid, int64_t* bytes_read) {
+    checkpoints::Checkpoint ck(folder);
+    ck.global("rng/pp0");  // the shard file open (and HDF5 started) before the measurement
+    std::vector<torch::Tensor> held;
+    reset_peak_resident();
+    const int64_t before = resident_bytes();
+    for (const auto& [key, dim] : ck.manifest()["tensors"].items()) {
+      if (key.rfind("rng/", 0) == 0) continue;
+      const int64_t split = ck.manifest()["tensors"][key]["shards"][0]["dim"];
+      auto shape = std::vector<int64_t>{n, n};
+      shape[split] /= grid.layout().tp;
+      const auto like = torch::zeros({1}).expand(shape);  // the sizes alone
+      held.push_back(ck.local(key, {model::TpPlacement::sharded, split}, like, grid));
+      EXPECT_EQ(held.back().sizes(), like.sizes());
+    }
+    *bytes_read = ck.bytes_read() - 32;
+    return peak_resident_bytes() - before;
+  };
+  auto one_rank = torch::zeros({2}, torch::kInt64);
+  if (g_grid->rank() == 0) {
+    int64_t bytes = 0;
+    one_rank[0] = resume(*parallel::Grid::solo(), &bytes);
+    one_rank[1] = bytes;
+  }
+  g_grid->world().broadcast(one_rank, 0);
+  int64_t bytes = 0;
+  const int64_t added = resume(*g_grid, &bytes);
+  const int64_t whole = 6 * n * n * 4, tp = L.tp;
+  EXPECT_EQ(one_rank[1].item<int64_t>(), whole);
+  EXPECT_GT(one_rank[0].item<int64_t>(), whole * 9 / 10);  // the measurement sees the tensors
+  // Row slices: their own MiB blocks; column slices: every block, each once.
+  EXPECT_EQ(bytes, whole / 2 / tp + whole / 2);
+  std::printf("resume: one rank added %.1f MiB; rank %d of %lld TP ranks %.1f MiB\n",
+              one_rank[0].item<int64_t>() / 1048576.0, g_grid->rank(), static_cast<long long>(tp),
+              added / 1048576.0);
+  EXPECT_LT(added, one_rank[0].item<int64_t>() / tp * 115 / 100 + (2 << 20))
+      << "rank " << g_grid->rank() << " of " << tp << " added " << added << " bytes, one rank "
+      << one_rank[0].item<int64_t>();
 }
 
 int main(int argc, char** argv) {

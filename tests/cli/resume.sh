@@ -136,7 +136,7 @@ killed kill-after-save=3 k.log "$spartan" train --config c.toml --set adapter.me
 expect_error "the checkpoint was saved for another base model values than this run's" \
   "$spartan" train --config c.toml --set adapter.method=spp --set model.path="$dir/pruned" \
   --set run.name=spp-moved
-sed -i -e '/"base model values"/d' -e '/"checksum"/d' -e 's/"format_version": 3/"format_version": 1/' \
+sed -i -e '/"base model values"/d' -e '/"checksum"/d' -e 's/"format_version": 4/"format_version": 1/' \
   runs/spp-moved/checkpoints/step-00000003/manifest.json
 expect_error "the base model's zero pattern of model.layers.0.self_attn.q_proj.weight differs" \
   "$spartan" train --config c.toml --set adapter.method=spp --set model.path="$dir/pruned" \
@@ -166,8 +166,8 @@ expect_error "fails its checksum or cannot be read, bad1/shard-pp00-tp00.h5" \
 cp -r $ck bad2 && rm bad2/shard-pp00-tp00.h5
 expect_error "cannot open the checkpoint file (missing or not HDF5), bad2/shard-pp00-tp00.h5" \
   "$spartan" ckpt info bad2
-cp -r $ck bad3 && sed -i 's/"format_version": 3/"format_version": 7/' bad3/manifest.json
-expect_error "manifest field 'format_version' is 7, outside \[1, 3\], bad3/manifest.json" \
+cp -r $ck bad3 && sed -i 's/"format_version": 4/"format_version": 7/' bad3/manifest.json
+expect_error "manifest field 'format_version' is 7, outside \[1, 4\], bad3/manifest.json" \
   "$spartan" ckpt info bad3
 expect_error "fails its checksum" "$spartan" train --config c.toml --set run.name=straight-1 \
   --set optim.max_steps=9 --resume bad1
