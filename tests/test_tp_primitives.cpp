@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common/error.h"
 #include "parallel/grid.h"
 #include "parallel/pipeline.h"
 #include "parallel/tensor_parallel.h"
@@ -181,6 +182,32 @@ TEST(Pipeline, OneForwardOneBackwardEqualsSequentialExecution) {
 }
 
 }  // namespace
+
+// A grid over axes of any names (here "a" of 2 ranks, fastest, and "b" of the rest): each
+// group holds the ranks that differ only along its axis, ordered by their coordinate, as the
+// layout's tp, dp and pp groups do; the layout's axes it lacks have size 1.
+TEST(Grid, NamedAxesSplitTheWorld) {
+  const int world = g_grid->world_size(), r = g_grid->rank();
+  if (world % 2 != 0) GTEST_SKIP() << "needs an even number of ranks";
+  auto grid = parallel::Grid::create({{"a", 2}, {"b", world / 2}}, "test");
+  EXPECT_EQ(grid->rank(), r);
+  EXPECT_EQ(grid->coordinate("a"), r % 2);
+  EXPECT_EQ(grid->coordinate("b"), r / 2);
+  EXPECT_EQ(grid->group("b").size(), world / 2);
+  auto along_a = torch::tensor({int64_t(r)});
+  grid->group("a").all_reduce(along_a);
+  EXPECT_EQ(along_a.item<int64_t>(), 2 * (r - r % 2) + 1);  // r and its neighbour along a
+  auto along_b = torch::tensor({int64_t(r)});
+  grid->group("b").all_reduce(along_b);
+  const int64_t nb = world / 2;
+  EXPECT_EQ(along_b.item<int64_t>(), nb * (r % 2) + nb * (nb - 1));  // Σ_k (r % 2 + 2k)
+  EXPECT_EQ(grid->tp().size(), 1);
+  EXPECT_EQ(grid->layout().world(), 1);
+  EXPECT_EQ(grid->coordinates(), "rank " + std::to_string(r) + " (dp 0, pp 0, tp 0, b " +
+                                     std::to_string(r / 2) + ", a " + std::to_string(r % 2) + ")");
+  EXPECT_THROW(grid->group("sp"), Error);
+  EXPECT_THROW(parallel::Grid::create({{"a", world + 1}}, "test"), UsageError);
+}
 
 int main(int argc, char** argv) {
   return testing_support::run_mpi_tests(argc, argv, g_layout, g_grid);

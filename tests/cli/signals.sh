@@ -43,7 +43,7 @@ SPARTAN_FAULT=throw-rank1=3 timeout 60 mpirun --oversubscribe -np 2 "$spartan" t
   --config c.toml --set parallel.tp=2 --set run.name=thrown > t.log 2> t.err || rc=$?
 (( rc != 0 && rc != 124 )) || fail "a throwing rank: exit code $rc"
 (( SECONDS - start < 30 )) || fail "a throwing rank: took $((SECONDS - start)) s"
-grep -q "spartan: error: injected failure (SPARTAN_FAULT) at step 3, rank 1 (dp 0, pp 0, tp 1)" \
+grep -q "spartan: error: injected failure (SPARTAN_FAULT) at step 3, rank 1 (pp 0, dp 0, tp 1)" \
   t.err || { cat t.err; fail "a throwing rank: no error line"; }
 
 # A rank that hangs (stops calling MPI): the other one times out in its next collective.
