@@ -7,6 +7,7 @@
 
 #include "common/error.h"
 #include "common/files.h"
+#include "model/parallelize.h"
 #include "model/recompute.h"
 #include "parallel/tensor_parallel.h"
 
@@ -61,23 +62,24 @@ torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
 // ---- Projection -------------------------------------------------------------------------------
 
 ProjectionImpl::ProjectionImpl(int64_t in_features, int64_t out_features,
-                               torch::TensorOptions options, TpSlice slice,
-                               parallel::Communicator* tp)
-    : slice_(slice), tp_(tp) {
-  if (slice.split == TpSplit::output) out_features = slice.size();
-  if (slice.split == TpSplit::input) in_features = slice.size();
-  weight = register_parameter("weight", torch::empty({out_features, in_features}, options), false);
+                               torch::TensorOptions options)
+    : in_features_(in_features), out_features_(out_features), options_(options) {}
+
+void ProjectionImpl::shard(TpSlice slice, parallel::Communicator& tp) {
+  TORCH_CHECK(!weight.defined(), "a projection is sharded before its weight is allocated");
+  slice_ = slice;
+  tp_ = &tp;
 }
 
-int64_t ProjectionImpl::in_features() const {
-  return slice_.split == TpSplit::input ? slice_.full : weight.size(1);
-}
-
-int64_t ProjectionImpl::out_features() const {
-  return slice_.split == TpSplit::output ? slice_.full : weight.size(0);
+void ProjectionImpl::materialize() {
+  if (weight.defined()) return;
+  const int64_t out = slice_.split == TpSplit::output ? slice_.size() : out_features_;
+  const int64_t in = slice_.split == TpSplit::input ? slice_.size() : in_features_;
+  weight = register_parameter("weight", torch::empty({out, in}, options_), false);
 }
 
 torch::Tensor ProjectionImpl::forward(const torch::Tensor& x) {
+  TORCH_CHECK(weight.defined(), "a projection ran before its weight was allocated");
   auto y = adapter_ ? adapter_->forward(x, weight) : torch::linear(x, weight);
   if (slice_.split == TpSplit::input) y = parallel::reduce_from_group(y, *tp_);
   return y;
@@ -115,34 +117,13 @@ Rotary rotary_tables(const LlamaArch& arch, int64_t seq_len, torch::Dtype dtype,
 
 // ---- attention --------------------------------------------------------------------------------
 
-namespace {
-// This rank's part [r·n/size, (r+1)·n/size) of n units of `unit` elements each.
-TpSlice even_slice(TpSplit split, int64_t n, int64_t unit, int64_t r, int64_t size) {
-  if (size == 1) return {};
-  const int64_t per = n / size;
-  return {split, r * per * unit, (r + 1) * per * unit, n * unit, 1};
-}
-}  // namespace
-
-AttentionImpl::AttentionImpl(const LlamaArch& a, torch::TensorOptions options,
-                             parallel::Communicator* tp_)
-    : num_heads(a.num_heads), num_kv_heads(a.num_kv_heads), head_dim(a.head_dim()), tp(tp_) {
-  const int64_t h = a.hidden_size, size = tp ? tp->size() : 1, r = tp ? tp->rank() : 0;
-  TpSlice q = even_slice(TpSplit::output, num_heads, head_dim, r, size);
-  TpSlice o = even_slice(TpSplit::input, num_heads, head_dim, r, size);
-  TpSlice kv = even_slice(TpSplit::output, num_kv_heads, head_dim, r, size);
-  if (size > 1 && num_kv_heads % size != 0) {     // more ranks than KV heads: each holds the one
-    const int64_t holders = size / num_kv_heads;  // its query heads use
-    const int64_t head = r / holders;
-    kv = {TpSplit::output, head * head_dim, (head + 1) * head_dim, num_kv_heads * head_dim,
-          holders};
-  }
-  num_heads /= size;
-  num_kv_heads = kv.split == TpSplit::none ? num_kv_heads : kv.size() / head_dim;
-  q_proj = register_module("q_proj", Projection(h, a.num_heads * head_dim, options, q, tp));
-  k_proj = register_module("k_proj", Projection(h, a.num_kv_heads * head_dim, options, kv, tp));
-  v_proj = register_module("v_proj", Projection(h, a.num_kv_heads * head_dim, options, kv, tp));
-  o_proj = register_module("o_proj", Projection(a.num_heads * head_dim, h, options, o, tp));
+AttentionImpl::AttentionImpl(const LlamaArch& a, torch::TensorOptions options)
+    : num_heads(a.num_heads), num_kv_heads(a.num_kv_heads), head_dim(a.head_dim()) {
+  const int64_t h = a.hidden_size, q = a.num_heads * head_dim, kv = a.num_kv_heads * head_dim;
+  q_proj = register_module("q_proj", Projection(h, q, options));
+  k_proj = register_module("k_proj", Projection(h, kv, options));
+  v_proj = register_module("v_proj", Projection(h, kv, options));
+  o_proj = register_module("o_proj", Projection(q, h, options));
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& input, const Rotary& rope,
@@ -216,15 +197,11 @@ torch::Tensor causal_attention_reference(const torch::Tensor& q, const torch::Te
 
 // ---- MLP --------------------------------------------------------------------------------------
 
-MLPImpl::MLPImpl(const LlamaArch& a, torch::TensorOptions options, parallel::Communicator* tp_)
-    : tp(tp_) {
-  const int64_t size = tp ? tp->size() : 1, r = tp ? tp->rank() : 0;
-  const TpSlice col = even_slice(TpSplit::output, a.intermediate_size, 1, r, size);
-  const TpSlice row = even_slice(TpSplit::input, a.intermediate_size, 1, r, size);
+MLPImpl::MLPImpl(const LlamaArch& a, torch::TensorOptions options) {
   const int64_t H = a.hidden_size, I = a.intermediate_size;
-  gate_proj = register_module("gate_proj", Projection(H, I, options, col, tp));
-  up_proj = register_module("up_proj", Projection(H, I, options, col, tp));
-  down_proj = register_module("down_proj", Projection(I, H, options, row, tp));
+  gate_proj = register_module("gate_proj", Projection(H, I, options));
+  up_proj = register_module("up_proj", Projection(H, I, options));
+  down_proj = register_module("down_proj", Projection(I, H, options));
 }
 
 torch::Tensor MLPImpl::forward(const torch::Tensor& input) {
@@ -234,10 +211,9 @@ torch::Tensor MLPImpl::forward(const torch::Tensor& input) {
 
 // ---- decoder layer ----------------------------------------------------------------------------
 
-DecoderLayerImpl::DecoderLayerImpl(const LlamaArch& a, torch::TensorOptions options,
-                                   parallel::Communicator* tp) {
-  self_attn = register_module("self_attn", Attention(a, options, tp));
-  mlp = register_module("mlp", MLP(a, options, tp));
+DecoderLayerImpl::DecoderLayerImpl(const LlamaArch& a, torch::TensorOptions options) {
+  self_attn = register_module("self_attn", Attention(a, options));
+  mlp = register_module("mlp", MLP(a, options));
   input_layernorm =
       register_module("input_layernorm", RMSNorm(a.hidden_size, a.rms_norm_eps, options));
   post_attention_layernorm =
@@ -254,6 +230,10 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const Rotary& ro
   auto m = mlp(h);
   if (after_mlp_) m = after_mlp_->forward(h, m);
   return y + m;
+}
+
+void DecoderLayerImpl::materialize() {
+  for (Proj p : kAllProjections) projection(p)->materialize();
 }
 
 bool DecoderLayerImpl::mixes_positions() const {
@@ -307,53 +287,62 @@ LlamaImpl::LlamaImpl(const LlamaArch& arch, torch::TensorOptions options, const 
     : arch_(arch),
       dtype_(c10::typeMetaToScalarType(options.dtype())),
       device_(options.device()),
+      options_(options),
       shard_(shard) {
   if (dtype_ != torch::kFloat32 && dtype_ != torch::kBFloat16 && dtype_ != torch::kFloat16)
     throw Error(std::string("model dtype ") + c10::toString(dtype_) + " is not supported", "model",
                 "use fp32, bf16 or fp16");
   solo_ = parallel::make_solo("tp");
   tp_ = shard.tp ? shard.tp : solo_.get();
-  const int64_t tp = tp_->size(), V = arch.vocab_size, H = arch.hidden_size;
-  if (arch.vocab_size % tp != 0 || arch.num_heads % tp != 0 || arch.intermediate_size % tp != 0 ||
-      (arch.num_kv_heads % tp != 0 && tp % arch.num_kv_heads != 0))
-    throw UsageError("tensor-parallel size " + std::to_string(tp) +
-                         " does not divide the "
-                         "vocabulary, the heads, the KV heads or the intermediate size",
-                     "[parallel] tp", "choose a TP size that divides them");
+  vocab_rows_ = arch.vocab_size;
   first_layer_ = shard.first_layer;
   const int64_t end = shard.end_layer < 0 ? arch.num_layers : shard.end_layer;
-  vocab_begin_ = tp_->rank() * (V / tp);
-  parallel::Communicator* group = tp > 1 ? tp_ : nullptr;
 
   auto inner = register_module("model", std::make_shared<torch::nn::Module>());
   const bool tied = arch.tie_word_embeddings;
-  if (shard.embedding || (shard.head && tied)) {
-    auto embed = inner->register_module("embed_tokens", std::make_shared<torch::nn::Module>());
-    embed_ = embed->register_parameter("weight", torch::empty({V / tp, H}, options), false);
-  }
+  if (shard.embedding || (shard.head && tied))
+    embed_module_ = inner->register_module("embed_tokens", std::make_shared<torch::nn::Module>());
   auto list = inner->register_module("layers", std::make_shared<torch::nn::Module>());
   for (int64_t i = first_layer_; i < end; ++i) {
-    layers_.emplace_back(arch, options, group);
+    layers_.emplace_back(arch, options);
     list->register_module(std::to_string(i), layers_.back());
   }
   if (shard.head) {
     norm_ = inner->register_module("norm", RMSNorm(arch.hidden_size, arch.rms_norm_eps, options));
-    if (!tied) {
-      auto head = register_module("lm_head", std::make_shared<torch::nn::Module>());
-      lm_head_ = head->register_parameter("weight", torch::empty({V / tp, H}, options), false);
-    }
+    if (!tied) head_module_ = register_module("lm_head", std::make_shared<torch::nn::Module>());
   }
+  if (shard.tp && shard.tp->size() > 1) parallelize(*this, *shard.tp);
+  materialize();
+}
+
+void LlamaImpl::shard_vocabulary(parallel::Communicator& tp) {
+  TORCH_CHECK(!embed_.defined() && !lm_head_.defined(),
+              "the vocabulary is sharded before the weights are allocated");
+  tp_ = &tp;
+  vocab_rows_ = arch_.vocab_size / tp.size();
+  vocab_begin_ = tp.rank() * vocab_rows_;
+}
+
+void LlamaImpl::materialize() {
+  const int64_t V = arch_.vocab_size, H = arch_.hidden_size;
+  if (embed_module_)
+    embed_ = embed_module_->register_parameter("weight", torch::empty({vocab_rows_, H}, options_),
+                                               false);
+  for (auto& layer : layers_) layer->materialize();
+  if (head_module_)
+    lm_head_ =
+        head_module_->register_parameter("weight", torch::empty({vocab_rows_, H}, options_), false);
   for (const auto& p : named_parameters()) {
     base_names_.push_back(p.key());
     Slice sl;
     sl.global_shape.assign(p.value().sizes().begin(), p.value().sizes().end());
     if (p.key() == "model.embed_tokens.weight" || p.key() == "lm_head.weight") {
       sl.global_shape[0] = V;
-      if (tp > 1) sl = {0, vocab_begin_, vocab_begin_ + V / tp, sl.global_shape};
+      if (vocab_rows_ != V) sl = {0, vocab_begin_, vocab_begin_ + vocab_rows_, sl.global_shape};
     }
     slices_[p.key()] = sl;
   }
-  for (int64_t l = first_layer_; l < end; ++l)
+  for (int64_t l = first_layer_; l < end_layer(); ++l)
     for (Proj p : kAllProjections) {
       const Projection& proj = projection(l, p);
       Slice& sl = slices_.at(projection_name(l, p) + ".weight");

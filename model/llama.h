@@ -7,10 +7,12 @@
 // fine-tuning). Adapters attach at the hook points of model/hooks.h.
 //
 // A rank may hold only part of the model (a Shard, DESIGN.md §4): the layers of its pipeline
-// stage, and under tensor parallelism its slice of every weight: q, k, v, gate and up split by
-// outputs (heads, intermediate units), o and down by inputs, the embedding and the LM head by
-// vocabulary. The model never calls MPI; it uses the TP group's Communicator through the
-// autograd functions of parallel/tensor_parallel.h.
+// stage, and under tensor parallelism its slice of every weight. The classes here compute as if
+// they held every weight; model/parallelize.h cuts the stage for its rank of the TP group (q, k,
+// v, gate and up split by outputs, o and down by inputs, the embedding and the LM head by
+// vocabulary) after its modules are built and before a weight is allocated. The model never
+// calls MPI; it uses the TP group's Communicator through the autograd functions of
+// parallel/tensor_parallel.h.
 #pragma once
 
 #include <torch/torch.h>
@@ -51,26 +53,32 @@ class RMSNormImpl : public torch::nn::Module {
 };
 TORCH_MODULE(RMSNorm);
 
-// A frozen linear projection without bias, with a LinearAdapter hook. Under tensor parallelism
-// it holds its slice of W; a row-parallel (input-split) projection all-reduces its output, the
-// adapter's partial output included.
+// A frozen linear projection without bias, with a LinearAdapter hook. Built whole and without
+// memory: shard() may make it column-parallel (split by outputs) or row-parallel (split by
+// inputs, its output all-reduced over the group, the adapter's partial output included) before
+// materialize() allocates this rank's part of the weight.
 class ProjectionImpl : public torch::nn::Module {
  public:
-  ProjectionImpl(int64_t in_features, int64_t out_features, torch::TensorOptions options,
-                 TpSlice slice = {}, parallel::Communicator* tp = nullptr);
+  ProjectionImpl(int64_t in_features, int64_t out_features, torch::TensorOptions options);
   torch::Tensor forward(const torch::Tensor& x);  // (B, T, in) -> (B, T, out)
+  // This rank keeps `slice` of the weight (model/parallelize.h); before materialize().
+  void shard(TpSlice slice, parallel::Communicator& tp);
+  // Allocates the weight (uninitialised) at this rank's shape; once.
+  void materialize();
   void attach(std::shared_ptr<LinearAdapter> adapter);
   void detach();
   const std::shared_ptr<LinearAdapter>& adapter() const { return adapter_; }
   const TpSlice& slice() const { return slice_; }
-  int64_t in_features() const;   // global
-  int64_t out_features() const;  // global
-  torch::Tensor weight;          // (out, in), this rank's slice
+  int64_t in_features() const { return in_features_; }    // global
+  int64_t out_features() const { return out_features_; }  // global
+  torch::Tensor weight;                                   // (out, in), this rank's slice
 
  private:
+  int64_t in_features_, out_features_;
+  torch::TensorOptions options_;
   std::shared_ptr<LinearAdapter> adapter_;
   TpSlice slice_;
-  parallel::Communicator* tp_;
+  parallel::Communicator* tp_ = nullptr;
 };
 TORCH_MODULE(Projection);
 
@@ -111,8 +119,7 @@ struct KvCache {
 
 class AttentionImpl : public torch::nn::Module {
  public:
-  AttentionImpl(const LlamaArch& arch, torch::TensorOptions options,
-                parallel::Communicator* tp = nullptr);
+  AttentionImpl(const LlamaArch& arch, torch::TensorOptions options);
   // (B, T, H) -> (B, T, H); `prefix`: (2, P, this rank's n_kv·head_dim) keys and values in
   // front of the sequence's own, or undefined. With `cache`, its keys and values come first and
   // the new ones are appended to it (the prefix only while it is empty).
@@ -120,28 +127,29 @@ class AttentionImpl : public torch::nn::Module {
                         const torch::Tensor& prefix = {}, KvCache::Layer* cache = nullptr);
   Projection q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   int64_t num_heads, num_kv_heads, head_dim;  // this rank's heads
-  parallel::Communicator* tp;
+  parallel::Communicator* tp = nullptr;       // set by parallelize()
 };
 TORCH_MODULE(Attention);
 
 class MLPImpl : public torch::nn::Module {
  public:
-  MLPImpl(const LlamaArch& arch, torch::TensorOptions options,
-          parallel::Communicator* tp = nullptr);
+  MLPImpl(const LlamaArch& arch, torch::TensorOptions options);
   torch::Tensor forward(const torch::Tensor& x);  // down(silu(gate(x)) * up(x))
   Projection gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
-  parallel::Communicator* tp;
+  parallel::Communicator* tp = nullptr;  // set by parallelize()
 };
 TORCH_MODULE(MLP);
 
 class DecoderLayerImpl : public torch::nn::Module {
  public:
-  DecoderLayerImpl(const LlamaArch& arch, torch::TensorOptions options,
-                   parallel::Communicator* tp = nullptr);
+  DecoderLayerImpl(const LlamaArch& arch, torch::TensorOptions options);
   torch::Tensor forward(const torch::Tensor& x, const Rotary& rope,
                         const torch::Tensor& prefix = {}, KvCache::Layer* cache = nullptr);
   // Whether a block adapter mixes positions (tiny attention): a KV cache cannot serve it.
   bool mixes_positions() const;
+  // Allocates each projection's weight at this rank's shape (uninitialised). The model does it
+  // after parallelize(); a layer built on its own (the layer-wise pruner) calls it once.
+  void materialize();
   Projection& projection(Proj p);
   // Block hooks (Houlsby, Compacter, tiny-attention); nullptr detaches.
   void attach_after_attention(std::shared_ptr<BlockAdapter> adapter);
@@ -159,7 +167,8 @@ TORCH_MODULE(DecoderLayer);
 class LlamaImpl : public torch::nn::Module {
  public:
   // `options`: the dtype and device of the base's weights (parallel::Runtime::base()); a dtype
-  // alone means the CPU.
+  // alone means the CPU. The stage's modules are built whole, parallelize() cuts them for this
+  // rank of `shard.tp`, then the weights are allocated (uninitialised).
   LlamaImpl(const LlamaArch& arch, torch::TensorOptions options, const Shard& shard = {});
 
   // (B, T) int64 token ids -> (B, T, V) fp32 logits. Needs every layer on this rank; under TP
@@ -214,6 +223,10 @@ class LlamaImpl : public torch::nn::Module {
   // replicated over TP with partial gradients (each rank uses its own heads' columns).
   void attach_kv(std::shared_ptr<KvAdapter> adapter);
   const std::shared_ptr<KvAdapter>& kv_adapter() const { return kv_adapter_; }
+  // The vocabulary-parallel style (model/parallelize.h): this rank holds rows
+  // [rank·V/tp, (rank+1)·V/tp) of the embedding and the head, and the head's loss and logits
+  // are computed over `tp`. Before the weights are allocated.
+  void shard_vocabulary(parallel::Communicator& tp);
 
   // The base model's parameters under their Hugging Face names (tied head not repeated); this
   // rank's slices when sharded.
@@ -235,18 +248,23 @@ class LlamaImpl : public torch::nn::Module {
   torch::Device device_;
   torch::Dtype compute_dtype_ = torch::kFloat32;
   bool recompute_ = false;
+  torch::TensorOptions options_;
   Shard shard_;
   std::unique_ptr<parallel::Communicator> solo_;  // the TP group when there is none
   parallel::Communicator* tp_;
   int64_t first_layer_ = 0;
-  int64_t vocab_begin_ = 0;  // this rank's vocabulary rows of the embedding and the head
+  // Allocates every weight at this rank's shape and records how each lies over the TP group.
+  void materialize();
+
+  int64_t vocab_begin_ = 0, vocab_rows_ = 0;  // this rank's rows of the embedding and the head
   struct Slice {
     int64_t dim = -1;  // -1: whole tensor
     int64_t begin = 0, end = 0;
     std::vector<int64_t> global_shape;
   };
-  std::map<std::string, Slice> slices_;  // every base parameter
-  torch::Tensor embed_;                  // (V, H), "model.embed_tokens.weight"
+  std::map<std::string, Slice> slices_;                            // every base parameter
+  std::shared_ptr<torch::nn::Module> embed_module_, head_module_;  // nullptr where not held
+  torch::Tensor embed_;  // (V, H), "model.embed_tokens.weight"
   std::vector<DecoderLayer> layers_;
   RMSNorm norm_{nullptr};
   torch::Tensor lm_head_;  // undefined when tied

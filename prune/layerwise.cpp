@@ -5,6 +5,7 @@ namespace spartan::prune {
 model::DecoderLayer load_layer(const model::WeightStore& store, const model::LlamaArch& arch,
                                int64_t index) {
   model::DecoderLayer layer(arch, torch::kFloat32);
+  layer->materialize();
   torch::NoGradGuard no_grad;
   const std::string prefix = "model.layers." + std::to_string(index) + ".";
   for (auto& p : layer->named_parameters())
