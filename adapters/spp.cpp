@@ -1,9 +1,12 @@
 #include "adapters/spp.h"
 
+#include <ATen/autocast_mode.h>
+
 #include <algorithm>
 #include <cmath>
 
 #include "common/error.h"
+#include "kernels/kernels.h"
 
 namespace spartan::adapters {
 namespace {
@@ -15,36 +18,25 @@ using torch::autograd::variable_list;
 // keeps only its inputs and rebuilds the m×n weight in the backward pass. Left to autograd, each
 // product would keep R(W_α), the built weight and an fp32 copy of W̃ (m×n each) for every
 // projection and micro-batch in flight: about 1.7 GB a layer for LLaMA-2-70B at TP 8, more than
-// the layer's activations (spartan plan). The backward's operations are autograd's own, in its
-// order.
+// the layer's activations (spartan plan).
 //
-//   effective  y = x·W_effᵀ,  W_eff = W̃ ⊙ (1 + P ⊙ W_β),  P = s·R(W_α)
-//   delta      y = x·W̃'ᵀ,     W̃'   = (P ⊙ W_β)·s,        P = W̃ ⊙ R(W_α)
-// R(W_α) = W_α's rows repeated, row i of the weight taking block rows[i]. In both,
-// dL/dW_β = Σ_columns G ⊙ P with G = dL/dweight ⊙ W̃ (effective) or · s (delta).
-//
-// The m×n temporaries are updated in place: the forward holds two (P and the weight), the
-// backward three (P, G and G ⊙ P), each the size of the projection (spartan plan's workspace).
-// The values are those of the plain expressions: each product and sum is the same IEEE
-// operation on the same operands, only written into an existing tensor.
-struct Built {
-  Built(const torch::Tensor& weight, const torch::Tensor& alpha, const torch::Tensor& rows,
-        double s, bool delta_product)
-      : W(weight.to(alpha.scalar_type())), scale(s), delta(delta_product) {
-    P = alpha.index_select(0, rows);  // R(W_α)
-    if (delta)
-      P.mul_(W);
-    else
-      P.mul_(scale);
-  }
-  torch::Tensor weight(const torch::Tensor& beta) const {
-    auto w = P * beta;
-    if (delta) return w.mul_(scale);
-    return w.add_(1.0).mul_(W);
-  }
+//   effective  y = x·W_effᵀ,  W_eff = W̃ ⊙ (1 + s·R(W_α) ⊙ W_β)
+//   delta      y = x·W̃'ᵀ,     W̃'   = (W̃ ⊙ R(W_α) ⊙ W_β)·s      (dropout's second product)
+// R(W_α) = W_α's rows repeated, row i of the weight taking block b(i). The effective form's
+// weight and its gradients to W_α and W_β come from kernels/ (kernels::spp_effective_weight,
+// kernels::spp_weight_grads: one pass each on a GPU, the torch expressions on the CPU); the
+// delta form keeps the torch expressions, its m×n temporaries updated in place (the backward
+// holds three: P, G and G ⊙ P, spartan plan's workspace). Either way each product and sum is the
+// same IEEE operation on the same operands as the plain expression.
+
+// W̃' with P = W̃ ⊙ R(W_α) kept for the backward pass.
+struct DeltaWeight {
+  DeltaWeight(const torch::Tensor& weight, const torch::Tensor& alpha, const torch::Tensor& rows,
+              double s)
+      : W(weight.to(alpha.scalar_type())), P(alpha.index_select(0, rows).mul_(W)), scale(s) {}
+  torch::Tensor weight(const torch::Tensor& beta) const { return (P * beta).mul_(scale); }
   torch::Tensor W, P;
   double scale;
-  bool delta;
 };
 
 // The weight gradient of y = x·Wᵀ: dyᵀ·x over every token.
@@ -52,49 +44,75 @@ torch::Tensor weight_grad(const torch::Tensor& dy, const torch::Tensor& x) {
   return dy.reshape({-1, dy.size(-1)}).t().mm(x.reshape({-1, x.size(-1)}));
 }
 
+// The block of W_α each of a rank's m rows takes.
+torch::Tensor blocks_of_rows(int64_t m, int64_t rows_per_block, int64_t row_begin,
+                             const torch::Device& device) {
+  return torch::arange(row_begin, row_begin + m, torch::dtype(torch::kInt64).device(device))
+      .div(rows_per_block, "floor");
+}
+
+// The dtype a product of `x` runs in: autocast's where it is on, else the masters'.
+torch::Dtype product_dtype(const torch::Tensor& x, const torch::Tensor& alpha) {
+  const auto type = x.device().type();
+  return at::autocast::is_autocast_enabled(type) ? at::autocast::get_autocast_dtype(type)
+                                                 : alpha.scalar_type();
+}
+
 class RebuiltProduct : public torch::autograd::Function<RebuiltProduct> {
  public:
-  // `delta`: the dropout path's second product W̃', else W_eff.
+  // `delta`: the dropout path's second product W̃', else W_eff (built by kernels/: one pass on a
+  // GPU, in the product's dtype).
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
                                const torch::Tensor& weight, const torch::Tensor& alpha,
-                               const torch::Tensor& beta, const torch::Tensor& rows, double scale,
-                               bool delta) {
-    ctx->save_for_backward({x, weight, alpha, beta, rows});
+                               const torch::Tensor& beta, int64_t rows_per_block, int64_t row_begin,
+                               double scale, bool delta) {
+    ctx->save_for_backward({x, weight, alpha, beta});
+    ctx->saved_data["rows_per_block"] = rows_per_block;
+    ctx->saved_data["row_begin"] = row_begin;
     ctx->saved_data["scale"] = scale;
     ctx->saved_data["delta"] = delta;
-    return torch::linear(x, Built(weight, alpha, rows, scale, delta).weight(beta));
+    if (!delta)
+      return torch::linear(
+          x, kernels::spp_effective_weight(weight, alpha, beta, rows_per_block, row_begin, scale,
+                                           product_dtype(x, alpha)));
+    const auto rows = blocks_of_rows(weight.size(0), rows_per_block, row_begin, weight.device());
+    return torch::linear(x, DeltaWeight(weight, alpha, rows, scale).weight(beta));
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const auto &x = saved[0], &weight = saved[1], &alpha = saved[2], &beta = saved[3],
-               &rows = saved[4];
+    const auto &x = saved[0], &weight = saved[1], &alpha = saved[2], &beta = saved[3];
+    const int64_t rows_per_block = ctx->saved_data["rows_per_block"].toInt();
+    const int64_t row_begin = ctx->saved_data["row_begin"].toInt();
     const double scale = ctx->saved_data["scale"].toDouble();
     const bool delta = ctx->saved_data["delta"].toBool();
     // Under a ComputeScope the forward product ran in the compute dtype, and dy arrives in it:
     // the two backward products run in it too, the element-wise work in the masters' dtype.
     const auto& dy = grads[0];
     const auto compute = dy.scalar_type();
-    const Built b(weight, alpha, rows, scale, delta);
+    const bool weight_grads = ctx->needs_input_grad(2) || ctx->needs_input_grad(3);
     torch::Tensor dx, dalpha, dbeta;
-    if (ctx->needs_input_grad(0)) dx = dy.matmul(b.weight(beta).to(compute)).to(x.scalar_type());
-    if (ctx->needs_input_grad(2) || ctx->needs_input_grad(3)) {
-      // dL/dweight, then d(P·W_β)
-      auto G = weight_grad(dy, x.to(compute)).to(alpha.scalar_type());
-      if (delta)
-        G.mul_(scale);
-      else
-        G.mul_(b.W);
-      if (ctx->needs_input_grad(3)) dbeta = (G * b.P).sum(1, /*keepdim=*/true);
-      if (ctx->needs_input_grad(2)) {  // each row of dL/dR adds into its block of W_α
-        G.mul_(beta);
-        if (delta)
-          G.mul_(b.W);
-        else
-          G.mul_(scale);
-        dalpha = torch::zeros_like(alpha).index_add_(0, rows, G);
+    if (!delta) {
+      if (ctx->needs_input_grad(0))
+        dx = dy.matmul(kernels::spp_effective_weight(weight, alpha, beta, rows_per_block, row_begin,
+                                                     scale, compute))
+                 .to(x.scalar_type());
+      if (weight_grads) {
+        auto g = kernels::spp_weight_grads(weight_grad(dy, x.to(compute)), weight, alpha, beta,
+                                           rows_per_block, row_begin, scale);
+        dalpha = g.alpha;
+        dbeta = g.beta;
       }
+      return {dx, {}, dalpha, dbeta, {}, {}, {}, {}};
     }
-    return {dx, torch::Tensor(), dalpha, dbeta, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    const auto rows = blocks_of_rows(weight.size(0), rows_per_block, row_begin, weight.device());
+    const DeltaWeight b(weight, alpha, rows, scale);
+    if (ctx->needs_input_grad(0)) dx = dy.matmul(b.weight(beta).to(compute)).to(x.scalar_type());
+    if (weight_grads) {  // dL/dweight, then d(P·W_β)
+      auto G = weight_grad(dy, x.to(compute)).to(alpha.scalar_type()).mul_(scale);
+      dbeta = (G * b.P).sum(1, /*keepdim=*/true);
+      dalpha = torch::zeros_like(alpha).index_add_(0, rows, G.mul_(beta).mul_(b.W));
+    }
+    return {dx, {}, dalpha, dbeta, {}, {}, {}, {}};
   }
 };
 
@@ -184,11 +202,12 @@ torch::Tensor SppLinear::forward(const torch::Tensor& x, const torch::Tensor& we
   auto xa = x.to(alpha_w.scalar_type());
   if (form == SppForm::effective && recompute_weight) {
     if (!drop)  // one product with W_eff = W̃ ⊙ (1 + s·R(W_α)·W_β)
-      return RebuiltProduct::apply(xa, weight, alpha_w, beta_w, block_rows(), scale, false)
+      return RebuiltProduct::apply(xa, weight, alpha_w, beta_w, rows_per_block_, row_begin_, scale,
+                                   false)
           .to(dtype);
     auto base = torch::linear(x, weight);
     auto delta = RebuiltProduct::apply(torch::dropout(xa, dropout, true), weight, alpha_w, beta_w,
-                                       block_rows(), scale, true);
+                                       rows_per_block_, row_begin_, scale, true);
     return (base + delta).to(base.scalar_type());
   }
   if (form == SppForm::effective) {  // the same products, the weights kept by autograd

@@ -1,8 +1,8 @@
 // kernels/ against the memory roofline, in one run: each kernel's time for a weight-sized
 // tensor, the bytes it must move (each input read once, the output written once), and the same
-// bytes moved by a plain device copy (`dst.copy_(src)`) in the same process. On the GPU, timed
-// with CUDA events after a warm-up, median of the repeats; beside it the torch expression the
-// kernel replaces.
+// bytes moved by a plain device copy (`dst.copy_(src)`) in the same process. Synchronised around
+// each call on the GPU, after a warm-up, median of the repeats; beside it the torch expression
+// the kernel replaces (for SPP's gradients, the CPU reference's torch operations on the device).
 //
 //   build/bench/bench_kernels [--rows 8192 --cols 8192] [--dtype bf16] [--device cpu|cuda]
 //                             [--repeats 20]
@@ -71,27 +71,51 @@ int main(int argc, char** argv) {
   base.masked_fill_(torch::rand_like(base) < 0.5, 0.0);
   base = base.to(dtype);
   auto delta = 0.01 * torch::randn({rows, cols}, torch::TensorOptions().device(device));
-  const double elem = static_cast<double>(base.element_size());
-  const double bytes = static_cast<double>(rows * cols) * (elem + 4.0 + elem);
+  const double entries = static_cast<double>(rows * cols), elem = base.element_size();
 
-  // The roofline: a copy that reads and writes the same number of bytes.
-  auto src = torch::empty({static_cast<int64_t>(bytes / 2)},
-                          torch::TensorOptions().dtype(torch::kUInt8).device(device));
-  auto dst = torch::empty_like(src);
-  const double copy_s = median_seconds([&] { dst.copy_(src); }, repeats, cuda);
-  const double kernel_s =
-      median_seconds([&] { spartan::kernels::masked_merge(base, delta); }, repeats, cuda);
-  const double torch_s = median_seconds(
-      [&] { (base.to(torch::kFloat32) + delta).masked_fill_(base.eq(0), 0.0).to(dtype); }, repeats,
-      cuda);
+  // Each kernel against the roofline (a copy that reads and writes its bytes) and the torch
+  // expression it replaces.
+  const auto measure = [&](const char* what, double bytes, const std::function<void()>& kernel,
+                           const std::function<void()>& expression) {
+    auto src = torch::empty({static_cast<int64_t>(bytes / 2)},
+                            torch::TensorOptions().dtype(torch::kUInt8).device(device));
+    auto dst = torch::empty_like(src);
+    const double copy_s = median_seconds([&] { dst.copy_(src); }, repeats, cuda);
+    const double kernel_s = median_seconds(kernel, repeats, cuda);
+    const double torch_s = median_seconds(expression, repeats, cuda);
+    std::printf("%s %lld x %lld, %s base, on %s: %.1f MB moved\n", what,
+                static_cast<long long>(rows), static_cast<long long>(cols), dtype_name.c_str(),
+                device_name.c_str(), bytes / 1e6);
+    std::printf("  copy (roofline)  %9.3f ms  %7.1f GB/s\n", copy_s * 1e3, bytes / copy_s / 1e9);
+    std::printf("  kernel           %9.3f ms  %7.1f GB/s  %.2f of the copy\n", kernel_s * 1e3,
+                bytes / kernel_s / 1e9, copy_s / kernel_s);
+    std::printf("  torch expression %9.3f ms  %7.1f GB/s  kernel / torch = %.2fx\n", torch_s * 1e3,
+                bytes / torch_s / 1e9, torch_s / kernel_s);
+  };
 
-  std::printf("masked_merge %lld x %lld, %s base, fp32 delta, on %s: %.1f MB moved\n",
-              static_cast<long long>(rows), static_cast<long long>(cols), dtype_name.c_str(),
-              device_name.c_str(), bytes / 1e6);
-  std::printf("copy (roofline)  %9.3f ms  %7.1f GB/s\n", copy_s * 1e3, bytes / copy_s / 1e9);
-  std::printf("kernel           %9.3f ms  %7.1f GB/s  %.2f of the copy\n", kernel_s * 1e3,
-              bytes / kernel_s / 1e9, copy_s / kernel_s);
-  std::printf("torch expression %9.3f ms  %7.1f GB/s  kernel / torch = %.2fx\n", torch_s * 1e3,
-              bytes / torch_s / 1e9, torch_s / kernel_s);
+  // The masked merge: reads the base and the fp32 delta, writes the base's dtype.
+  measure(
+      "masked_merge (fp32 delta)", entries * (elem + 4.0 + elem),
+      [&] { spartan::kernels::masked_merge(base, delta); },
+      [&] { (base.to(torch::kFloat32) + delta).masked_fill_(base.eq(0), 0.0).to(dtype); });
+
+  // SPP (r = 16, the weight's rows in 16 blocks): the effective weight in the base's dtype
+  // (reads W̃, writes W_eff), and its gradients from a gradient in the base's dtype (reads G
+  // and W̃ once at the roofline; the kernels read them twice).
+  const int64_t r = 16, per = std::max<int64_t>(1, rows / r);
+  auto alpha = torch::randn({(rows + per - 1) / per, cols}, torch::TensorOptions().device(device));
+  auto beta = torch::randn({rows, 1}, torch::TensorOptions().device(device));
+  auto grad = torch::randn({rows, cols}, torch::TensorOptions().device(device)).to(dtype);
+  const double s = 2.0;
+  measure(
+      "spp_effective_weight", entries * 2 * elem,
+      [&] { spartan::kernels::spp_effective_weight(base, alpha, beta, per, 0, s, dtype); },
+      [&] {
+        (base.to(torch::kFloat32) * (1.0 + s * alpha.repeat_interleave(per, 0) * beta)).to(dtype);
+      });
+  measure(
+      "spp_weight_grads", entries * 2 * elem,
+      [&] { spartan::kernels::spp_weight_grads(grad, base, alpha, beta, per, 0, s); },
+      [&] { spartan::kernels::cpu::spp_weight_grads(grad, base, alpha, beta, per, 0, s); });
   return 0;
 }

@@ -9,7 +9,13 @@ namespace spartan::kernels {
 #ifdef SPARTAN_KERNELS_CUDA
 namespace cuda_tensors {  // dispatch_cuda.cpp
 torch::Tensor masked_merge(const torch::Tensor& base, const torch::Tensor& delta);
-}
+torch::Tensor spp_effective_weight(const torch::Tensor& weight, const torch::Tensor& alpha,
+                                   const torch::Tensor& beta, int64_t rows_per_block,
+                                   int64_t row_begin, double scale, torch::Dtype dtype);
+SppGrads spp_weight_grads(const torch::Tensor& grad, const torch::Tensor& weight,
+                          const torch::Tensor& alpha, const torch::Tensor& beta,
+                          int64_t rows_per_block, int64_t row_begin, double scale);
+}  // namespace cuda_tensors
 bool cuda_compiled() { return true; }
 #else
 bool cuda_compiled() { return false; }
@@ -28,7 +34,67 @@ void require(bool ok, const std::string& what) {
 }
 #endif
 
+// fp32, bf16 or fp16; fp64 too where the tensors are on the CPU (the reference is torch's).
+bool floating(torch::Dtype t, const torch::Tensor& on) {
+  return t == torch::kFloat32 || t == torch::kBFloat16 || t == torch::kFloat16 ||
+         (t == torch::kFloat64 && !on.is_cuda());
+}
+
+// The shapes, dtypes and devices SPP's kernels take (kernels.h).
+void check_spp(const char* kernel, const torch::Tensor& weight, const torch::Tensor& alpha,
+               const torch::Tensor& beta, int64_t rows_per_block, int64_t row_begin) {
+  const std::string k = kernel;
+  require(weight.dim() == 2 && alpha.dim() == 2 && beta.dim() == 2, k + ": 2-D tensors expected");
+  require(floating(weight.scalar_type(), weight), k + ": the weight must be fp32, bf16 or fp16");
+  const auto masters = alpha.scalar_type();
+  require(masters == beta.scalar_type() &&
+              (masters == torch::kFloat32 || (masters == torch::kFloat64 && !alpha.is_cuda())),
+          k + ": alpha and beta must be fp32");
+  require(alpha.size(1) == weight.size(1) && beta.size(0) == weight.size(0) && beta.size(1) == 1,
+          k + ": alpha (r, n) and beta (m, 1) must fit the weight (m, n)");
+  require(rows_per_block > 0 && row_begin >= 0 &&
+              (weight.size(0) == 0 ||
+               (row_begin + weight.size(0) - 1) / rows_per_block < alpha.size(0)),
+          k + ": the weight's rows need blocks of alpha it does not have");
+  require(alpha.device() == weight.device() && beta.device() == weight.device(),
+          k + ": tensors on different devices");
+}
+
 }  // namespace
+
+torch::Tensor spp_effective_weight(const torch::Tensor& weight, const torch::Tensor& alpha,
+                                   const torch::Tensor& beta, int64_t rows_per_block,
+                                   int64_t row_begin, double scale, torch::Dtype dtype) {
+  check_spp("spp_effective_weight", weight, alpha, beta, rows_per_block, row_begin);
+  require(floating(dtype, weight), "spp_effective_weight: the result must be fp32, bf16 or fp16");
+  if (weight.is_cuda()) {
+#ifdef SPARTAN_KERNELS_CUDA
+    return cuda_tensors::spp_effective_weight(weight, alpha, beta, rows_per_block, row_begin, scale,
+                                              dtype);
+#else
+    no_cuda("spp_effective_weight");
+#endif
+  }
+  return cpu::spp_effective_weight(weight, alpha, beta, rows_per_block, row_begin, scale, dtype);
+}
+
+SppGrads spp_weight_grads(const torch::Tensor& grad, const torch::Tensor& weight,
+                          const torch::Tensor& alpha, const torch::Tensor& beta,
+                          int64_t rows_per_block, int64_t row_begin, double scale) {
+  check_spp("spp_weight_grads", weight, alpha, beta, rows_per_block, row_begin);
+  require(grad.sizes() == weight.sizes() && floating(grad.scalar_type(), grad) &&
+              grad.device() == weight.device(),
+          "spp_weight_grads: the gradient must be a floating tensor shaped as the weight");
+  if (weight.is_cuda()) {
+#ifdef SPARTAN_KERNELS_CUDA
+    return cuda_tensors::spp_weight_grads(grad, weight, alpha, beta, rows_per_block, row_begin,
+                                          scale);
+#else
+    no_cuda("spp_weight_grads");
+#endif
+  }
+  return cpu::spp_weight_grads(grad, weight, alpha, beta, rows_per_block, row_begin, scale);
+}
 
 torch::Tensor masked_merge(const torch::Tensor& base, const torch::Tensor& delta) {
   require(base.sizes() == delta.sizes(), "masked_merge: base and delta differ in shape");
