@@ -496,10 +496,16 @@ TEST(Process, LargeFreedBlocksDoNotStayResident) {
 
 // A model whose projection shards are all under 32 MiB keeps even larger blocks in the heap (a
 // step's logits are then reused instead of faulted in again at each step); a model with larger
-// shards keeps the threshold above.
+// shards hands back every block from 1 MiB when it is freed.
 TEST(Process, SmallModelsKeepLargeBlocksInTheHeap) {
   trainer::configure_process();
   EXPECT_FALSE(trainer::fit_allocator_to(32 << 20));
+  {
+    const int64_t before = spartan::resident_bytes();
+    { auto activation = torch::ones({1 << 20}); }  // 4 MiB, touched, freed
+    const int64_t held = spartan::resident_bytes() - before;
+    EXPECT_LT(held, 1 << 20) << "a large model kept a freed 4 MiB block: " << held << " bytes";
+  }
   EXPECT_TRUE(trainer::fit_allocator_to(3 << 20));
   const int64_t before = spartan::resident_bytes();
   { auto logits = torch::ones({100 << 18}); }  // 100 MiB of fp32, every page touched, freed

@@ -17,6 +17,7 @@ namespace spartan::trainer {
 
 namespace {
 constexpr int64_t kHeapBlockLimit = 32 << 20;  // glibc's largest mmap threshold
+constexpr int64_t kMappedFrom = 1 << 20;       // a large model's blocks from here are mapped
 }  // namespace
 
 void configure_process() {
@@ -38,7 +39,10 @@ void configure_process() {
 }
 
 bool fit_allocator_to(int64_t largest_projection_bytes) {
-  if (largest_projection_bytes >= kHeapBlockLimit) return false;
+  if (largest_projection_bytes >= kHeapBlockLimit) {
+    return_large_blocks_to_kernel(kMappedFrom);
+    return false;
+  }
   keep_large_blocks_in_heap();
   return true;
 }

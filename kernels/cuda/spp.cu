@@ -8,28 +8,11 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/convert.cuh"
 #include "kernels/cuda/launch.h"
 
 namespace spartan::kernels::cuda {
 namespace {
-
-__device__ float to_float(float x) { return x; }
-__device__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ float to_float(__half x) { return __half2float(x); }
-template <class T>
-__device__ T from_float(float x);
-template <>
-__device__ float from_float<float>(float x) {
-  return x;
-}
-template <>
-__device__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
-  return __float2bfloat16_rn(x);
-}
-template <>
-__device__ __half from_float<__half>(float x) {
-  return __float2half_rn(x);
-}
 
 int blocks_for(int64_t work, int per_block, int sms) {
   const int64_t wanted = (work + per_block - 1) / per_block;
