@@ -96,6 +96,12 @@ SppGrads spp_weight_grads(const torch::Tensor& grad, const torch::Tensor& weight
   return cpu::spp_weight_grads(grad, weight, alpha, beta, rows_per_block, row_begin, scale);
 }
 
+void sora_threshold_(torch::Tensor& gate, double t, GateThresholdForm form) {
+  require(gate.is_floating_point(), "sora_threshold_: the gate must be a floating tensor");
+  require(t >= 0, "sora_threshold_: the threshold must not be negative");
+  cpu::sora_threshold_(gate, t, form);  // on every device (kernels.h)
+}
+
 torch::Tensor masked_merge(const torch::Tensor& base, const torch::Tensor& delta) {
   require(base.sizes() == delta.sizes(), "masked_merge: base and delta differ in shape");
   require(base.device() == delta.device(), "masked_merge: base and delta on different devices");

@@ -44,7 +44,17 @@ SppGrads spp_weight_grads(const torch::Tensor& grad, const torch::Tensor& weight
                           const torch::Tensor& alpha, const torch::Tensor& beta,
                           int64_t rows_per_block, int64_t row_begin, double scale);
 
+// SoRA's proximal step on a gate tensor, in place, with threshold t:
+//   official  the official code's three lines, one after another: entries above t lose t,
+//             then entries below −t gain t, then entries with |g| < t become 0
+//   soft      sign(g)·max(|g| − t, 0)
+// No CUDA kernel yet: on a GPU the reference's torch operations run there (the gates are r
+// entries a projection; what a kernel would save is launches, best as one multi-tensor step).
+enum class GateThresholdForm { official, soft };
+void sora_threshold_(torch::Tensor& gate, double t, GateThresholdForm form);
+
 namespace cpu {
+void sora_threshold_(torch::Tensor& gate, double t, GateThresholdForm form);
 torch::Tensor masked_merge(const torch::Tensor& base, const torch::Tensor& delta);
 torch::Tensor spp_effective_weight(const torch::Tensor& weight, const torch::Tensor& alpha,
                                    const torch::Tensor& beta, int64_t rows_per_block,

@@ -107,6 +107,23 @@ TEST(KernelsCpu, SppKernelsRefuseWhatTheyCannotTake) {
                std::invalid_argument);
 }
 
+// SoRA's proximal step: the official code's three lines applied one after another (so that
+// entries within 2t end at zero and larger ones shrink by t), and the soft threshold.
+TEST(KernelsCpu, SoraThresholdIsTheOfficialLines) {
+  using spartan::kernels::GateThresholdForm;
+  auto g = torch::tensor({-1.0f, -0.5f, -0.2f, 0.0f, 0.1f, 0.5f, 0.7f});
+  auto soft = g.clone();
+  spartan::kernels::sora_threshold_(g, 0.3, GateThresholdForm::official);
+  EXPECT_TRUE(torch::allclose(g, torch::tensor({-0.7f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.4f})));
+  spartan::kernels::sora_threshold_(soft, 0.3, GateThresholdForm::soft);
+  EXPECT_TRUE(torch::allclose(soft, torch::tensor({-0.7f, -0.2f, 0.0f, 0.0f, 0.0f, 0.2f, 0.4f})));
+  auto ints = torch::ones({3}, torch::kInt64);
+  EXPECT_THROW(spartan::kernels::sora_threshold_(ints, 0.3, GateThresholdForm::soft),
+               std::invalid_argument);
+  EXPECT_THROW(spartan::kernels::sora_threshold_(soft, -1.0, GateThresholdForm::soft),
+               std::invalid_argument);
+}
+
 class KernelsGpu : public ::testing::Test {
  protected:
   void SetUp() override {

@@ -501,10 +501,11 @@ TEST(Process, SmallModelsKeepLargeBlocksInTheHeap) {
   trainer::configure_process();
   EXPECT_FALSE(trainer::fit_allocator_to(32 << 20));
   {
+    { auto warm = torch::ones({1 << 20}); }  // the first call's own allocations
     const int64_t before = spartan::resident_bytes();
-    { auto activation = torch::ones({1 << 20}); }  // 4 MiB, touched, freed
+    { auto activation = torch::ones({4 << 20}); }  // 16 MiB, touched, freed
     const int64_t held = spartan::resident_bytes() - before;
-    EXPECT_LT(held, 1 << 20) << "a large model kept a freed 4 MiB block: " << held << " bytes";
+    EXPECT_LT(held, 4 << 20) << "a large model kept a freed 16 MiB block: " << held << " bytes";
   }
   EXPECT_TRUE(trainer::fit_allocator_to(3 << 20));
   const int64_t before = spartan::resident_bytes();

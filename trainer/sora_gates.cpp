@@ -4,19 +4,14 @@
 #include <cmath>
 
 #include "common/error.h"
+#include "kernels/kernels.h"
 
 namespace spartan::trainer {
 
 void threshold_gates(torch::Tensor& g, double xi, double lr, GateThreshold kind) {
-  torch::NoGradGuard no_grad;
-  if (kind == GateThreshold::official) {  // the official code's three lines, in order
-    g.copy_(torch::where(g.gt(xi), g - xi, g));
-    g.copy_(torch::where(g.lt(-xi), g + xi, g));
-    g.masked_fill_(g.abs().lt(xi), 0.0);
-    return;
-  }
-  const double t = kind == GateThreshold::lr_scaled ? xi * lr : xi;
-  g.copy_(g.sign() * (g.abs() - t).clamp_min(0.0));
+  kernels::sora_threshold_(g, kind == GateThreshold::lr_scaled ? xi * lr : xi,
+                           kind == GateThreshold::official ? kernels::GateThresholdForm::official
+                                                           : kernels::GateThresholdForm::soft);
 }
 
 GateOptimizer::GateOptimizer(model::NamedTensors gates, double xi, GateThreshold kind, double beta1,
