@@ -44,13 +44,6 @@ torch::Tensor weight_grad(const torch::Tensor& dy, const torch::Tensor& x) {
   return dy.reshape({-1, dy.size(-1)}).t().mm(x.reshape({-1, x.size(-1)}));
 }
 
-// The block of W_α each of a rank's m rows takes.
-torch::Tensor blocks_of_rows(int64_t m, int64_t rows_per_block, int64_t row_begin,
-                             const torch::Device& device) {
-  return torch::arange(row_begin, row_begin + m, torch::dtype(torch::kInt64).device(device))
-      .div(rows_per_block, "floor");
-}
-
 // The dtype a product of `x` runs in: autocast's where it is on, else the masters'.
 torch::Dtype product_dtype(const torch::Tensor& x, const torch::Tensor& alpha) {
   const auto type = x.device().type();
@@ -75,7 +68,8 @@ class RebuiltProduct : public torch::autograd::Function<RebuiltProduct> {
       return torch::linear(
           x, kernels::spp_effective_weight(weight, alpha, beta, rows_per_block, row_begin, scale,
                                            product_dtype(x, alpha)));
-    const auto rows = blocks_of_rows(weight.size(0), rows_per_block, row_begin, weight.device());
+    const auto rows =
+        kernels::spp_row_blocks(weight.size(0), rows_per_block, row_begin, weight.device());
     return torch::linear(x, DeltaWeight(weight, alpha, rows, scale).weight(beta));
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -104,7 +98,8 @@ class RebuiltProduct : public torch::autograd::Function<RebuiltProduct> {
       }
       return {dx, {}, dalpha, dbeta, {}, {}, {}, {}};
     }
-    const auto rows = blocks_of_rows(weight.size(0), rows_per_block, row_begin, weight.device());
+    const auto rows =
+        kernels::spp_row_blocks(weight.size(0), rows_per_block, row_begin, weight.device());
     const DeltaWeight b(weight, alpha, rows, scale);
     if (ctx->needs_input_grad(0)) dx = dy.matmul(b.weight(beta).to(compute)).to(x.scalar_type());
     if (weight_grads) {  // dL/dweight, then d(P·W_β)
@@ -136,9 +131,7 @@ SppLinear::SppLinear(int64_t in_features, int64_t out_features, int64_t r, doubl
 }
 
 torch::Tensor SppLinear::block_rows() const {
-  return torch::arange(row_begin_, row_begin_ + beta_w.size(0),
-                       torch::dtype(torch::kInt64).device(beta_w.device()))
-      .div(rows_per_block_, "floor");
+  return kernels::spp_row_blocks(beta_w.size(0), rows_per_block_, row_begin_, beta_w.device());
 }
 
 torch::Tensor SppLinear::expanded_alpha() const {

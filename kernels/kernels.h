@@ -17,6 +17,11 @@ bool cuda_compiled();
 // is zero the result is +0.0, whatever delta holds there; elsewhere the fp32 sum rounded once.
 torch::Tensor masked_merge(const torch::Tensor& base, const torch::Tensor& delta);
 
+// b(i) = (row_begin + i) / rows_per_block for the m rows of SPP's weight a rank holds: the
+// block of W_α each takes (int64, on `device`).
+torch::Tensor spp_row_blocks(int64_t m, int64_t rows_per_block, int64_t row_begin,
+                             const torch::Device& device);
+
 // SPP's effective weight (adapters/spp.h) for the m rows a rank holds, row i taking block
 // b(i) = (row_begin + i) / rows_per_block of W_α:
 //   out[i][j] = ((s·α[b(i)][j])·β[i] + 1)·W̃[i][j]
