@@ -446,59 +446,50 @@ void Checkpoint::read_box(const std::string& key, const json& shard, bool intege
   if (!f.ranged(name))  // formats 1 and 2: one filtered chunk, read whole
     return read_whole([&](char* to) { f.read_all(name, to); });
 
-  const auto read = [&](int64_t at, int64_t size, char* to) {
-    f.read_bytes(name, at, size, to);
-    bytes_read_ += size;
+  // The tensor's blocks in order (every one when `every`, else those the runs touch), each read
+  // once: straight into place where one run holds it whole, else into `buffer` and the runs'
+  // bytes copied out of it. `check` sees each block as it lands.
+  const auto walk = [&](bool every, const auto& check) {
+    size_t next = 0;  // the first run not behind the block
+    for (int64_t block = every ? 0 : runs.front().src / kCrcBlockBytes;
+         block * kCrcBlockBytes < bytes;) {
+      const int64_t b0 = block * kCrcBlockBytes, b1 = std::min(bytes, b0 + kCrcBlockBytes);
+      while (next < runs.size() && runs[next].src + runs[next].size <= b0) ++next;
+      if (!every && next == runs.size()) return;
+      if (!every && runs[next].src >= b1) {  // the next block the runs touch
+        block = runs[next].src / kCrcBlockBytes;
+        continue;
+      }
+      const Run* r = next < runs.size() ? &runs[next] : nullptr;
+      const bool in_place = r && r->src <= b0 && r->src + r->size >= b1;
+      if (!in_place) buffer.resize(static_cast<size_t>(kCrcBlockBytes));
+      char* to = in_place ? out + r->dst + (b0 - r->src) : buffer.data();
+      f.read_bytes(name, b0, b1 - b0, to);
+      bytes_read_ += b1 - b0;
+      check(block, to, b1 - b0);
+      for (size_t i = next; !in_place && i < runs.size() && runs[i].src < b1; ++i) {
+        const int64_t a = std::max(runs[i].src, b0);
+        const int64_t b = std::min(runs[i].src + runs[i].size, b1);
+        std::memcpy(out + runs[i].dst + (a - runs[i].src), to + (a - b0),
+                    static_cast<size_t>(b - a));
+      }
+      ++block;
+    }
   };
-  if (shard.contains("crc32c_blocks")) {
-    // Format 4: each block the box touches, once; a block the box holds whole lands in place.
+  if (shard.contains("crc32c_blocks")) {  // format 4: a CRC a block, only the blocks needed
     const std::string& crcs = shard["crc32c_blocks"].get_ref<const std::string&>();
-    const auto check = [&](int64_t block, const char* p, int64_t size) {
+    walk(false, [&](int64_t block, const char* p, int64_t size) {
       if (crcs.compare(8 * block, 8, hex32(crc32c(p, static_cast<size_t>(size)))) != 0)
         throw failed();
-    };
-    int64_t held = -1;  // the block in `buffer`
-    for (const Run& r : runs)
-      for (int64_t at = r.src, end = r.src + r.size; at < end;) {
-        const int64_t block = at / kCrcBlockBytes, b0 = block * kCrcBlockBytes;
-        const int64_t b1 = std::min(bytes, b0 + kCrcBlockBytes);
-        char* to = out + r.dst + (at - r.src);
-        if (at == b0 && end >= b1) {
-          read(b0, b1 - b0, to);
-          check(block, to, b1 - b0);
-          at = b1;
-          continue;
-        }
-        if (held != block) {
-          buffer.resize(static_cast<size_t>(kCrcBlockBytes));
-          read(b0, b1 - b0, buffer.data());
-          check(block, buffer.data(), b1 - b0);
-          held = block;
-        }
-        const int64_t size = std::min(end, b1) - at;
-        std::memcpy(to, buffer.data() + (at - b0), static_cast<size_t>(size));
-        at += size;
-      }
+    });
     return;
   }
-  // Format 3: one CRC over the tensor. It is streamed a block at a time (into place when the box
-  // is all of it), the CRC computed while each block is in cache, the box's bytes copied out.
+  // Format 3: one CRC over the tensor, so every block is read, the CRC computed while each is in
+  // cache.
   uint32_t crc = 0;
-  size_t next = 0;  // the first run not yet behind the block
-  if (!whole) buffer.resize(static_cast<size_t>(kCrcBlockBytes));
-  for (int64_t at = 0; at < bytes; at += kCrcBlockBytes) {
-    const int64_t size = std::min(kCrcBlockBytes, bytes - at);
-    char* to = whole ? out + at : buffer.data();
-    read(at, size, to);
-    crc = crc32c(to, static_cast<size_t>(size), crc);
-    if (whole) continue;
-    while (next < runs.size() && runs[next].src + runs[next].size <= at) ++next;
-    for (size_t i = next; i < runs.size() && runs[i].src < at + size; ++i) {
-      const int64_t a = std::max(runs[i].src, at),
-                    b = std::min(runs[i].src + runs[i].size, at + size);
-      std::memcpy(out + runs[i].dst + (a - runs[i].src), to + (a - at), static_cast<size_t>(b - a));
-    }
-  }
+  walk(true, [&](int64_t, const char* p, int64_t size) {
+    crc = crc32c(p, static_cast<size_t>(size), crc);
+  });
   if (hex32(crc) != shard.at("crc32c")) throw failed();
 }
 
