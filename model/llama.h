@@ -82,7 +82,6 @@ class ProjectionImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Projection);
 
-// cos and sin tables of the rotary embedding for positions [offset, offset + T).
 // Causal attention of queries (B, nh, T, hd) over keys and values (B, nkv, S, hd), nkv dividing
 // nh (grouped-query attention): the last T of the S key positions are the queries' own, the
 // S - T in front (prefix-tuning keys, or what a KV cache holds) are seen by every query.
@@ -99,6 +98,7 @@ torch::Tensor causal_attention_kernel(const torch::Tensor& q, const torch::Tenso
 torch::Tensor causal_attention_reference(const torch::Tensor& q, const torch::Tensor& k,
                                          const torch::Tensor& v);
 
+// cos and sin tables of the rotary embedding for positions [offset, offset + T).
 struct Rotary {
   torch::Tensor cos, sin;  // (T, head_dim), in the compute dtype
 };
