@@ -164,6 +164,10 @@ void schema(V& v, Config& c) {
     "seconds a rank may wait in one collective before the job ends with an error (a rank that "
     "died or hangs); 0 = wait forever",
     at_least(0));
+  v("parallel.dp_overlap", c.parallel.dp_overlap,
+    "with dp > 1, start each bucket's gradient sum over DP during the backward pass, as soon as "
+    "its gradients are complete (false: all after the backward pass)",
+    any());
 
   v.section("adapter", "the trainable method on top of the frozen base");
   v("adapter.method", c.adapter.method, "PEFT method (full = all base weights trainable)",

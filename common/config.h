@@ -139,6 +139,7 @@ struct ParallelConfig {
   std::vector<int64_t> pp_split;  // layers per stage; empty = even split
   Backend backend = Backend::automatic;
   double timeout_s = 1800;  // longest wait in one collective; 0 = no limit
+  bool dp_overlap = true;   // DP gradient sums start during the backward pass
 };
 
 struct SoraConfig {

@@ -21,6 +21,17 @@ namespace spartan::parallel {
 
 enum class ReduceOp { sum, avg, max };
 
+// An operation started by Communicator::start_all_reduce and not yet known to be complete.
+class Pending {
+ public:
+  virtual ~Pending() = default;
+  // Lets the transport advance the operation; true once it is complete.
+  virtual bool test() { return true; }
+  // Returns when the result is in the tensor; errors (a peer gone, parallel.timeout_s) as the
+  // blocking operation reports them.
+  virtual void wait() {}
+};
+
 struct CommStats {
   int64_t calls = 0;
   int64_t bytes = 0;
@@ -51,6 +62,15 @@ class Communicator {
   // Both at once (no deadlock when the peer does the same towards us).
   virtual void send_recv(const torch::Tensor& out, int dst, torch::Tensor& in, int src) = 0;
   virtual void barrier() = 0;
+
+  // all_reduce's sum, started: where the transport can (MPI's nonblocking all-reduce, NCCL on a
+  // stream of its own) it returns at once and the sum lands in `t` by the returned operation's
+  // wait(); `t` must stay alive and untouched until then. Every rank starts a group's operations
+  // in the same order, as for the blocking ones. By default the sum is done before it returns.
+  virtual std::unique_ptr<Pending> start_all_reduce(torch::Tensor& t) {
+    all_reduce(t);
+    return std::make_unique<Pending>();
+  }
 
   const CommStats& stats() const { return stats_; }
   void reset_stats() { stats_ = {}; }

@@ -2,6 +2,7 @@
 
 #include <mpi.h>
 
+#include <atomic>
 #include <chrono>
 #include <climits>
 #include <condition_variable>
@@ -240,6 +241,17 @@ class MpiCommunicator final : public Communicator {
     count(payload_bytes(t), since(t0));
   }
 
+  std::unique_ptr<Pending> start_all_reduce(torch::Tensor& t) override {
+    const auto t0 = Clock::now();
+    TORCH_CHECK(t.is_contiguous() && t.device().is_cpu(), "all_reduce: contiguous CPU tensor");
+    torch::Tensor buf = reduced_in_fp32(t) ? t.to(torch::kFloat32) : t;
+    MPI_Request request;
+    check(MPI_Iallreduce(MPI_IN_PLACE, buf.data_ptr(), to_int(buf.numel(), "all_reduce"),
+                         mpi_type(buf.scalar_type()), MPI_SUM, comm_, &request),
+          "MPI_Iallreduce");
+    return std::make_unique<Started>(*this, t, buf, request, since(t0));
+  }
+
   torch::Tensor all_gather(const torch::Tensor& t, int64_t dim) override {
     const auto t0 = Clock::now();
     Watched watched(name(), "all_gather", members_);
@@ -318,6 +330,53 @@ class MpiCommunicator final : public Communicator {
   }
 
  private:
+  // A nonblocking all-reduce: MPI advances it in MPI calls (test(), and every other operation
+  // of the process); wait() is watched like a blocking operation. Counted once complete, with
+  // the seconds spent starting and waiting for it.
+  class Started final : public Pending {
+   public:
+    Started(MpiCommunicator& group, torch::Tensor t, torch::Tensor buf, MPI_Request request,
+            double seconds)
+        : group_(group),
+          t_(std::move(t)),
+          buf_(std::move(buf)),
+          request_(request),
+          seconds_(seconds) {}
+    ~Started() override {
+      // Abandoned on an error path (the job is ending): MPI may still write the buffer, and a
+      // nonblocking collective's request cannot be freed, so the buffer is never released.
+      if (!done_) new torch::Tensor(std::move(buf_));
+    }
+    bool test() override {
+      if (done_) return true;
+      int flag = 0;
+      check(MPI_Test(&request_, &flag, MPI_STATUS_IGNORE), "MPI_Test");
+      if (flag) complete(0);
+      return done_;
+    }
+    void wait() override {
+      if (done_) return;
+      const auto t0 = Clock::now();
+      {
+        Watched watched(group_.name(), "all_reduce", group_.members_);
+        check(MPI_Wait(&request_, MPI_STATUS_IGNORE), "MPI_Wait");
+      }
+      complete(since(t0));
+    }
+
+   private:
+    void complete(double seconds) {
+      done_ = true;
+      if (!buf_.is_same(t_)) t_.copy_(buf_);
+      group_.count(payload_bytes(t_), seconds_ + seconds);
+    }
+    MpiCommunicator& group_;
+    torch::Tensor t_, buf_;
+    MPI_Request request_;
+    double seconds_;
+    bool done_ = false;
+  };
+
   MPI_Comm comm_;
   int rank_ = 0, size_ = 1;
   std::vector<int> members_;  // world rank of each rank of this group
@@ -491,9 +550,16 @@ void check_on_every_rank(const std::function<void()>& check_here) {
                  code);
 }
 
+namespace {
+std::atomic<double> g_collective_timeout{0};
+}  // namespace
+
 void set_collective_timeout(double seconds) {
+  g_collective_timeout = seconds;
   if (mpi_usable()) Watchdog::instance().set_limit(seconds);
 }
+
+double collective_timeout() { return g_collective_timeout; }
 
 void abort_job(int code) {
   if (mpi_initialized()) MPI_Abort(MPI_COMM_WORLD, code);

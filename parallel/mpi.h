@@ -30,8 +30,9 @@ std::string host_of(int world_rank);
 void check_on_every_rank(const std::function<void()>& check_here);
 // A limit on how long one MPI operation may take: past it, the rank prints an error naming the
 // operation, its group and the peers (rank and host) it waits for, and ends the job (MPI_Abort).
-// 0 = no limit (the default).
+// NCCL's communicators (parallel/nccl.h) read the same limit. 0 = no limit (the default).
 void set_collective_timeout(double seconds);
+double collective_timeout();
 // Ends the whole job with `code` from any rank (MPI_Abort); a no-op without MPI.
 void abort_job(int code);
 

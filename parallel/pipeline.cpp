@@ -53,6 +53,8 @@ class Runner {
   torch::Tensor backward(const torch::Tensor& grad) {
     auto [in, out] = std::move(inflight_.front());
     inflight_.pop_front();
+    if (s_.before_backward) s_.before_backward(backwards_);
+    ++backwards_;
     if (last_)
       out.backward();
     else
@@ -69,6 +71,7 @@ class Runner {
   Communicator& pp_;
   bool first_, last_;
   std::deque<std::pair<torch::Tensor, torch::Tensor>> inflight_;
+  int64_t backwards_ = 0;  // the micro-batch of the next backward pass (they run in order)
 };
 
 }  // namespace

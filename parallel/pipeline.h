@@ -26,6 +26,8 @@ struct PipelineStage {
   // Runs this stage on micro-batch i. `input` is undefined on the first stage. Returns the
   // activation to send on, or on the last stage a scalar to call backward() on.
   std::function<torch::Tensor(int64_t i, const torch::Tensor& input)> forward;
+  // Optional: called just before micro-batch i's backward pass.
+  std::function<void(int64_t i)> before_backward;
 };
 
 // Forward and backward of every micro-batch; gradients accumulate in the parameters.

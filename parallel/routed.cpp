@@ -22,6 +22,16 @@ class Routed final : public Communicator {
         },
         t);
   }
+  // A CUDA tensor staged through host memory moves by the blocking all-reduce.
+  std::unique_ptr<Pending> start_all_reduce(torch::Tensor& t) override {
+    if (t.is_cuda() && !device_) {
+      all_reduce(t, ReduceOp::sum);
+      return std::make_unique<Pending>();
+    }
+    const auto t0 = Clock::now();
+    auto inner = (on_device(t) ? *device_ : *host_).start_all_reduce(t);
+    return std::make_unique<Started>(*this, std::move(inner), payload_bytes(t), since(t0));
+  }
   torch::Tensor all_gather(const torch::Tensor& t, int64_t dim) override {
     torch::Tensor out;
     timed(
@@ -74,6 +84,38 @@ class Routed final : public Communicator {
   }
 
  private:
+  using Clock = std::chrono::steady_clock;
+  static double since(Clock::time_point t0) {
+    return std::chrono::duration<double>(Clock::now() - t0).count();
+  }
+  // The transport's operation, counted as the group's once complete.
+  class Started final : public Pending {
+   public:
+    Started(Routed& group, std::unique_ptr<Pending> inner, int64_t bytes, double seconds)
+        : group_(group), inner_(std::move(inner)), bytes_(bytes), seconds_(seconds) {}
+    bool test() override {
+      if (!counted_ && inner_->test()) complete(0);
+      return counted_;
+    }
+    void wait() override {
+      if (counted_) return;
+      const auto t0 = Clock::now();
+      inner_->wait();
+      complete(since(t0));
+    }
+
+   private:
+    void complete(double seconds) {
+      counted_ = true;
+      group_.count(bytes_, seconds_ + seconds);
+    }
+    Routed& group_;
+    std::unique_ptr<Pending> inner_;
+    int64_t bytes_;
+    double seconds_;
+    bool counted_ = false;
+  };
+
   bool on_device(const torch::Tensor& t) const { return device_ && t.defined() && t.is_cuda(); }
   // What `host_` moves in place of a CUDA tensor: a contiguous host copy (the tensor itself
   // where it is already in host memory or goes by `device_`).
@@ -83,9 +125,9 @@ class Routed final : public Communicator {
   }
   template <class F>
   void timed(int64_t bytes, F&& op, const torch::Tensor& t) {
-    const auto t0 = std::chrono::steady_clock::now();
+    const auto t0 = Clock::now();
     op(on_device(t) ? *device_ : *host_);
-    count(bytes, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    count(bytes, since(t0));
   }
 
   std::unique_ptr<Communicator> host_, device_;

@@ -291,6 +291,45 @@ TEST(Parallel, ReplicatedKvHeadsMatchOneRank) {
   compare_with_reference("lora", nullptr, /*kv_heads=*/2);
 }
 
+// With parallel.dp_overlap, each bucket's DP sum starts from autograd's hook once its gradients
+// are complete, in the backward pass of the armed (last) micro-batch only; the gradients then
+// equal those of the sums made after the backward pass, bit for bit (two replicas: one addition
+// per entry either way). Small buckets, so that there are many.
+TEST(Parallel, DpSumsStartDuringTheBackwardPass) {
+  const auto& L = g_layout;
+  if (L.dp < 2 || L.tp > 1 || L.pp > 1) GTEST_SKIP() << "DP alone";
+  model::Llama m = model::load_llama(base_folder(), torch::kFloat32,
+                                     model::make_shard(*g_grid, test_arch().num_layers));
+  torch::manual_seed(5);
+  adapters::attach(m, test_config("lora").adapter);
+  const auto params = adapters::trainable_parameters(m);
+  const auto rows = test_rows(8, 16, test_arch().vocab_size);
+  const auto all_ids = torch::tensor(rows.ids).view({8, 16});
+  auto two_micro_batches = [&](trainer::GradientSync& sync) {
+    for (int64_t i = 0; i < 2; ++i) {
+      const auto ids = all_ids.narrow(0, 4 * g_grid->dp_rank() + 2 * i, 2);
+      if (i == 1) sync.arm();
+      model::causal_lm_loss(m->forward(ids), ids).backward();
+    }
+    sync.reduce();
+  };
+  std::vector<torch::Tensor> after;
+  for (bool overlap : {false, true}) {
+    for (auto& [name, p] : params) p.mutable_grad() = torch::Tensor();
+    trainer::GradientSync sync(m, *g_grid, params, {}, overlap, /*bucket_bytes=*/4096);
+    two_micro_batches(sync);
+    if (!overlap) {
+      EXPECT_EQ(sync.started_in_backward(), 0);
+      for (const auto& [name, p] : params) after.push_back(p.grad().clone());
+      continue;
+    }
+    EXPECT_GT(sync.started_in_backward(), 10)
+        << "buckets of 4 KiB, " << params.size() << " tensors";
+    for (size_t i = 0; i < params.size(); ++i)
+      EXPECT_TRUE(torch::equal(params[i].second.grad(), after[i])) << params[i].first;
+  }
+}
+
 // The communicator's operations on the whole world, against what they must give.
 TEST(Communicator, CollectivesAndPointToPoint) {
   auto& w = g_grid->world();

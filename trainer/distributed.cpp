@@ -1,6 +1,10 @@
 #include "trainer/distributed.h"
 
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/variable.h>
+
 #include <cmath>
+#include <functional>
 #include <set>
 #include <string>
 
@@ -10,34 +14,90 @@ namespace spartan::trainer {
 
 using model::TpPlacement;
 
+namespace {
+
+// Calls `ready` each time autograd has accumulated a parameter's gradient.
+class ReadyHook final : public torch::autograd::PostAccumulateGradHook {
+ public:
+  explicit ReadyHook(std::function<void()> ready) : ready_(std::move(ready)) {}
+  void operator()(const torch::autograd::Variable&) override { ready_(); }
+
+ private:
+  std::function<void()> ready_;
+};
+
+}  // namespace
+
 GradientSync::GradientSync(model::Llama& model, parallel::Grid& grid,
-                           const model::NamedTensors& params, const model::NamedTensors& gates)
-    : grid_(grid), params_(params) {
+                           const model::NamedTensors& params, const model::NamedTensors& gates,
+                           bool overlap, int64_t bucket_bytes)
+    : grid_(grid), params_(params), slot_of_(params.size()), bucket_bytes_(bucket_bytes) {
   std::set<std::string> gate_names;
   for (const auto& [name, t] : gates) gate_names.insert(name);
   for (const auto& [name, t] : params_) {
     placement_.push_back(model->placement(name));
     gate_.push_back(gate_names.count(name) > 0);
   }
+  for (size_t i = params_.size(); i-- > 0;) {
+    slot_of_[i] = slot_.size();
+    slot_.push_back(i);
+  }
+  hooked_ = overlap && grid_.layout().dp > 1;
+  if (hooked_)
+    for (size_t i = 0; i < params_.size(); ++i)
+      torch::autograd::impl::set_post_acc_grad_hooks(
+          params_[i].second, std::make_unique<ReadyHook>([this, i] { gradient_ready(i); }));
+}
+
+GradientSync::~GradientSync() {
+  if (hooked_)
+    for (auto& [name, p] : params_) torch::autograd::impl::set_post_acc_grad_hooks(p, nullptr);
+}
+
+torch::Tensor GradientSync::gradient(size_t i) {
+  auto& p = params_[i].second;
+  if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);  // same buckets everywhere
+  return p.grad();
+}
+
+void GradientSync::arm() {
+  if (!hooked_) return;
+  std::vector<parallel::BucketedSum::Slot> slots;
+  for (size_t i : slot_)
+    slots.push_back({params_[i].second.numel(), params_[i].second.scalar_type()});
+  dp_sum_ = std::make_unique<parallel::BucketedSum>(
+      grid_.dp(), slots, [this](size_t s) { return gradient(slot_[s]); }, bucket_bytes_);
+}
+
+void GradientSync::gradient_ready(size_t i) {
+  if (dp_sum_) dp_sum_->ready(slot_of_[i]);
 }
 
 void GradientSync::reduce() {
   torch::NoGradGuard no_grad;
-  const bool split = grid_.layout().tp > 1 || grid_.layout().dp > 1;
-  std::vector<torch::Tensor> partial, all, gates;
-  for (size_t i = 0; i < params_.size(); ++i) {
-    auto& p = params_[i].second;
-    if (!p.grad().defined()) {
-      if (!split) continue;
-      p.mutable_grad() = torch::zeros_like(p);  // every rank packs the same buckets
-    }
-    if (placement_[i].kind == TpPlacement::partial) partial.push_back(p.grad());
-    all.push_back(p.grad());
-    if (gate_[i]) gates.push_back(p.grad());
+  started_in_backward_ = 0;
+  if (grid_.layout().tp == 1 && grid_.layout().dp == 1) return;
+  for (size_t i = 0; i < params_.size(); ++i) gradient(i);  // every rank steps every tensor
+  if (dp_sum_) {
+    dp_sum_->finish();
+    started_in_backward_ = dp_sum_->started_early();
+    dp_sum_.reset();
+  } else if (grid_.layout().dp > 1) {
+    std::vector<torch::Tensor> all;
+    for (size_t i : slot_) all.push_back(params_[i].second.grad());
+    parallel::all_reduce_buckets(all, grid_.dp(), bucket_bytes_);
   }
+  std::vector<torch::Tensor> partial;
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (placement_[i].kind == TpPlacement::partial) partial.push_back(params_[i].second.grad());
   parallel::all_reduce_buckets(partial, grid_.tp());
-  parallel::all_reduce_buckets(all, grid_.dp());
-  for (auto& g : gates) {
+}
+
+void GradientSync::agree_gates() {
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (!gate_[i] || !params_[i].second.grad().defined()) continue;
+    auto& g = params_[i].second.mutable_grad();
     grid_.dp().broadcast(g, 0);
     grid_.tp().broadcast(g, 0);
   }

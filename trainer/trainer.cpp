@@ -122,7 +122,8 @@ int Trainer::agreed_stop_signal() {
   return static_cast<int>(sig.item<int64_t>());
 }
 
-std::pair<double, int64_t> Trainer::forward_backward(const std::vector<int64_t>& rows) {
+std::pair<double, int64_t> Trainer::forward_backward(const std::vector<int64_t>& rows,
+                                                     GradientSync& sync) {
   auto [ids, labels] = gather(train_, rows);
   // Every scored target of the global batch counts once: loss = Σ token losses / N.
   auto scored_t = labels.narrow(1, 1, labels.size(1) - 1)
@@ -139,6 +140,9 @@ std::pair<double, int64_t> Trainer::forward_backward(const std::vector<int64_t>&
                              loss_sum += loss.item<double>();  // the language-model loss alone
                              return loss;
                            });
+  stage.before_backward = [&sync, last = stage.micro_batches - 1](int64_t i) {
+    if (i == last) sync.arm();
+  };
   parallel::train_1f1b(stage, grid_.pp());
   auto loss_t = torch::tensor({loss_sum}, torch::kFloat64);
   grid_.pp().all_reduce(loss_t);  // only the last stage contributes
@@ -162,7 +166,7 @@ TrainSummary Trainer::run() {
   check_xi_schedule(config_, optimizers, !held_out_.ids.empty(), root);
   const Schedule schedule =
       Schedule::make(o.lr, total_steps_, o.warmup_ratio, o.schedule, o.min_lr_ratio);
-  GradientSync sync(model_, grid_, params, groups.gates);
+  GradientSync sync(model_, grid_, params, groups.gates, config_.parallel.dp_overlap);
   TrainSummary summary;
   summary.trainable_parameters = entries_in_model(model_, grid_, params);
   CheckpointKeeper checkpoints(config_, model_, grid_, run_dir_, checkpointing_, identity_,
@@ -184,8 +188,9 @@ TrainSummary Trainer::run() {
   report.start();
   int64_t bad_in_a_row = 0;
   for (int64_t step = start_step; step < total_steps_; ++step) {
-    const auto [loss, tokens] = forward_backward(sampler.next());
-    optimizers.add_l1_gradient();
+    const auto [loss, tokens] = forward_backward(sampler.next(), sync);
+    sync.reduce();
+    optimizers.add_l1_gradient();  // once, on the rank whose gates agree_gates() spreads
     const double lr = schedule.lr(step);
     double grad_norm = 0;
     if (!std::isfinite(loss)) {  // skipped, and counted; too many in a row end the run
@@ -199,7 +204,7 @@ TrainSummary Trainer::run() {
                      static_cast<long long>(step + 1), loss);
     } else {
       bad_in_a_row = 0;
-      sync.reduce();
+      sync.agree_gates();
       base_zeros.clear_gradients();
       grad_norm = sync.clip(o.grad_clip);
       optimizers.step(step, lr);

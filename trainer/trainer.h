@@ -24,6 +24,8 @@
 
 namespace spartan::trainer {
 
+class GradientSync;
+
 struct TrainSummary {
   int64_t steps = 0;
   int64_t skipped_steps = 0;  // non-finite losses
@@ -68,7 +70,7 @@ class Trainer {
   // One global batch's forward and backward passes on this rank: the loss (the mean over every
   // scored token of the global batch, the same on every rank) and the tokens it holds over every
   // DP replica.
-  std::pair<double, int64_t> forward_backward(const std::vector<int64_t>& rows);
+  std::pair<double, int64_t> forward_backward(const std::vector<int64_t>& rows, GradientSync& sync);
   int agreed_stop_signal();
 
   const Config& config_;
