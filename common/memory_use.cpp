@@ -36,7 +36,10 @@ bool reset_peak_resident() {
   return static_cast<bool>(out);
 }
 
-void keep_large_blocks_in_heap() { mallopt(M_MMAP_MAX, 0); }
+void keep_large_blocks_in_heap() {
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);  // nor handed back from the heap's top when freed
+}
 
 void return_large_blocks_to_kernel(int64_t threshold) {
   mallopt(M_MMAP_MAX, 65536);                              // glibc's default count
